@@ -1,0 +1,26 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both run the idempotent set-up.
+VENV := .venv
+BIN := $(VENV)/bin
+export PYO_GUI_WX := 0
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@tools/setup.sh
+
+demo: setup
+	@$(BIN)/moodscore run --source demo --duration 60 --record out/
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lint: setup
+	$(BIN)/ruff check daemon models tools tests
+	$(BIN)/ruff format --check daemon models tools tests
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/moodscore bench
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
