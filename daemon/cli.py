@@ -1,0 +1,391 @@
+"""The ``moodscore`` command: run | render | analyze | doctor | bench.
+
+Every user error (bad flag, missing file, bad config key, unavailable backend) ends as one line on
+stderr and exit status 2; nothing a user can fix prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from daemon import __version__
+from daemon.config import Config, load_config
+from daemon.errors import ConfigError, MoodscoreError
+
+log = logging.getLogger("moodscore")
+
+EXIT_USAGE = 2
+RENDER_SUFFIXES = (".mp4", ".mov", ".mkv", ".wav")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line (exit 2) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"moodscore: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="moodscore",
+        description="Live adaptive soundtrack: watches faces or game video, plays music that follows.",
+    )
+    parser.add_argument("--version", action="version", version=f"moodscore {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", type=Path, metavar="FILE", help="a TOML file over config.toml")
+        sub.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        sub.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+        return sub
+
+    run = add("run", "the live daemon: watch a source and play music that follows it")
+    run.add_argument(
+        "--source",
+        metavar="SPEC",
+        help="demo | webcam[:N] | /dev/videoN | FILE (default: webcam if one opens, else demo)",
+    )
+    run.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after this long")
+    run.add_argument("--record", type=Path, metavar="DIR", help="record WAV + timeline into DIR")
+    run.add_argument("--backend", metavar="NAME", help="audio backend: auto|device|jack|manual")
+    run.add_argument("--seed", type=int, help="seed for the composer (default: config)")
+
+    render = add("render", "score a video file (or `demo`) faster than real time")
+    render.add_argument("input", metavar="INPUT", help="a video file, or `demo` for the built-in scene")
+    render.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.mp4|OUT.wav")
+    render.add_argument("--seed", type=int, help="same input + seed = same notes (default: config)")
+    render.add_argument("--timeline", type=Path, metavar="OUT.json", help="also write the timeline")
+    render.add_argument(
+        "--duration", type=_positive_float, metavar="SECONDS", help="length of a `demo` render"
+    )
+
+    analyze = add("analyze", "the analysis alone: a per-window valence/arousal timeline")
+    analyze.add_argument("input", metavar="INPUT", help="a video file, or `demo`")
+    analyze.add_argument("-o", "--output", type=Path, required=True, metavar="timeline.json")
+    analyze.add_argument("--mode", choices=["frame"], default="frame", help="analysis model")
+    analyze.add_argument(
+        "--duration", type=_positive_float, metavar="SECONDS", help="length of a `demo` analysis"
+    )
+
+    add("doctor", "what this machine offers: audio, JACK, cameras, GPU, broker, models")
+
+    bench = add("bench", "measure speed figures and print them as JSON")
+    bench.add_argument("--quick", action="store_true", help="shorter runs (less precise)")
+    bench.add_argument("-o", "--output", type=Path, metavar="OUT.json", help="also write the JSON")
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    os.environ.setdefault("PYO_GUI_WX", "0")
+    args = build_parser().parse_args(argv)
+    _configure_logging(verbose=args.verbose, quiet=args.quiet)
+    handlers: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+        "run": _cmd_run,
+        "render": _cmd_render,
+        "analyze": _cmd_analyze,
+        "doctor": _cmd_doctor,
+        "bench": _cmd_bench,
+    }
+    try:
+        config = load_config(args.config)
+        return handlers[args.command](args, config)
+    except MoodscoreError as exc:
+        print(f"moodscore: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("moodscore: interrupted", file=sys.stderr)
+        return 130
+
+
+def _configure_logging(*, verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("moodscore")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info and logging.getLogger("moodscore").isEnabledFor(logging.DEBUG):
+            text += "\n" + self.formatException(record.exc_info)
+        if record.levelno >= logging.ERROR:
+            return f"moodscore: error: {text}"
+        if record.levelno >= logging.WARNING:
+            return f"moodscore: warning: {text}"
+        return f"moodscore: {text}"
+
+
+# -- run ----------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from daemon.engine import choose_backend
+    from daemon.sources import open_source
+
+    if args.backend is not None:
+        config = config.replace("engine", backend=args.backend)
+    if args.seed is not None:
+        config = config.replace("composer", seed=args.seed)
+    backend = choose_backend(config.engine.backend, render=False)
+    source = open_source(args.source or config.source.kind, config.source, paced=True)
+    log.info("source: %s", source.description)
+    log.info("audio: %s (%s)", backend.name, backend.reason)
+    return asyncio.run(_run_live(args, config, source, backend))
+
+
+async def _run_live(args: argparse.Namespace, config: Config, source: Any, backend: Any) -> int:
+    from daemon.outputs.recorder import WavRecorder
+    from daemon.outputs.timeline import build_timeline, write_timeline
+    from daemon.pipeline import Session, install_signal_handlers
+
+    record_dir: Path | None = args.record or (Path(config.record.dir) if config.record.dir else None)
+    recorder: WavRecorder | None = None
+    stem = time.strftime("moodscore-%Y%m%d-%H%M%S")
+    if record_dir is not None:
+        record_dir.mkdir(parents=True, exist_ok=True)
+        recorder = WavRecorder(record_dir / f"{stem}.wav", sample_rate=config.engine.sample_rate)
+    elif backend.name == "manual":
+        log.info("no sound card: the music plays in manual mode; pass --record DIR to keep it")
+    session = Session(
+        config=config,
+        source=source,
+        backend=backend,
+        render=False,
+        duration=args.duration,
+        audio_listeners=(recorder.write,) if recorder else (),
+    )
+    remove_handlers = install_signal_handlers(session)
+    log.info("playing%s; Ctrl-C stops", f" for {args.duration:g} s" if args.duration else "")
+    try:
+        report = await session.run()
+    finally:
+        remove_handlers()
+        if recorder is not None:
+            recorder.close()
+    if report.underruns:
+        log.warning("%d bar(s) were late from the composer and repeated", report.underruns)
+    if report.dropped_frames:
+        log.info("analysis skipped %d frame(s) to keep up (newest frame wins)", report.dropped_frames)
+    if recorder is not None and record_dir is not None:
+        document = build_timeline(
+            report.moods,
+            source=report.source,
+            window_s=config.analysis.window_s,
+            duration=report.audio_seconds,
+            bars=report.bars,
+            source_offset=report.source_offset,
+        )
+        timeline_path = record_dir / f"{stem}.timeline.json"
+        write_timeline(document, timeline_path)
+        log.info(
+            "recorded %.1f s of audio to %s (timeline: %s)",
+            recorder.seconds_written,
+            recorder.path,
+            timeline_path,
+        )
+    return 0
+
+
+# -- render -------------------------------------------------------------------------------
+
+
+def _cmd_render(args: argparse.Namespace, config: Config) -> int:
+    from daemon.engine import choose_backend
+    from daemon.sources import open_source
+
+    output: Path = args.output
+    if output.suffix.lower() not in RENDER_SUFFIXES:
+        raise ConfigError(f"output {output} must end in {', '.join(RENDER_SUFFIXES)}")
+    if args.seed is not None:
+        config = config.replace("composer", seed=args.seed)
+    is_demo = args.input == "demo"
+    if args.duration is not None and not is_demo:
+        raise ConfigError("--duration applies to `render demo`; a file renders whole")
+    duration = (args.duration or config.source.demo_cycle_s) if is_demo else None
+    source = open_source(args.input, config.source, paced=False, duration=duration)
+    backend = choose_backend(config.engine.backend, render=True)
+    return asyncio.run(_render(args, config, source, backend, output))
+
+
+async def _render(
+    args: argparse.Namespace, config: Config, source: Any, backend: Any, output: Path
+) -> int:
+    from daemon.outputs.recorder import WavRecorder
+    from daemon.outputs.timeline import build_timeline, write_timeline
+    from daemon.outputs.video import VideoWriter, can_remux, mux_mp4
+    from daemon.pipeline import Session, install_signal_handlers
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    wants_video = output.suffix.lower() != ".wav"
+    input_path = None if args.input == "demo" else Path(args.input)
+    with tempfile.TemporaryDirectory(prefix="moodscore-render-") as scratch:
+        scratch_dir = Path(scratch)
+        audio_path = output if not wants_video else scratch_dir / "score.wav"
+        recorder = WavRecorder(audio_path, sample_rate=config.engine.sample_rate)
+        writer: VideoWriter | None = None
+        if wants_video and (input_path is None or not can_remux(input_path)):
+            writer = VideoWriter(scratch_dir / "video.mp4", fps=source.fps, size=source.size)
+        started = time.perf_counter()
+        try:
+            with _progress_bar(source.duration, "rendering") as progress:
+                session = Session(
+                    config=config,
+                    source=source,
+                    backend=backend,
+                    render=True,
+                    duration=source.duration if input_path is None else None,
+                    audio_listeners=(recorder.write,),
+                    frame_tap=writer.write if writer else None,
+                    on_progress=progress,
+                )
+                remove_handlers = install_signal_handlers(session)
+                try:
+                    report = await session.run()
+                finally:
+                    remove_handlers()
+        finally:
+            recorder.close()
+            if writer is not None:
+                writer.close()
+        if report.interrupted:
+            log.warning("render interrupted at %.1f s; writing what was rendered", report.audio_seconds)
+        if wants_video:
+            video_path = writer.path if writer else input_path
+            assert video_path is not None
+            mux_mp4(output, video=video_path, audio_wav=audio_path)
+    elapsed = time.perf_counter() - started
+    if args.timeline is not None:
+        document = build_timeline(
+            report.moods,
+            source=report.source,
+            window_s=config.analysis.window_s,
+            duration=report.audio_seconds,
+            bars=report.bars,
+            seed=config.composer.seed,
+        )
+        png = write_timeline(document, args.timeline)
+        log.info("timeline: %s%s", args.timeline, f" (plot: {png})" if png else "")
+    log.info(
+        "wrote %s: %.1f s in %.1f s (%.1fx real time)",
+        output,
+        report.audio_seconds,
+        elapsed,
+        report.audio_seconds / max(elapsed, 1e-9),
+    )
+    return 130 if report.interrupted else 0
+
+
+@contextlib.contextmanager
+def _progress_bar(total: float | None, label: str) -> Iterator[Callable[[float], None]]:
+    """A tqdm bar over seconds of media; quiet when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    with tqdm(
+        total=round(total, 1) if total else None,
+        unit="s",
+        desc=label,
+        disable=None,
+        leave=False,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]",
+    ) as bar:
+
+        def update(seconds: float) -> None:
+            bar.n = round(min(seconds, total) if total else seconds, 1)
+            bar.refresh()
+
+        yield update
+
+
+# -- analyze ------------------------------------------------------------------------------
+
+
+def _cmd_analyze(args: argparse.Namespace, config: Config) -> int:
+    from daemon.sources import open_source
+
+    is_demo = args.input == "demo"
+    if args.duration is not None and not is_demo:
+        raise ConfigError("--duration applies to `analyze demo`; a file is analysed whole")
+    duration = (args.duration or config.source.demo_cycle_s) if is_demo else None
+    source = open_source(args.input, config.source, paced=False, duration=duration)
+    return asyncio.run(_analyze(args, config, source))
+
+
+async def _analyze(args: argparse.Namespace, config: Config, source: Any) -> int:
+    from daemon.analysis import AnalysisStage
+    from daemon.messages import Mood
+    from daemon.outputs.timeline import build_timeline, write_timeline
+
+    stage = AnalysisStage(config=config.analysis)
+    moods: list[Mood] = []
+    with _progress_bar(source.duration, "analysing") as progress:
+
+        def collect(mood: Mood) -> None:
+            moods.append(mood)
+            progress(mood.t_end)
+
+        try:
+            await stage.run(source, collect, lossless=True)
+        finally:
+            await source.close()
+    document = build_timeline(
+        moods,
+        source=source.description,
+        mode=args.mode,
+        window_s=config.analysis.window_s,
+        duration=moods[-1].t_end if moods else 0.0,
+    )
+    png = write_timeline(document, args.output)
+    log.info("wrote %s: %d windows%s", args.output, len(moods), f" (plot: {png})" if png else "")
+    return 0
+
+
+# -- doctor, bench ------------------------------------------------------------------------
+
+
+def _cmd_doctor(args: argparse.Namespace, config: Config) -> int:
+    from daemon.doctor import run_doctor
+
+    return run_doctor(config)
+
+
+def _cmd_bench(args: argparse.Namespace, config: Config) -> int:
+    import json
+
+    from daemon.bench import run_bench
+
+    figures = run_bench(config, quick=args.quick)
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.output is not None:
+        args.output.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The conductor: Mood -> Plan, smoothed, with hysteresis, decided bar by bar.
+
+Mapping (documented in the README):
+
+- valence and arousal are smoothed with a confidence-weighted exponential filter whose time
+  constant is ``conductor.smoothing_s``, stepped by each window's own timestamps, so a render and a
+  live run of the same windows smooth identically;
+- **bpm** = bpm_min + (arousal + 1) / 2 * (bpm_max - bpm_min) of the scene preset, rounded; it
+  changes only when the target moves more than ``hysteresis`` of the range away;
+- **layers** = layers_min + (arousal + 1) / 2 * (layers_max - layers_min); the count changes only
+  when that level leaves the current count's band widened by ``hysteresis`` of the range;
+- **mode** is major above valence +hysteresis, minor below -hysteresis, unchanged between; the
+  tonic is the preset's major or (relative) minor tonic;
+- **density** (how busy the notes are) = (arousal + 1) / 2, nudged up a little by valence.
+
+Plans are asked for one bar at a time (:meth:`Conductor.plan_for_bar`), so every change lands on
+a bar line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from daemon.config import ConductorConfig
+from daemon.messages import Mode, Mood, Plan
+from daemon.scenes import ScenePreset
+
+
+@dataclass(slots=True)
+class _Smoothed:
+    valence: float
+    arousal: float
+    time: float
+
+
+class Conductor:
+    """Turns a stream of moods into one Plan per bar.
+
+    Parameters
+    ----------
+    config : the ``[conductor]`` section.
+    preset : the scene preset in force.
+    """
+
+    def __init__(self, *, config: ConductorConfig, preset: ScenePreset) -> None:
+        self._config = config
+        self._preset = preset
+        self._smoothed: _Smoothed | None = None
+        self._bpm: float | None = None
+        self._layers: int | None = None
+        self._mode: Mode | None = None
+        self.moods_seen = 0
+
+    @property
+    def preset(self) -> ScenePreset:
+        return self._preset
+
+    def observe(self, mood: Mood) -> None:
+        """Fold one analysis window into the smoothed mood."""
+        self.moods_seen += 1
+        if self._smoothed is None:
+            self._smoothed = _Smoothed(mood.valence, mood.arousal, mood.t_end)
+            return
+        dt = max(0.0, mood.t_end - self._smoothed.time)
+        tau = self._config.smoothing_s
+        alpha = 1.0 if tau <= 0 else 1.0 - math.exp(-dt / tau)
+        alpha *= max(0.0, min(1.0, mood.confidence))
+        s = self._smoothed
+        s.valence += alpha * (mood.valence - s.valence)
+        s.arousal += alpha * (mood.arousal - s.arousal)
+        s.time = max(s.time, mood.t_end)
+
+    @property
+    def mood(self) -> tuple[float, float]:
+        """The smoothed (valence, arousal); neutral before the first window."""
+        if self._smoothed is None:
+            return 0.0, 0.0
+        return self._smoothed.valence, self._smoothed.arousal
+
+    def plan_for_bar(self, bar: int) -> Plan:
+        """Decide the plan that governs ``bar`` from the moods observed so far."""
+        valence, arousal = self.mood
+        level = (_clip(arousal) + 1.0) / 2.0  # 0..1
+        h = self._config.hysteresis
+        preset = self._preset
+
+        bpm_range = preset.bpm_max - preset.bpm_min
+        bpm_target = preset.bpm_min + level * bpm_range
+        if self._bpm is None or abs(bpm_target - self._bpm) > h * bpm_range:
+            self._bpm = float(round(bpm_target))
+        self._bpm = min(max(self._bpm, preset.bpm_min), preset.bpm_max)
+
+        layer_range = preset.layers_max - preset.layers_min
+        layer_level = preset.layers_min + level * layer_range
+        if self._layers is None or abs(layer_level - self._layers) > 0.5 + h * layer_range:
+            self._layers = round(layer_level)
+        self._layers = min(max(self._layers, preset.layers_min), preset.layers_max)
+
+        if self._mode is None:
+            self._mode = "major" if valence >= 0 else "minor"
+        elif valence > h:
+            self._mode = "major"
+        elif valence < -h:
+            self._mode = "minor"
+
+        density = _clip01(level + 0.15 * _clip(valence))
+        tonic = preset.major_tonic if self._mode == "major" else preset.minor_tonic
+        return Plan(
+            bar=bar,
+            bpm=self._bpm,
+            layers=self._layers,
+            tonic=tonic,
+            mode=self._mode,
+            density=density,
+            scene=preset.name,
+            valence=valence,
+            arousal=arousal,
+            beats_per_bar=self._config.beats_per_bar,
+        )
+
+
+def _clip(x: float) -> float:
+    return max(-1.0, min(1.0, x))
+
+
+def _clip01(x: float) -> float:
+    return max(0.0, min(1.0, x))

@@ -1,0 +1,140 @@
+"""MP4 output for renders: the input's picture with the generated score muxed in (H.264 + AAC).
+
+When the input's video codec can live in MP4 (H.264, HEVC, MPEG-4, AV1, VP9) its packets are
+copied unchanged: no quality loss, and a minute of video costs a fraction of a second. Anything
+else (and the built-in demo, which has no file) is encoded once with libx264 while the render
+runs, by :class:`VideoWriter` on its own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import queue
+import threading
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile
+
+from daemon.errors import MoodscoreError
+from daemon.messages import Frame
+
+log = logging.getLogger("moodscore.outputs")
+
+REMUXABLE_CODECS = frozenset({"h264", "hevc", "mpeg4", "av1", "vp9"})
+AUDIO_BIT_RATE = 192_000
+
+
+def can_remux(path: Path) -> bool:
+    """True when ``path``'s first video stream can be copied into an MP4 without re-encoding."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return False
+            return container.streams.video[0].codec_context.name in REMUXABLE_CODECS
+    except (av.FFmpegError, OSError):
+        return False
+
+
+class VideoWriter:
+    """Encodes frames to a video-only H.264 MP4 on a worker thread.
+
+    Parameters
+    ----------
+    path : the MP4 to write.
+    fps : frame rate.
+    size : (width, height); odd sizes are rounded down to even, as yuv420p needs.
+    preset : libx264 speed preset.
+    """
+
+    def __init__(
+        self, path: Path, *, fps: float, size: tuple[int, int], preset: str = "veryfast"
+    ) -> None:
+        self.path = path
+        width, height = size[0] // 2 * 2, size[1] // 2 * 2
+        self._container = av.open(str(path), "w")
+        rate = fractions.Fraction(fps).limit_denominator(1001)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"preset": preset, "crf": "20"}
+        self._time_base = fractions.Fraction(1, 90_000)
+        self._stream.time_base = self._time_base
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=32)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="video-writer", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    async def write(self, frame: Frame) -> None:
+        """Queue one frame; waits (off the event loop) when the encoder is behind."""
+        if self._error is not None:
+            raise MoodscoreError(f"writing {self.path} failed: {self._error}") from self._error
+        await asyncio.to_thread(self._queue.put, frame)
+
+    def close(self) -> None:
+        """Flush the encoder and finalise the file (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise MoodscoreError(f"writing {self.path} failed: {self._error}") from self._error
+
+    def _work(self) -> None:
+        width, height = self._stream.width, self._stream.height
+        try:
+            while (frame := self._queue.get()) is not None:
+                image = frame.image[:height, :width]
+                video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                video_frame.pts = round(frame.pts / self._time_base)
+                video_frame.time_base = self._time_base
+                for packet in self._stream.encode(video_frame):
+                    self._container.mux(packet)
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        except Exception as exc:  # reported by write()/close() on the caller's side
+            self._error = exc
+            while self._queue.get() is not None:  # drain so a blocked writer wakes up
+                pass
+        finally:
+            self._container.close()
+
+
+def mux_mp4(out: Path, *, video: Path, audio_wav: Path) -> None:
+    """Write ``out``: the first video stream of ``video`` copied as is, plus ``audio_wav`` as AAC.
+
+    Audio streams of ``video`` are dropped: the score replaces them.
+    """
+    audio, sample_rate = soundfile.read(str(audio_wav), dtype="float32", always_2d=True)
+    planar = np.ascontiguousarray(audio.T)
+    layout = "stereo" if planar.shape[0] == 2 else "mono"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(video)) as source, av.open(str(out), "w") as target:
+        video_in = source.streams.video[0]
+        video_out = target.add_stream_from_template(video_in)
+        audio_out = target.add_stream("aac", rate=sample_rate)
+        audio_out.layout = layout
+        audio_out.bit_rate = AUDIO_BIT_RATE
+        for packet in source.demux(video_in):
+            if packet.dts is None:  # the demuxer's flush packet
+                continue
+            packet.stream = video_out
+            target.mux(packet)
+        time_base = fractions.Fraction(1, sample_rate)
+        chunk = 4096
+        for start in range(0, planar.shape[1], chunk):
+            piece = np.ascontiguousarray(planar[:, start : start + chunk])
+            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            frame.time_base = time_base
+            for packet in audio_out.encode(frame):
+                target.mux(packet)
+        for packet in audio_out.encode():
+            target.mux(packet)
+    log.debug("muxed %s (%.2f s of audio)", out, planar.shape[1] / sample_rate)
