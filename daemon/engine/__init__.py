@@ -1,0 +1,22 @@
+"""The audio engine: pyo server modes, the band's instruments and the sample clock.
+
+pyo itself is imported only when an :class:`Engine` starts, so choosing a backend or building a
+:class:`ScoreQueue` never loads it.
+"""
+
+from daemon.engine.backends import (
+    BackendChoice,
+    choose_backend,
+    jack_running,
+    probe_audio_devices,
+)
+from daemon.engine.engine import Engine, ScoreQueue
+
+__all__ = [
+    "BackendChoice",
+    "Engine",
+    "ScoreQueue",
+    "choose_backend",
+    "jack_running",
+    "probe_audio_devices",
+]
