@@ -160,17 +160,12 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _run_live(args: argparse.Namespace, config: Config, source: Any, backend: Any) -> int:
-    from daemon.outputs.recorder import WavRecorder
     from daemon.outputs.timeline import build_timeline, write_timeline
     from daemon.pipeline import Session, install_signal_handlers
 
     record_dir: Path | None = args.record or (Path(config.record.dir) if config.record.dir else None)
-    recorder: WavRecorder | None = None
     stem = time.strftime("moodscore-%Y%m%d-%H%M%S")
-    if record_dir is not None:
-        record_dir.mkdir(parents=True, exist_ok=True)
-        recorder = WavRecorder(record_dir / f"{stem}.wav", sample_rate=config.engine.sample_rate)
-    elif backend.name == "manual":
+    if record_dir is None and backend.name == "manual":
         log.info("no sound card: the music plays in manual mode; pass --record DIR to keep it")
     session = Session(
         config=config,
@@ -178,7 +173,7 @@ async def _run_live(args: argparse.Namespace, config: Config, source: Any, backe
         backend=backend,
         render=False,
         duration=args.duration,
-        audio_listeners=(recorder.write,) if recorder else (),
+        record_path=record_dir / f"{stem}.wav" if record_dir else None,
     )
     remove_handlers = install_signal_handlers(session)
     log.info("playing%s; Ctrl-C stops", f" for {args.duration:g} s" if args.duration else "")
@@ -186,8 +181,7 @@ async def _run_live(args: argparse.Namespace, config: Config, source: Any, backe
         report = await session.run()
     finally:
         remove_handlers()
-        if recorder is not None:
-            recorder.close()
+    recorder = session.recorder
     if report.underruns:
         log.warning("%d bar(s) were late from the composer and repeated", report.underruns)
     if report.dropped_frames:
@@ -236,7 +230,6 @@ def _cmd_render(args: argparse.Namespace, config: Config) -> int:
 async def _render(
     args: argparse.Namespace, config: Config, source: Any, backend: Any, output: Path
 ) -> int:
-    from daemon.outputs.recorder import WavRecorder
     from daemon.outputs.timeline import build_timeline, write_timeline
     from daemon.outputs.video import VideoWriter, can_remux, mux_mp4
     from daemon.pipeline import Session, install_signal_handlers
@@ -247,7 +240,6 @@ async def _render(
     with tempfile.TemporaryDirectory(prefix="moodscore-render-") as scratch:
         scratch_dir = Path(scratch)
         audio_path = output if not wants_video else scratch_dir / "score.wav"
-        recorder = WavRecorder(audio_path, sample_rate=config.engine.sample_rate)
         writer: VideoWriter | None = None
         if wants_video and (input_path is None or not can_remux(input_path)):
             writer = VideoWriter(scratch_dir / "video.mp4", fps=source.fps, size=source.size)
@@ -260,7 +252,7 @@ async def _render(
                     backend=backend,
                     render=True,
                     duration=source.duration if input_path is None else None,
-                    audio_listeners=(recorder.write,),
+                    record_path=audio_path,
                     frame_tap=writer.write if writer else None,
                     on_progress=progress,
                 )
@@ -270,7 +262,6 @@ async def _render(
                 finally:
                     remove_handlers()
         finally:
-            recorder.close()
             if writer is not None:
                 writer.close()
         if report.interrupted:

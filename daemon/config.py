@@ -52,7 +52,7 @@ class AnalysisConfig:
 @dataclass(frozen=True, slots=True)
 class ConductorConfig:
     scene: str = "default"
-    smoothing_s: float = 3.0
+    smoothing_s: float = 2.0
     hysteresis: float = 0.08
     beats_per_bar: int = 4
 

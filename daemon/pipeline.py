@@ -23,6 +23,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -31,8 +32,9 @@ from daemon.composer import Composer
 from daemon.conductor import Conductor
 from daemon.config import Config
 from daemon.engine import BackendChoice, Engine, ScoreQueue
-from daemon.errors import MoodscoreError
-from daemon.messages import BarStarted, Beat, Frame, Mood, Plan
+from daemon.errors import EngineError, MoodscoreError
+from daemon.messages import BarScore, BarStarted, Beat, Frame, Mood
+from daemon.outputs.recorder import WavRecorder
 from daemon.scenes import load_scene
 from daemon.sources import FrameSource
 
@@ -41,6 +43,8 @@ log = logging.getLogger("moodscore.pipeline")
 AudioListener = Callable[[np.ndarray, float], None]
 BeatListener = Callable[[Beat], None]
 FrameTap = Callable[[Frame], Awaitable[None]]
+
+LIVE_TAIL_S = 2.0  # seconds of music after a live file source ends
 
 
 class MoodBoard:
@@ -107,7 +111,7 @@ class SessionReport:
     # before the engine, and timelines map windows onto the music with this offset.
     source_offset: float = 0.0
     interrupted: bool = False
-    plans: dict[int, Plan] = field(default_factory=dict)
+    scores: list[BarScore] = field(default_factory=list)
 
 
 class Session:
@@ -120,8 +124,9 @@ class Session:
     backend : the engine backend (``offline`` for renders).
     render : True to run as fast as possible and reproducibly, False for live pacing.
     duration : stop after this much audio (seconds); a render defaults to the source's length.
+    record_path : write the session's audio to this WAV file, finalised on shutdown.
     audio_listeners : receive every audio block ``[shape=(n, 2)]`` with its audio time, on the
-        engine thread; they must not block (the WAV recorder hands blocks to its own thread).
+        engine thread; they must not block (hand the block to another thread).
     beat_listeners : receive every Beat on the event loop, best effort.
     frame_tap : awaited with every frame before analysis (e.g. the render's video writer).
     on_progress : called on the event loop about five times a second with the audio time.
@@ -135,6 +140,7 @@ class Session:
         backend: BackendChoice,
         render: bool,
         duration: float | None = None,
+        record_path: Path | None = None,
         audio_listeners: tuple[AudioListener, ...] = (),
         beat_listeners: tuple[BeatListener, ...] = (),
         frame_tap: FrameTap | None = None,
@@ -156,14 +162,26 @@ class Session:
         self.engine = Engine(
             config=config.engine, backend=backend, scores=self.scores, realtime=not render
         )
+        self.recorder: WavRecorder | None = None
+        self._record_path = record_path
+        if record_path is not None:
+            self.engine.add_audio_listener(self._record)
         for listener in audio_listeners:
             self.engine.add_audio_listener(listener)
         self.analysis = AnalysisStage(config=config.analysis)
         self._bars: list[BarStarted] = []
-        self._plans: dict[int, Plan] = {}
+        self._scores: list[BarScore] = []
         self._stop = asyncio.Event()
         self._interrupted = False
         self._source_offset = 0.0
+
+    def _record(self, block: np.ndarray, audio_time: float) -> None:
+        # Opened on the first block: only then is the server's real sample rate known (JACK
+        # imposes its own). One file open on the audio thread, once, at the very start.
+        if self.recorder is None:
+            assert self._record_path is not None
+            self.recorder = WavRecorder(self._record_path, sample_rate=self.engine.sample_rate)
+        self.recorder.write(block, audio_time)
 
     def request_stop(self) -> None:
         """Ask for an ordered shutdown (Ctrl-C, SIGTERM, a test)."""
@@ -191,8 +209,13 @@ class Session:
                 await self._prefill()
                 self._source_offset = 0.0 if self._render else max(0.0, self.board.watermark)
                 await asyncio.to_thread(self.engine.start)
-                if self._duration is not None:
-                    self.engine.set_end_time(self._duration)
+                end_time = self._duration
+                if end_time is None and self._render:
+                    # Known up front for files and a timed demo: the engine may run up to a
+                    # bar ahead of the analysis, so it must not learn the end only at the end.
+                    end_time = self._source.duration
+                if end_time is not None:
+                    self.engine.set_end_time(end_time)
                 workers = [
                     group.create_task(self._compose(bar_events), name="composer"),
                     group.create_task(self._fan_out_beats(beat_events), name="beats"),
@@ -221,7 +244,7 @@ class Session:
             underruns=self.engine.underruns,
             source_offset=self._source_offset,
             interrupted=self._interrupted,
-            plans=dict(self._plans),
+            scores=list(self._scores),
         )
 
     # -- stages ---------------------------------------------------------------------------
@@ -234,11 +257,15 @@ class Session:
             await self.analysis.run(source, self.board.put, lossless=self._render)
         finally:
             self.board.finish()
-        if self._render and self._duration is None:
-            end = self._source.duration
-            if end is None and self.board.history:
-                end = self.board.history[-1].t_end
-            self.engine.set_end_time(end if end is not None else self.engine.audio_time)
+        if self._duration is not None or (self._render and self._source.duration is not None):
+            return
+        if self._render:
+            end = self.board.history[-1].t_end if self.board.history else self.engine.audio_time
+            self.engine.set_end_time(end)
+        else:
+            # A live file that ended (and does not loop): let the last notes ring, then stop.
+            log.info("the source ended; stopping after the music rings out")
+            self.engine.set_end_time(self.engine.audio_time + LIVE_TAIL_S)
 
     async def _prefill(self) -> None:
         """Compose the bars before the lookahead, in the mood of the first window, before audio starts."""
@@ -270,8 +297,8 @@ class Session:
         for mood in moods:
             self.conductor.observe(mood)
         plan = self.conductor.plan_for_bar(bar)
-        self._plans[bar] = plan
         score = await asyncio.to_thread(self.composer.compose_bar, plan)
+        self._scores.append(score)
         self.scores.put(score)
 
     async def _fan_out_beats(self, beat_events: asyncio.Queue[Beat]) -> None:
@@ -287,6 +314,8 @@ class Session:
         while not await asyncio.to_thread(self.engine.wait, 0.25):
             if self._stop.is_set():
                 return
+        if self.engine.error is not None:
+            raise EngineError(f"the audio engine failed: {self.engine.error}") from self.engine.error
 
     async def _progress(self) -> None:
         assert self._on_progress is not None
@@ -303,21 +332,31 @@ class Session:
         engine_done: asyncio.Task[None],
         stop: asyncio.Task[bool],
     ) -> None:
-        """Ordered: sources, composer, engine (fade and stop pyo), then the other workers."""
+        """Ordered: sources, composer, engine (fade and stop pyo), recording, other workers."""
+        if self._render and not self._interrupted:
+            # The engine can finish up to a bar ahead of the analysis: let the analysis read
+            # the rest of the file, so the timeline covers all of it.
+            await asyncio.wait({analysis})
         analysis.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await analysis
         await self._source.close()
         self.scores.close()
         await asyncio.to_thread(self.engine.stop)
+        self._close_recorder()
         for task in [*workers, engine_done, stop]:
             task.cancel()
         if self._on_progress is not None:
             self._on_progress(self.engine.audio_time)
 
+    def _close_recorder(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+
     async def _emergency_stop(self) -> None:
         self.scores.close()
         await asyncio.to_thread(self.engine.stop)
+        self._close_recorder()
         with contextlib.suppress(Exception):
             await self._source.close()
 

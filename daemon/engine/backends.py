@@ -110,7 +110,7 @@ def choose_backend(requested: str, *, render: bool) -> BackendChoice:
 
     Parameters
     ----------
-    requested : ``auto`` (device if one exists, else JACK if running, else manual) or a forced
+    requested : ``auto`` (JACK if running, else a device if one exists, else manual) or a forced
         name: ``device``, ``jack``, ``manual``, ``offline``.
     render : a file render: always ``offline`` (stepped as fast as possible, no device needed).
 
@@ -144,11 +144,13 @@ def choose_backend(requested: str, *, render: bool) -> BackendChoice:
                 "`jackd -d alsa` with a card) or use --backend manual"
             )
         return BackendChoice("jack", "forced: JACK server is running")
+    # A running JACK server is a deliberate choice of the user's, and it usually owns the sound
+    # card, so a PortAudio device would fail to open: prefer JACK when it is up.
+    if jack_running():
+        return BackendChoice("jack", "auto: a JACK server is running")
     devices = probe_audio_devices()
     if devices:
         return BackendChoice("device", f"auto: PortAudio output {devices[0]!r}")
-    if jack_running():
-        return BackendChoice("jack", "auto: no PortAudio device; a JACK server is running")
     return BackendChoice(
         "manual", "auto: no audio device and no JACK server; pyo stepped by the engine"
     )

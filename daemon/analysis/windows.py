@@ -1,0 +1,174 @@
+"""Frame windows -> Mood: the analysis stage.
+
+Windows are fixed slices of source time, ``[k * window_s, (k + 1) * window_s)``; a window is
+complete when a frame at or past its end arrives (or the stream ends). A window that received
+no frame (a stalled camera, frames dropped to keep up) repeats the previous mood with
+confidence 0, so the conductor holds its course instead of jumping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+
+from daemon.analysis.features import FrameFeatures, Previous, frame_features, mood_from_features
+from daemon.config import AnalysisConfig
+from daemon.errors import EndOfStream
+from daemon.messages import Frame, Mood
+from daemon.sources.base import FrameSource
+
+log = logging.getLogger("moodscore.analysis")
+
+
+class WindowAnalyzer:
+    """The synchronous core: frames in, one Mood per completed window out.
+
+    Parameters
+    ----------
+    config : the ``[analysis]`` section (window length, analysis width, mapping weights).
+    """
+
+    def __init__(self, *, config: AnalysisConfig) -> None:
+        self._config = config
+        self._window = 0  # index of the window being filled
+        self._features: list[FrameFeatures] = []
+        self._previous: Previous | None = None
+        self._last_mood: Mood | None = None
+
+    def push(self, frame: Frame) -> list[Mood]:
+        """Add one frame; return the moods of the windows it completed (oldest first)."""
+        features, self._previous = frame_features(
+            frame.image, frame.pts, self._previous, analysis_width=self._config.analysis_width
+        )
+        window = max(0, math.floor(frame.pts / self._config.window_s + 1e-9))
+        moods: list[Mood] = []
+        while window > self._window:
+            moods.append(self._close_window())
+        self._features.append(features)
+        return moods
+
+    def flush(self, end_time: float) -> list[Mood]:
+        """At the end of the stream: the last, possibly partial, window (ending at ``end_time``)."""
+        if not self._features:
+            return []
+        mood = self._close_window()
+        start = mood.t_start
+        end = max(end_time, start + 1e-3)
+        return [_retimed(mood, start, min(end, start + self._config.window_s))]
+
+    def _close_window(self) -> Mood:
+        w = self._config.window_s
+        start, end = self._window * w, (self._window + 1) * w
+        self._window += 1
+        if self._features:
+            mood = mood_from_features(self._features, self._config, start, end)
+        elif self._last_mood is not None:
+            mood = _retimed(self._last_mood, start, end, confidence=0.0)
+        else:
+            mood = Mood(t_start=start, t_end=end, valence=0.0, arousal=0.0, confidence=0.0)
+        self._features = []
+        self._last_mood = mood
+        return mood
+
+
+def _retimed(mood: Mood, start: float, end: float, *, confidence: float | None = None) -> Mood:
+    return Mood(
+        t_start=start,
+        t_end=end,
+        valence=mood.valence,
+        arousal=mood.arousal,
+        confidence=mood.confidence if confidence is None else confidence,
+        scene=mood.scene,
+        scene_probs=mood.scene_probs,
+        features=mood.features,
+    )
+
+
+class AnalysisStage:
+    """The async stage: pulls a source, analyses off the event loop, emits moods.
+
+    Parameters
+    ----------
+    config : the ``[analysis]`` section.
+
+    Attributes
+    ----------
+    dropped : frames skipped to keep up (live only).
+    frames : frames analysed.
+    """
+
+    def __init__(self, *, config: AnalysisConfig) -> None:
+        self._config = config
+        self.dropped = 0
+        self.frames = 0
+
+    async def run(
+        self, source: FrameSource, emit: Callable[[Mood], None], *, lossless: bool
+    ) -> int:
+        """Analyse ``source`` until it ends; return the number of frames analysed.
+
+        ``lossless`` (render, analyze) analyses every frame in order; otherwise (live) only the
+        newest frame is kept when analysis falls behind, and skipped frames are counted.
+        """
+        analyzer = WindowAnalyzer(config=self._config)
+        last_pts = 0.0
+        frame_period = 1.0 / source.fps if source.fps > 0 else 0.0
+        frames = self._every_frame(source) if lossless else self._newest_frames(source)
+        async for frame in frames:
+            for mood in await asyncio.to_thread(analyzer.push, frame):
+                emit(mood)
+            self.frames += 1
+            last_pts = frame.pts
+        end = last_pts + frame_period
+        if source.duration is not None:
+            end = min(end, source.duration) if self.frames else source.duration
+        for mood in analyzer.flush(end):
+            emit(mood)
+        return self.frames
+
+    async def _every_frame(self, source: FrameSource) -> AsyncIterator[Frame]:
+        while True:
+            try:
+                yield await source.recv()
+            except EndOfStream:
+                return
+
+    async def _newest_frames(self, source: FrameSource) -> AsyncIterator[Frame]:
+        """Frames as analysis can take them: a reader task keeps only the newest one."""
+        slot: list[Frame] = []
+        ready = asyncio.Event()
+        ended = False
+
+        async def read() -> None:
+            nonlocal ended
+            try:
+                while True:
+                    frame = await source.recv()
+                    if slot:
+                        self.dropped += 1
+                        slot[0] = frame
+                    else:
+                        slot.append(frame)
+                    ready.set()
+            except EndOfStream:
+                pass
+            finally:
+                ended = True
+                ready.set()
+
+        reader = asyncio.create_task(read(), name="frame-reader")
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                if slot:
+                    yield slot.pop()
+                elif ended:
+                    return
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
