@@ -11,13 +11,13 @@ setup:
 demo: setup
 	@$(BIN)/moodscore run --source demo --duration 60 --record out/
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lint: setup
-	$(BIN)/ruff check daemon models tools tests
-	$(BIN)/ruff format --check daemon models tools tests
-	$(BIN)/mypy
+	@$(BIN)/ruff check -q daemon models tools tests
+	@$(BIN)/ruff format -q --check daemon models tools tests
+	@$(BIN)/mypy
 
 bench: setup
 	$(BIN)/moodscore bench

@@ -154,6 +154,10 @@ def _render(*, seconds: float) -> dict[str, Any]:
         return {"render_x_realtime": None, "render_error": result.stderr.strip()[-500:]}
     return {
         "render_x_realtime": round(seconds / elapsed, 2),
-        "render_clip": {"seconds": seconds, "size": "640x360", "fps": 30, "wall_s": round(elapsed, 2)},
+        "render_clip": {
+            "seconds": seconds,
+            "size": "640x360",
+            "fps": 30,
+            "wall_s": round(elapsed, 2),
+        },
     }
-

@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="moodscore",
-        description="Live adaptive soundtrack: watches faces or game video, plays music that follows.",
+        description="Live adaptive soundtrack: watches faces or game video, plays music to match.",
     )
     parser.add_argument("--version", action="version", version=f"moodscore {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -56,13 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="demo | webcam[:N] | /dev/videoN | FILE (default: webcam if one opens, else demo)",
     )
-    run.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after this long")
+    run.add_argument(
+        "--duration", type=_positive_float, metavar="SECONDS", help="stop after this long"
+    )
     run.add_argument("--record", type=Path, metavar="DIR", help="record WAV + timeline into DIR")
     run.add_argument("--backend", metavar="NAME", help="audio backend: auto|device|jack|manual")
     run.add_argument("--seed", type=int, help="seed for the composer (default: config)")
 
     render = add("render", "score a video file (or `demo`) faster than real time")
-    render.add_argument("input", metavar="INPUT", help="a video file, or `demo` for the built-in scene")
+    render.add_argument(
+        "input", metavar="INPUT", help="a video file, or `demo` for the built-in scene"
+    )
     render.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.mp4|OUT.wav")
     render.add_argument("--seed", type=int, help="same input + seed = same notes (default: config)")
     render.add_argument("--timeline", type=Path, metavar="OUT.json", help="also write the timeline")
@@ -163,7 +167,9 @@ async def _run_live(args: argparse.Namespace, config: Config, source: Any, backe
     from daemon.outputs.timeline import build_timeline, write_timeline
     from daemon.pipeline import Session, install_signal_handlers
 
-    record_dir: Path | None = args.record or (Path(config.record.dir) if config.record.dir else None)
+    record_dir: Path | None = args.record or (
+        Path(config.record.dir) if config.record.dir else None
+    )
     stem = time.strftime("moodscore-%Y%m%d-%H%M%S")
     if record_dir is None and backend.name == "manual":
         log.info("no sound card: the music plays in manual mode; pass --record DIR to keep it")
@@ -185,7 +191,9 @@ async def _run_live(args: argparse.Namespace, config: Config, source: Any, backe
     if report.underruns:
         log.warning("%d bar(s) were late from the composer and repeated", report.underruns)
     if report.dropped_frames:
-        log.info("analysis skipped %d frame(s) to keep up (newest frame wins)", report.dropped_frames)
+        log.info(
+            "analysis skipped %d frame(s) to keep up (newest frame wins)", report.dropped_frames
+        )
     if recorder is not None and record_dir is not None:
         document = build_timeline(
             report.moods,
@@ -265,7 +273,9 @@ async def _render(
             if writer is not None:
                 writer.close()
         if report.interrupted:
-            log.warning("render interrupted at %.1f s; writing what was rendered", report.audio_seconds)
+            log.warning(
+                "render interrupted at %.1f s; writing what was rendered", report.audio_seconds
+            )
         if wants_video:
             video_path = writer.path if writer else input_path
             assert video_path is not None
@@ -303,7 +313,7 @@ def _progress_bar(total: float | None, label: str) -> Iterator[Callable[[float],
         desc=label,
         disable=None,
         leave=False,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{remaining} left]",
     ) as bar:
 
         def update(seconds: float) -> None:

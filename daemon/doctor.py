@@ -21,7 +21,10 @@ MODEL_FILES: tuple[tuple[str, str, str], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One line of the report: ``ok`` False means something is missing; ``advice`` says what to do."""
+    """One line of the report: ``ok`` False means something is missing; ``advice`` says what to do.
+
+    ``essential`` checks must pass for ``run`` and ``render`` to work.
+    """
 
     name: str
     ok: bool
@@ -88,7 +91,15 @@ def _pyo(config: Config) -> list[Check]:
     try:
         import pyo
     except Exception as exc:
-        return [Check("pyo", False, f"not importable: {exc}", "run `make demo` (it installs pyo 1.1.0)", True)]
+        return [
+            Check(
+                "pyo",
+                False,
+                f"not importable: {exc}",
+                "run `make demo` (it installs pyo 1.1.0)",
+                True,
+            )
+        ]
     return [Check("pyo", True, f"{pyo.PYO_VERSION} (synthesis engine)", essential=True)]
 
 
@@ -131,7 +142,9 @@ def _auto_backend(config: Config) -> list[Check]:
         choice = choose_backend("auto", render=False)
     except MoodscoreError as exc:
         return [Check("audio backend", False, str(exc), "see the lines above", True)]
-    return [Check("audio backend", True, f"`auto` picks {choice.name}: {choice.reason}", essential=True)]
+    return [
+        Check("audio backend", True, f"`auto` picks {choice.name}: {choice.reason}", essential=True)
+    ]
 
 
 def _cameras(config: Config) -> list[Check]:
@@ -145,7 +158,11 @@ def _cameras(config: Config) -> list[Check]:
                 "use --source demo or --source FILE; plug in a webcam for face input",
             )
         ]
-    return [Check("cameras", True, ", ".join(devices) + f" (default index {config.source.webcam_index})")]
+    return [
+        Check(
+            "cameras", True, ", ".join(devices) + f" (default index {config.source.webcam_index})"
+        )
+    ]
 
 
 def _gpu(config: Config) -> list[Check]:
@@ -207,7 +224,9 @@ def _models(config: Config) -> list[Check]:
         path = Path(REPO_ROOT, relative)
         if path.is_file():
             size = path.stat().st_size / 1e6
-            checks.append(Check(f"model: {name}", True, f"{relative} ({size:.1f} MB)", essential=True))
+            checks.append(
+                Check(f"model: {name}", True, f"{relative} ({size:.1f} MB)", essential=True)
+            )
         else:
             checks.append(Check(f"model: {name}", False, f"{relative} missing", command, True))
     return checks

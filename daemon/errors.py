@@ -27,5 +27,5 @@ class EngineError(MoodscoreError):
     """The audio engine cannot start or run in the requested mode."""
 
 
-class EndOfStream(Exception):  # noqa: N818 - named like aiortc's MediaStreamError: a signal, not a fault
+class EndOfStream(Exception):
     """Raised by a stage's single async method when its stream has finished."""

@@ -149,7 +149,7 @@ class Beat:
 
 @dataclass(frozen=True, slots=True)
 class BarStarted:
-    """The engine began playing ``bar`` at ``audio_time``; the composer now writes bar + lookahead."""
+    """The engine began ``bar`` at ``audio_time``; the composer now writes bar + lookahead."""
 
     bar: int
     audio_time: float

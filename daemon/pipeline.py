@@ -1,4 +1,4 @@
-"""The session: sources -> analysis -> conductor -> composer -> engine -> outputs, as asyncio stages.
+"""The session: sources -> analysis -> conductor -> composer -> engine -> outputs, in asyncio.
 
 Live and render share every stage; only the source pacing and the engine's server mode differ:
 
@@ -268,7 +268,7 @@ class Session:
             self.engine.set_end_time(self.engine.audio_time + LIVE_TAIL_S)
 
     async def _prefill(self) -> None:
-        """Compose the bars before the lookahead, in the mood of the first window, before audio starts."""
+        """Before audio starts, compose the bars ahead of the first lookahead, in the first mood."""
         first_window = self._config.analysis.window_s
         if self._render:
             await self.board.wait_for(first_window)
@@ -315,7 +315,9 @@ class Session:
             if self._stop.is_set():
                 return
         if self.engine.error is not None:
-            raise EngineError(f"the audio engine failed: {self.engine.error}") from self.engine.error
+            raise EngineError(
+                f"the audio engine failed: {self.engine.error}"
+            ) from self.engine.error
 
     async def _progress(self) -> None:
         assert self._on_progress is not None
@@ -361,7 +363,7 @@ class Session:
             await self._source.close()
 
 
-class _TappedSource:
+class _TappedSource(FrameSource):
     """A source that hands every frame to an async tap before passing it on."""
 
     def __init__(self, inner: FrameSource, tap: FrameTap) -> None:

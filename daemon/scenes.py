@@ -51,7 +51,10 @@ def load_scene(name: str, directory: Path = SCENES_DIR) -> ScenePreset:
     known = set(ScenePreset.__dataclass_fields__) - {"name"}
     unknown = set(data) - known
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(sorted(known))}"
+        )
     try:
         preset = ScenePreset(
             name=name,

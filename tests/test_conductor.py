@@ -16,7 +16,9 @@ def _conductor(**overrides: float) -> Conductor:
     return Conductor(config=config, preset=load_scene("default"))
 
 
-def _feed(conductor: Conductor, valence: float, arousal: float, start: float, seconds: float) -> float:
+def _feed(
+    conductor: Conductor, valence: float, arousal: float, start: float, seconds: float
+) -> float:
     t = start
     while t < start + seconds:
         conductor.observe(Mood(t_start=t, t_end=t + 0.5, valence=valence, arousal=arousal))
@@ -88,5 +90,5 @@ def test_plans_carry_their_bar_and_stay_in_range() -> None:
 
 def test_scene_presets_load_and_unknown_names_are_clear() -> None:
     assert "default" in available_scenes()
-    with pytest.raises(ConfigError, match="available: .*default"):
+    with pytest.raises(ConfigError, match=r"available: .*default"):
         load_scene("no-such-scene")

@@ -1,4 +1,4 @@
-"""`moodscore render` end to end: real video in, real pyo audio out, analysed like a listener would."""
+"""`moodscore render` end to end: real video in, real pyo audio out, heard as a listener would."""
 
 from __future__ import annotations
 
@@ -38,7 +38,16 @@ def rendered(calm_busy_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     out = tmp_path_factory.mktemp("render")
     video, timeline = out / "scored.mp4", out / "scored.json"
     code = main(
-        ["render", str(calm_busy_clip), "-o", str(video), "--timeline", str(timeline), "--seed", "5"]
+        [
+            "render",
+            str(calm_busy_clip),
+            "-o",
+            str(video),
+            "--timeline",
+            str(timeline),
+            "--seed",
+            "5",
+        ]
     )
     assert code == 0
     return video, timeline

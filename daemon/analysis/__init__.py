@@ -1,4 +1,4 @@
-"""Frame windows -> Mood. The frame-feature analysis is the first; face and game models plug in here."""
+"""Frame windows -> Mood: picture features first; face and game models plug in here."""
 
 from daemon.analysis.features import FrameFeatures, frame_features, mood_from_features, shrink
 from daemon.analysis.windows import AnalysisStage, WindowAnalyzer

@@ -1,4 +1,4 @@
-"""The timeline JSON written by ``analyze`` and ``render --timeline`` (a public contract), and its plot.
+"""The timeline JSON of ``analyze`` and ``render --timeline`` (a public contract), and its plot.
 
 Schema (version 1)::
 

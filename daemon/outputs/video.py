@@ -90,7 +90,9 @@ class VideoWriter:
         try:
             while (frame := self._queue.get()) is not None:
                 image = frame.image[:height, :width]
-                video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                video_frame = av.VideoFrame.from_ndarray(
+                    np.ascontiguousarray(image), format="rgb24"
+                )
                 video_frame.pts = round(frame.pts / self._time_base)
                 video_frame.time_base = self._time_base
                 for packet in self._stream.encode(video_frame):

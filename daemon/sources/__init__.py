@@ -73,7 +73,5 @@ def open_source(
         return WebcamSource(spec, config=config)
     path = Path(spec).expanduser()
     if not path.exists() and not path.suffix:
-        raise SourceError(
-            f"unknown source {spec!r}; use demo, webcam[:N] or a video file path"
-        )
+        raise SourceError(f"unknown source {spec!r}; use demo, webcam[:N] or a video file path")
     return VideoFileSource(path, paced=paced, loop=config.loop, limit=duration)

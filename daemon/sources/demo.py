@@ -86,9 +86,7 @@ def draw_demo_frame(
     bw, bh = max(8, width // BACKGROUND_SCALE), max(8, height // BACKGROUND_SCALE)
     background = CALM_BACKGROUND + k * (INTENSE_BACKGROUND - CALM_BACKGROUND)
     shade = np.linspace(1.0, 0.55, bh)[:, None, None]  # darker towards the bottom
-    small = np.ascontiguousarray(
-        np.broadcast_to(background * shade, (bh, bw, 3)).astype(np.uint8)
-    )
+    small = np.ascontiguousarray(np.broadcast_to(background * shade, (bh, bw, 3)).astype(np.uint8))
     for i in range(CALM_SHAPES):
         fx, fy, px, py, radius, colour_index = shapes.calm[i]
         x = bw * (0.5 + 0.38 * math.sin(2 * math.pi * fx * t + px))
@@ -97,7 +95,7 @@ def draw_demo_frame(
         colour = colour * (0.55 + 0.35 * k)  # dim when calm
         cv2.circle(small, (int(x), int(y)), max(2, int(radius * bh)), _cv_colour(colour), -1)
     blur = max(3, (bh // 6) | 1)
-    small = cv2.GaussianBlur(small, (blur, blur), 0)
+    small = np.asarray(cv2.GaussianBlur(small, (blur, blur), 0), dtype=np.uint8)
 
     # Camera shake: a few pixels of jitter from incommensurate sines, growing with intensity.
     shake = SHAKE_PX * k * k
@@ -216,7 +214,9 @@ def write_demo_clip(
             audio.layout = "stereo"
         for index in range(round(duration * fps)):
             t = index / fps
-            image = draw_demo_frame(t, intensity=intensity(t), width=width, height=height, seed=seed)
+            image = draw_demo_frame(
+                t, intensity=intensity(t), width=width, height=height, seed=seed
+            )
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = index
             frame.time_base = fractions.Fraction(1, fps)

@@ -13,7 +13,7 @@ I/O error) ends the stream cleanly after a warning saying where it stopped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from fractions import Fraction
 from pathlib import Path
 
@@ -110,8 +110,8 @@ class VideoFileSource(ThreadedSource):
 
     def _read(self) -> tuple[float, np.ndarray] | None:
         if self._pending is not None:
-            item, self._pending = self._pending, None
-            return item
+            pending, self._pending = self._pending, None
+            return pending
         item = self._read_next()
         if item is None and self._loop and self._frames_in_pass > 0 and self._rewind():
             item = self._read_next()
@@ -142,7 +142,7 @@ class VideoFileSource(ThreadedSource):
         self._frames = self._decode()
         return True
 
-    def _decode(self) -> Iterator[tuple[float, np.ndarray]]:
+    def _decode(self) -> Generator[tuple[float, np.ndarray], None, None]:
         demux = self._container.demux(self._stream)
         while True:
             try:
@@ -152,14 +152,18 @@ class VideoFileSource(ThreadedSource):
             except (av.FFmpegError, OSError) as exc:
                 # The demuxer cannot go on (truncated file, read error): end cleanly.
                 at = "the start" if self._last_pts is None else f"{self._last_pts:.2f} s"
-                log.warning("%s: reading stopped after %s: %s; ending the stream", self.path, at, exc)
+                log.warning(
+                    "%s: reading stopped after %s: %s; ending the stream", self.path, at, exc
+                )
                 return
             try:
                 frames = packet.decode()
             except (av.FFmpegError, OSError) as exc:
                 self._corrupt += 1
                 if self._corrupt <= MAX_CORRUPT_WARNINGS:
-                    log.warning("%s: skipped a corrupt packet (pts %s): %s", self.path, packet.pts, exc)
+                    log.warning(
+                        "%s: skipped a corrupt packet (pts %s): %s", self.path, packet.pts, exc
+                    )
                 continue
             for frame in frames:
                 yield self._convert(frame)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -30,7 +30,7 @@ MAX_FAILED_READS = 30
 class Capture(Protocol):
     """The part of ``cv2.VideoCapture`` a webcam source uses (tests inject a fake)."""
 
-    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's names
+    def isOpened(self) -> bool: ...
     def read(self) -> tuple[bool, np.ndarray | None]: ...
     def set(self, prop: int, value: float) -> bool: ...
     def get(self, prop: int) -> float: ...
@@ -47,8 +47,8 @@ def _open_capture(device: int | str) -> Capture:
         where = f"at index {device}" if isinstance(device, int) else f"at {device}"
         raise SourceError(f"no camera {where}; pass --source FILE or --source demo")
 
-    capture: Any = cv2.VideoCapture(device)
-    return capture  # type: ignore[no-any-return]
+    capture: Capture = cv2.VideoCapture(device)
+    return capture
 
 
 class WebcamSource(ThreadedSource):
@@ -111,6 +111,7 @@ class WebcamSource(ThreadedSource):
             if image is None:
                 log.warning("%s stopped delivering frames; ending the stream", self.description)
                 return None
+        assert image is not None
         now = time.monotonic()
         if self._origin is None:
             self._origin = now
