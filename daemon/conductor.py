@@ -5,10 +5,13 @@ Mapping (documented in the README):
 - valence and arousal are smoothed with a confidence-weighted exponential filter whose time
   constant is ``conductor.smoothing_s``, stepped by each window's own timestamps, so a render and a
   live run of the same windows smooth identically;
-- **bpm** = bpm_min + (arousal + 1) / 2 * (bpm_max - bpm_min) of the scene preset, rounded; it
-  changes only when the target moves more than ``hysteresis`` of the range away;
-- **layers** = layers_min + (arousal + 1) / 2 * (layers_max - layers_min); the count changes only
-  when that level leaves the current count's band widened by ``hysteresis`` of the range;
+- arousal is read as a **level** in [0, 1] across [-0.8, +0.8] (clipped beyond): analysers seldom
+  report the extremes, and the full tempo and layer ranges should be reachable;
+- **bpm** = bpm_min + level * (bpm_max - bpm_min) of the scene preset, rounded; it changes only
+  when the target moves more than ``hysteresis`` of the range away;
+- **layers** = layers_min + level * (layers_max - layers_min), rounded; the count changes only
+  when that value leaves the current count's band (+-0.5) widened by half the ``hysteresis`` of
+  the range;
 - **mode** is major above valence +hysteresis, minor below -hysteresis, unchanged between; the
   tonic is the preset's major or (relative) minor tonic;
 - **density** (how busy the notes are) = (arousal + 1) / 2, nudged up a little by valence.
@@ -25,6 +28,9 @@ from dataclasses import dataclass
 from daemon.config import ConductorConfig
 from daemon.messages import Mode, Mood, Plan
 from daemon.scenes import ScenePreset
+
+
+AROUSAL_SPAN = 0.8  # arousal in [-0.8, 0.8] spans the whole tempo and layer range
 
 
 @dataclass(slots=True)
@@ -81,7 +87,7 @@ class Conductor:
     def plan_for_bar(self, bar: int) -> Plan:
         """Decide the plan that governs ``bar`` from the moods observed so far."""
         valence, arousal = self.mood
-        level = (_clip(arousal) + 1.0) / 2.0  # 0..1
+        level = _clip01((arousal + AROUSAL_SPAN) / (2 * AROUSAL_SPAN))
         h = self._config.hysteresis
         preset = self._preset
 
@@ -93,7 +99,7 @@ class Conductor:
 
         layer_range = preset.layers_max - preset.layers_min
         layer_level = preset.layers_min + level * layer_range
-        if self._layers is None or abs(layer_level - self._layers) > 0.5 + h * layer_range:
+        if self._layers is None or abs(layer_level - self._layers) > 0.5 + h * layer_range / 2:
             self._layers = round(layer_level)
         self._layers = min(max(self._layers, preset.layers_min), preset.layers_max)
 

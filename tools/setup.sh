@@ -39,10 +39,19 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
 
-say "installing Python packages into $VENV (first run takes a few minutes)"
-"$VENV/bin/python" -m pip install -q --upgrade pip
+say "installing Python packages into $VENV (first run takes a few minutes; log: $VENV/setup.log)"
+log="$VENV/setup.log"
+pip_install() {
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" >>"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        say "pip install $* failed; the full log is $log"
+        exit 1
+    fi
+}
+: >"$log"
+pip_install --upgrade pip
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build; 2.13.0 is the CPU wheel.
-"$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+pip_install "torch==2.13.0"
+pip_install -e ".[dev]"
 echo "$want" >"$stamp"
 say "done"
