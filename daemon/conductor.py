@@ -29,7 +29,6 @@ from daemon.config import ConductorConfig
 from daemon.messages import Mode, Mood, Plan
 from daemon.scenes import ScenePreset
 
-
 AROUSAL_SPAN = 0.8  # arousal in [-0.8, 0.8] spans the whole tempo and layer range
 
 

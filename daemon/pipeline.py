@@ -262,10 +262,17 @@ class Session:
         if self._render:
             end = self.board.history[-1].t_end if self.board.history else self.engine.audio_time
             self.engine.set_end_time(end)
-        else:
+        elif self._source.duration is not None:
             # A live file that ended (and does not loop): let the last notes ring, then stop.
             log.info("the source ended; stopping after the music rings out")
             self.engine.set_end_time(self.engine.audio_time + LIVE_TAIL_S)
+        else:
+            # An endless source (a camera) stopped: a stream's music must not stop with it.
+            log.warning(
+                "%s stopped; the music goes on in the last mood (Ctrl-C to stop, then check "
+                "the camera and run again)",
+                self._source.description,
+            )
 
     async def _prefill(self) -> None:
         """Before audio starts, compose the bars ahead of the first lookahead, in the first mood."""
