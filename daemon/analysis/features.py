@@ -61,7 +61,7 @@ class FrameFeatures:
     """The measurements of one frame (see the module docstring for each)."""
 
     pts: float
-    motion: float
+    motion: float | None  # None for a stream's first frame: nothing to compare it with
     brightness: float
     saturation: float
     warmth: float
@@ -109,7 +109,7 @@ def frame_features(
     means = small.reshape(-1, 3).mean(axis=0)
     red, blue = float(means[0]), float(means[2])
     warmth = (red - blue) / (red + blue) if red + blue > 1e-6 else 0.0
-    motion = 0.0
+    motion: float | None = None
     if previous is not None and previous.grey.shape == grey.shape:
         difference = float(np.abs(grey - previous.grey).mean())
         gap = max(pts - previous.pts, MIN_FRAME_GAP_S)
@@ -130,13 +130,13 @@ def mood_from_features(
 ) -> Mood:
     """Valence and arousal of one window from its frames' features (see the module docstring).
 
-    ``features`` must not be empty. The first frame of a stream has no motion measurement and
-    is left out of the motion mean when others exist.
+    ``features`` must not be empty. Frames without a motion measurement (a stream's first
+    frame) are left out of the motion mean; a window with none reads as still.
     """
     if not features:
         raise ValueError("a window needs at least one frame")
-    moving = [f.motion for f in features[1:]] if len(features) > 1 else [features[0].motion]
-    motion = float(np.mean(moving))
+    measured = [f.motion for f in features if f.motion is not None]
+    motion = float(np.mean(measured)) if measured else 0.0
     brightness = float(np.mean([f.brightness for f in features]))
     saturation = float(np.mean([f.saturation for f in features]))
     warmth = float(np.mean([f.warmth for f in features]))

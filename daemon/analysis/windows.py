@@ -162,12 +162,15 @@ class AnalysisStage:
         reader = asyncio.create_task(read(), name="frame-reader")
         try:
             while True:
-                await ready.wait()
-                ready.clear()
+                # Look before waiting: the reader may have stored the last frame and ended
+                # while the previous frame was being analysed.
                 if slot:
                     yield slot.pop()
                 elif ended:
                     return
+                else:
+                    await ready.wait()
+                    ready.clear()
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
