@@ -53,6 +53,8 @@ def open_source(
         message says what to pass instead.
     """
     spec = spec.strip()
+    if not spec:
+        raise SourceError("the source is empty; use demo, webcam[:N] or a video file path")
     if spec == "auto":
         # The description says which source won and why, and the CLI logs it once.
         try:
