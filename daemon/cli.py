@@ -118,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MoodscoreError as exc:
         print(f"moodscore: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # unwritable output folder, disk full: the system's words suffice
+        print(f"moodscore: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("moodscore: interrupted", file=sys.stderr)
         return 130

@@ -360,7 +360,10 @@ class Session:
 
     def _close_recorder(self) -> None:
         if self.recorder is not None:
-            self.recorder.close()
+            try:
+                self.recorder.close()
+            except OSError as exc:  # e.g. the disk filled up: the file holds what was written
+                raise MoodscoreError(str(exc)) from exc
 
     async def _emergency_stop(self) -> None:
         self.scores.close()
