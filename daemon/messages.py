@@ -37,6 +37,7 @@ LAYER_ORDER: tuple[Layer, ...] = (Layer.LEAD, Layer.BASS, Layer.DRUMS, Layer.PAD
 
 # General MIDI drum notes the drum layer uses (channel 10 when mirrored to MIDI).
 KICK, SNARE, CLOSED_HAT, OPEN_HAT = 36, 38, 42, 46
+SIDE_STICK, CLAP, LOW_TOM, HIGH_TOM, CRASH, RIDE = 37, 39, 45, 50, 49, 51
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,9 @@ class Mood:
 
     valence and arousal are in [-1, 1]; confidence in [0, 1]. ``scene`` stays None until a scene
     model exists. ``features`` carries the raw measurements for timelines and plots.
+    ``faces`` (face mode only) is how many faces the window's frames showed (the most in one
+    frame), ``expression`` the mean facial-expression probabilities by name (empty without a
+    face).
     """
 
     t_start: float
@@ -67,6 +71,8 @@ class Mood:
     scene: str | None = None
     scene_probs: Mapping[str, float] = field(default_factory=dict)
     features: Mapping[str, float] = field(default_factory=dict)
+    faces: int | None = None
+    expression: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ from daemon.analysis import (
     frame_features,
     mood_from_features,
     shrink,
-    windows,
 )
+from daemon.analysis import features as features_module
 from daemon.analysis.features import Previous
 from daemon.config import AnalysisConfig, SourceConfig
 from daemon.errors import EndOfStream
@@ -393,13 +393,13 @@ class BurstSource(FrameSource):
 
 def slow_analysis(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Make every frame's analysis take at least ``seconds`` (as on a loaded machine)."""
-    measure_frame = windows.frame_features
+    measure_frame = features_module.frame_features
 
     def slow(*args: Any, **kwargs: Any) -> tuple[FrameFeatures, Previous]:
         time.sleep(seconds)
         return measure_frame(*args, **kwargs)
 
-    monkeypatch.setattr(windows, "frame_features", slow)
+    monkeypatch.setattr(features_module, "frame_features", slow)
 
 
 async def test_live_run_drops_frames_it_cannot_keep_up_with(

@@ -43,8 +43,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from daemon.analysis.base import WindowModel
 from daemon.config import AnalysisConfig
-from daemon.messages import Mood
+from daemon.messages import Frame, Mood
 
 REFERENCE_FRAME_S = 1.0 / 30.0  # motion is expressed per this much time
 MIN_FRAME_GAP_S = 1.0 / 240.0  # guards the per-time scaling against duplicate timestamps
@@ -179,3 +180,30 @@ def _mix(weights: Sequence[float], terms: Sequence[float]) -> float:
         return 0.0
     value = sum(w * t for w, t in zip(weights, terms, strict=True)) / total
     return max(-1.0, min(1.0, value))
+
+
+class FrameFeatureModel(WindowModel[FrameFeatures]):
+    """Analysis mode ``frame``: picture features per frame, their mapping per window.
+
+    Parameters
+    ----------
+    config : the ``[analysis]`` section (analysis width, motion scale, mapping weights).
+    """
+
+    name = "frame"
+
+    def __init__(self, *, config: AnalysisConfig) -> None:
+        self._config = config
+        self._previous: Previous | None = None
+
+    def reset(self) -> None:
+        self._previous = None
+
+    def prepare(self, frame: Frame) -> FrameFeatures:
+        features, self._previous = frame_features(
+            frame.image, frame.pts, self._previous, analysis_width=self._config.analysis_width
+        )
+        return features
+
+    def infer(self, prepared: Sequence[FrameFeatures], t_start: float, t_end: float) -> Mood:
+        return mood_from_features(prepared, self._config, t_start, t_end)

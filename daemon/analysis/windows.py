@@ -1,20 +1,26 @@
-"""Frame windows -> Mood: the analysis stage.
+"""Frame windows -> Mood: the analysis stage, whatever the analysis mode.
 
 Windows are fixed slices of source time, ``[k * window_s, (k + 1) * window_s)``; a window is
-complete when a frame at or past its end arrives (or the stream ends). A window that received
-no frame (a stalled camera, frames dropped to keep up) repeats the previous mood with
-confidence 0, so the conductor holds its course instead of jumping.
+complete when a frame at or past its end arrives (or the stream ends). Each frame goes through
+the mode's :meth:`~daemon.analysis.base.WindowModel.prepare` as it arrives; a completed window's
+prepared frames go to :meth:`~daemon.analysis.base.WindowModel.infer` in one call (one batch for
+a network). A window that received no frame (a stalled camera, frames dropped to keep up)
+repeats the previous mood with confidence 0, so the conductor holds its course instead of
+jumping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from daemon.analysis.features import FrameFeatures, Previous, frame_features, mood_from_features
+from daemon.analysis.base import WindowModel
+from daemon.analysis.features import FrameFeatureModel
 from daemon.config import AnalysisConfig
 from daemon.errors import EndOfStream
 from daemon.messages import Frame, Mood
@@ -28,62 +34,63 @@ class WindowAnalyzer:
 
     Parameters
     ----------
-    config : the ``[analysis]`` section (window length, analysis width, mapping weights).
+    config : the ``[analysis]`` section (window length; the frame mode's settings).
+    model : the analysis mode's window model (default: the picture-feature ``frame`` mode).
+        The analyzer resets it: one analyzer, one stream.
     """
 
-    def __init__(self, *, config: AnalysisConfig) -> None:
+    def __init__(self, *, config: AnalysisConfig, model: WindowModel[Any] | None = None) -> None:
         self._config = config
+        self._model: WindowModel[Any] = model or FrameFeatureModel(config=config)
+        self._model.reset()
         self._window = 0  # index of the window being filled
-        self._features: list[FrameFeatures] = []
-        self._previous: Previous | None = None
+        self._prepared: list[Any] = []
         self._last_mood: Mood | None = None
+
+    @property
+    def model(self) -> WindowModel[Any]:
+        return self._model
 
     def push(self, frame: Frame) -> list[Mood]:
         """Add one frame; return the moods of the windows it completed (oldest first)."""
-        features, self._previous = frame_features(
-            frame.image, frame.pts, self._previous, analysis_width=self._config.analysis_width
-        )
         window = max(0, math.floor(frame.pts / self._config.window_s + 1e-9))
         moods: list[Mood] = []
         while window > self._window:
             moods.append(self._close_window())
-        self._features.append(features)
+        self._prepared.append(self._model.prepare(frame))
         return moods
 
     def flush(self, end_time: float) -> list[Mood]:
         """At the end of the stream: the last, possibly partial, window (ending at ``end_time``)."""
-        if not self._features:
+        if not self._prepared:
             return []
-        mood = self._close_window()
-        start = mood.t_start
-        end = max(end_time, start + 1e-3)
-        return [_retimed(mood, start, min(end, start + self._config.window_s))]
-
-    def _close_window(self) -> Mood:
         w = self._config.window_s
-        start, end = self._window * w, (self._window + 1) * w
+        start = self._window * w
+        end = min(max(end_time, start + 1e-3), start + w)
+        return [self._close_window(end=end)]
+
+    def _close_window(self, end: float | None = None) -> Mood:
+        w = self._config.window_s
+        start = self._window * w
+        end = (self._window + 1) * w if end is None else end
         self._window += 1
-        if self._features:
-            mood = mood_from_features(self._features, self._config, start, end)
+        if self._prepared:
+            mood = self._model.infer(self._prepared, start, end)
         elif self._last_mood is not None:
             mood = _retimed(self._last_mood, start, end, confidence=0.0)
         else:
             mood = Mood(t_start=start, t_end=end, valence=0.0, arousal=0.0, confidence=0.0)
-        self._features = []
+        self._prepared = []
         self._last_mood = mood
         return mood
 
 
 def _retimed(mood: Mood, start: float, end: float, *, confidence: float | None = None) -> Mood:
-    return Mood(
+    return dataclasses.replace(
+        mood,
         t_start=start,
         t_end=end,
-        valence=mood.valence,
-        arousal=mood.arousal,
         confidence=mood.confidence if confidence is None else confidence,
-        scene=mood.scene,
-        scene_probs=mood.scene_probs,
-        features=mood.features,
     )
 
 
@@ -93,6 +100,8 @@ class AnalysisStage:
     Parameters
     ----------
     config : the ``[analysis]`` section.
+    model : the analysis mode's window model (default: the ``frame`` mode); see
+        :func:`daemon.analysis.make_window_model`. The stage does not close it.
 
     Attributes
     ----------
@@ -100,8 +109,9 @@ class AnalysisStage:
     frames : frames analysed.
     """
 
-    def __init__(self, *, config: AnalysisConfig) -> None:
+    def __init__(self, *, config: AnalysisConfig, model: WindowModel[Any] | None = None) -> None:
         self._config = config
+        self._model = model
         self.dropped = 0
         self.frames = 0
 
@@ -113,7 +123,7 @@ class AnalysisStage:
         ``lossless`` (render, analyze) analyses every frame in order; otherwise (live) only the
         newest frame is kept when analysis falls behind, and skipped frames are counted.
         """
-        analyzer = WindowAnalyzer(config=self._config)
+        analyzer = WindowAnalyzer(config=self._config, model=self._model)
         last_pts = 0.0
         frame_period = 1.0 / source.fps if source.fps > 0 else 0.0
         frames = self._every_frame(source) if lossless else self._newest_frames(source)

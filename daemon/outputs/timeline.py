@@ -10,6 +10,9 @@ Schema (version 1)::
         {"t_start": 0.0, "t_end": 0.5, "valence": 0.12, "arousal": -0.4, "confidence": 1.0,
          "scene": null,
          "bpm": 92.0, "layers": 2, "key": "D", "mode": "major"},   # conductor fields: renders only
+        {"t_start": 0.5, "t_end": 1.0, ..., "faces": 1,            # face mode only
+         "expression": {"angry": 0.01, "disgust": 0.0, "fear": 0.02, "happy": 0.9, "sad": 0.01,
+                        "surprise": 0.02, "neutral": 0.04}},       # absent when no face in view
         ...
       ],
       "bars": [{"bar": 0, "audio_time": 0.0, "bpm": 92.0, "layers": 2, "key": "D", "mode": "major"}]
@@ -70,6 +73,10 @@ def build_timeline(
         }
         if mood.scene_probs:
             row["scene_probs"] = {k: round(v, 4) for k, v in mood.scene_probs.items()}
+        if mood.faces is not None:
+            row["faces"] = mood.faces
+        if mood.expression:
+            row["expression"] = {k: round(v, 4) for k, v in mood.expression.items()}
         if bars:
             middle = (mood.t_start + mood.t_end) / 2
             index = max(0, bisect.bisect_right(bar_times, middle) - 1)
@@ -124,6 +131,11 @@ def plot_timeline(document: dict[str, Any], png: Path) -> None:
     ax.plot(mid, [w["valence"] for w in windows], label="valence", color="tab:green")
     ax.plot(mid, [w["arousal"] for w in windows], label="arousal", color="tab:red")
     ax.axhline(0, color="grey", linewidth=0.5)
+    # Face mode: shade the windows in which nobody was in view (the mood drifts to neutral).
+    no_face = [w for w in windows if w.get("faces") == 0]
+    for index, w in enumerate(no_face):
+        label = "no face" if index == 0 else None
+        ax.axvspan(w["t_start"], w["t_end"], color="0.9", linewidth=0, label=label)
     ax.set_ylim(-1.05, 1.05)
     ax.set_ylabel("mood")
     ax.legend(loc="upper right")

@@ -1,0 +1,179 @@
+"""Analysis modes ``game`` (the scene model) and ``auto`` (face when a face is in view, else game).
+
+``game``: per frame (:meth:`GameModel.prepare`), frames are taken at the model's own rate
+(8 per second, whatever the source's) and shrunk to 96x72; the rest are skipped at once, so a
+60 fps capture costs what an 8 fps one does. Per window (:meth:`GameModel.infer`), the new
+frames are embedded by the CNN in one batch and the GRU reads the last second of embeddings
+(:class:`models.scene.SceneReader`): scene class probabilities, arousal (intensity) and
+valence. The probabilities are smoothed with a time constant ``game.smoothing_s`` so one odd
+window does not flip the scene; the window names the most probable scene when its probability
+reaches ``game.min_scene_prob`` (else no scene: the conductor keeps its preset). The conductor
+switches preset when a scene persists for ``conductor.scene_hold_s``.
+
+``auto``: both models see every frame; a window in which at least half the frames show a face
+reads as the face mode does, any other as the game mode does (so a streamer's face cam
+overlay, or a webcam pointed at a person, follows the face; a capture of a game without a
+face follows the game).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daemon.analysis.base import WindowModel
+from daemon.config import REPO_ROOT, GameConfig
+from daemon.errors import ModelError
+from daemon.messages import Frame, Mood
+from daemon.train_scene import shrink_to_store
+
+log = logging.getLogger("moodscore.analysis.game")
+
+FACE_SHARE = 0.5  # auto: share of a window's frames that must show a face for the face mode
+
+
+def resolve_model_path(name: str) -> Path:
+    """``game.model`` -> a checkpoint path: empty is the shipped default model; a relative path
+    is taken from the current directory, then from the repository."""
+    from models.scene import DEFAULT_WEIGHTS
+
+    if not name:
+        return DEFAULT_WEIGHTS
+    path = Path(name).expanduser()
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        return REPO_ROOT / path
+    return path
+
+
+class GameModel(WindowModel[np.ndarray | None]):
+    """Analysis mode ``game`` (see the module docstring).
+
+    Parameters
+    ----------
+    config : the ``[game]`` section (model path, smoothing, scene threshold).
+    device : ``models.device``: "auto" (CUDA when present), "cpu" or "cuda".
+
+    Raises
+    ------
+    ModelError
+        The model file is missing or is not a scene model.
+    """
+
+    name = "game"
+
+    def __init__(self, *, config: GameConfig, device: str = "auto") -> None:
+        import torch
+
+        from models.scene import SceneModelError, SceneReader, load_checkpoint, pick_device
+
+        self._config = config
+        path = resolve_model_path(config.model)
+        try:
+            where = pick_device(device)
+            loaded = load_checkpoint(path, device=where)
+        except SceneModelError as exc:
+            raise ModelError(
+                f"{exc}; set [game] model to a file written by `moodscore train-scene`, "
+                "or leave it empty for the default model"
+            ) from exc
+        if where.type == "cpu":
+            # Two threads: the window's handful of frames gain nothing from more, and the
+            # engine and composer share the machine.
+            torch.set_num_threads(min(2, torch.get_num_threads()))
+        self.path = path
+        self.classes = loaded.classes
+        self._reader = SceneReader(loaded, device=where)
+        self._period = 1.0 / loaded.net.config.fps
+        self._next_pts: float | None = None
+        self._probs: np.ndarray | None = None
+        self._time = 0.0
+        self._last: Mood | None = None
+
+    def reset(self) -> None:
+        self._reader.reset()
+        self._next_pts = None
+        self._probs = None
+        self._last = None
+
+    def prepare(self, frame: Frame) -> np.ndarray | None:
+        """The frame shrunk to 96x72 when it is due at the model's rate, else None (skipped)."""
+        pts = frame.pts
+        due = self._next_pts
+        if due is not None and pts < due - self._period - 1e-6:
+            due = None  # time went backwards: a looped file or a new stream
+        if due is not None and pts + 1e-6 < due:
+            return None
+        # Ticks stay on the model's grid; after a gap longer than a tick the grid starts afresh.
+        following = pts + self._period if due is None else due + self._period
+        self._next_pts = following if following > pts else pts + self._period
+        return shrink_to_store(frame.image)
+
+    def infer(self, prepared: Sequence[np.ndarray | None], t_start: float, t_end: float) -> Mood:
+        frames = [p for p in prepared if p is not None]
+        if frames:
+            self._reader.push(np.stack(frames))
+        reading = self._reader.read()
+        if reading is None:  # no frame kept yet (a window shorter than one model tick)
+            return Mood(t_start=t_start, t_end=t_end, valence=0.0, arousal=0.0, confidence=0.0)
+        probs = np.array([reading.probs[name] for name in self.classes])
+        tau = self._config.smoothing_s
+        if self._probs is None or tau <= 0:
+            self._probs = probs
+        else:
+            alpha = 1.0 - math.exp(-max(0.0, t_end - self._time) / tau)
+            self._probs = self._probs + alpha * (probs - self._probs)
+        self._time = t_end
+        best = int(np.argmax(self._probs))
+        scene = self.classes[best] if self._probs[best] >= self._config.min_scene_prob else None
+        return Mood(
+            t_start=t_start,
+            t_end=t_end,
+            valence=reading.valence,
+            arousal=reading.arousal,
+            confidence=1.0 if frames else 0.5,
+            scene=scene,
+            scene_probs={name: float(p) for name, p in zip(self.classes, self._probs, strict=True)},
+            features={"frames": float(len(frames))},
+        )
+
+
+class AutoModel(WindowModel[tuple[Any, np.ndarray | None]]):
+    """Analysis mode ``auto``: the face mode's reading when faces are in view, else the game's.
+
+    Parameters
+    ----------
+    face : the face mode's model; game : the game mode's model. Both are closed with this one.
+    """
+
+    name = "auto"
+
+    def __init__(self, *, face: WindowModel[Any], game: GameModel) -> None:
+        self._face = face
+        self._game = game
+
+    def reset(self) -> None:
+        self._face.reset()
+        self._game.reset()
+
+    def prepare(self, frame: Frame) -> tuple[Any, np.ndarray | None]:
+        return self._face.prepare(frame), self._game.prepare(frame)
+
+    def infer(
+        self, prepared: Sequence[tuple[Any, np.ndarray | None]], t_start: float, t_end: float
+    ) -> Mood:
+        faces = [f for f, _ in prepared]
+        # Both models read every window, so each keeps its own history (smoothing, the GRU's
+        # second of frames) and takes over without a cold start.
+        face_mood = self._face.infer(faces, t_start, t_end)
+        game_mood = self._game.infer([g for _, g in prepared], t_start, t_end)
+        with_face = sum(1 for f in faces if f) / max(1, len(faces))
+        return face_mood if with_face >= FACE_SHARE else game_mood
+
+    def close(self) -> None:
+        self._face.close()
+        self._game.close()
