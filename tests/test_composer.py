@@ -7,10 +7,18 @@ from dataclasses import replace
 
 import pytest
 
-from daemon.composer import Composer, diatonic_triads, load_melody_model, scale_pitch_classes
+from daemon.composer import (
+    Composer,
+    diatonic_triads,
+    load_lstm_model,
+    load_melody_model,
+    parse_structure,
+    scale_pitch_classes,
+)
+from daemon.composer.form import Form, Section
 from daemon.composer.harmony import strong_beats
 from daemon.config import ComposerConfig
-from daemon.errors import ModelError
+from daemon.errors import ConfigError, ModelError
 from daemon.messages import (
     CLOSED_HAT,
     KICK,
@@ -21,12 +29,21 @@ from daemon.messages import (
     Layer,
     Plan,
 )
+from models.melody import MelodyLSTM
 from models.ngram import NgramMelodyModel
+
+MelodyModel = MelodyLSTM | NgramMelodyModel
+
+
+@pytest.fixture(scope="module", params=["lstm", "ngram"])
+def model(request: pytest.FixtureRequest) -> MelodyModel:
+    """Every composer behaviour holds for both melody models."""
+    return load_lstm_model() if request.param == "lstm" else load_melody_model()
 
 
 @pytest.fixture(scope="module")
-def model() -> NgramMelodyModel:
-    return load_melody_model()
+def lstm() -> MelodyLSTM:
+    return load_lstm_model()
 
 
 def make_plan(bar: int = 0, **changes: object) -> Plan:
@@ -46,10 +63,19 @@ def make_plan(bar: int = 0, **changes: object) -> Plan:
 
 
 def compose(
-    model: NgramMelodyModel, bars: int, *, seed: int = 0, temperature: float = 0.9, **changes
+    model: MelodyModel, bars: int, *, seed: int = 0, temperature: float = 0.9, **changes
 ) -> tuple[Composer, list[BarScore]]:
     composer = Composer(config=ComposerConfig(seed=seed, temperature=temperature), model=model)
     return composer, [composer.compose_bar(make_plan(b, **changes)) for b in range(bars)]
+
+
+def melody_of(composer: Composer, plans: list[Plan]) -> list[tuple]:
+    """Each bar's lead as (pitch, offset, duration) triples, rests included."""
+    bars = []
+    for plan in plans:
+        composer.compose_bar(plan)
+        bars.append(tuple((n.pitch, n.offset, n.duration) for n in composer.last_melody))
+    return bars
 
 
 def lead(score: BarScore) -> list:
@@ -211,5 +237,99 @@ def test_key_change_carries_the_melody_into_the_new_key(model):
 def test_missing_weights_say_how_to_build_them(tmp_path):
     with pytest.raises(ModelError, match=r"tools/train_ngram\.py"):
         load_melody_model(tmp_path / "missing.json.gz")
-    with pytest.raises(ModelError, match="ngram"):
-        Composer(config=ComposerConfig(melody_model="lstm"))
+    with pytest.raises(ModelError, match="train-melody"):
+        load_lstm_model(tmp_path / "missing.pt")
+    missing = ComposerConfig(melody_model="lstm", melody_weights=str(tmp_path / "gone.pt"))
+    with pytest.raises(ModelError, match="melody_weights"):
+        Composer(config=missing)
+    with pytest.raises(ModelError, match="lstm or ngram"):
+        Composer(config=ComposerConfig(melody_model="markov"))
+
+
+def test_default_config_composes_with_the_shipped_lstm():
+    composer = Composer(config=ComposerConfig())
+    assert isinstance(composer.model, MelodyLSTM)
+    assert lead(composer.compose_bar(make_plan(0)))
+
+
+# -- form and repetition (the LSTM writer) -------------------------------------------------
+
+
+def test_structure_strings_parse_and_mistakes_are_config_errors(lstm):
+    assert parse_structure("A B A' C A''") == (
+        Section("A", 0),
+        Section("B", 0),
+        Section("A", 1),
+        Section("C", 0),
+        Section("A", 2),
+    )
+    assert parse_structure("aaba") == parse_structure("A A B A")
+    assert parse_structure("") == ()
+    form = Form(sections=parse_structure("AABA"), section_bars=2)
+    role = form.role(11)  # second pass (bars 8-15), second A (10-11), its second bar
+    assert role is not None and role.source_bar == 9 and role.bar_in_form == 3
+    assert role.bar_in_section == 1 and role.section == Section("A", 0)
+    opening = form.role(8)
+    assert opening is not None and opening.source_bar is None  # a new pass writes new material
+    assert Form(sections=(), section_bars=4).role(5) is None
+    for bad in ("A1B", "'A", "A-B"):
+        with pytest.raises(ConfigError, match=r"composer\.structure"):
+            Composer(config=ComposerConfig(structure=bad), model=lstm)
+    with pytest.raises(ConfigError, match="octave"):
+        Composer(config=ComposerConfig(register=(70, 75)), model=lstm)
+
+
+def test_aaba_repeats_a_exactly_and_b_is_new(lstm):
+    config = ComposerConfig(seed=5, structure="AABA", section_bars=4)
+    bars = melody_of(Composer(config=config, model=lstm), [make_plan(b) for b in range(32)])
+    for start in (0, 16):  # two passes through the form
+        a1, a2, b, a3 = (bars[start + 4 * i : start + 4 * i + 4] for i in range(4))
+        assert a1 == a2 == a3
+        assert b != a1
+    assert bars[0:4] != bars[16:20]  # each pass writes new material
+
+
+def test_primed_sections_vary_their_source(lstm):
+    config = ComposerConfig(seed=6, structure="A B A' C A''", section_bars=4)
+    bars = melody_of(Composer(config=config, model=lstm), [make_plan(b) for b in range(20)])
+    a, a1, a2 = bars[0:4], bars[8:12], bars[16:20]
+
+    def rhythm(bar: tuple) -> list:
+        return [(offset, duration) for _, offset, duration in bar]
+
+    # A': the first half as it was, the second half on A's rhythm with new pitches.
+    assert a1[:2] == a[:2]
+    assert [rhythm(x) for x in a1[2:]] == [rhythm(x) for x in a[2:]]
+    assert a1[2:] != a[2:]
+    # A'': the opening bar as it was, then A's rhythm, and a free last bar.
+    assert a2[0] == a[0]
+    assert rhythm(a2[1]) == rhythm(a[1]) and a2[1:] != a[1:]
+
+
+def test_a_greedy_stream_never_plays_a_four_bar_window_three_times(lstm):
+    """At temperature 0.05 the model alone falls into loops; the writer breaks them."""
+    config = ComposerConfig(seed=1, temperature=0.05, top_p=0.5)
+    bars = melody_of(Composer(config=config, model=lstm), [make_plan(b) for b in range(96)])
+    windows = [tuple(bars[i : i + 4]) for i in range(len(bars) - 3)]
+    repeats = [i for i in range(len(windows) - 8) if windows[i] == windows[i + 4] == windows[i + 8]]
+    assert repeats == []
+
+
+def test_register_and_scale_settings_reach_the_lead(model):
+    config = ComposerConfig(seed=2, register=(48, 67))
+    composer = Composer(config=config, model=model)
+    pitches = [n.pitch for b in range(16) for n in lead(composer.compose_bar(make_plan(b)))]
+    assert all(48 <= p <= 67 for p in pitches)
+    assert sum(p < 60 for p in pitches) > 0.2 * len(pitches)  # it uses the low register
+
+
+def test_without_the_scale_constraint_the_lstm_still_keeps_the_key(lstm):
+    config = ComposerConfig(seed=3, scale_constraint=False)
+    composer = Composer(config=config, model=lstm)
+    pitches = [
+        n.pitch
+        for b in range(32)
+        for n in lead(composer.compose_bar(make_plan(b, tonic=7, mode="minor")))
+    ]
+    scale = scale_pitch_classes(7, "minor")
+    assert sum(p % 12 in scale for p in pitches) >= 0.9 * len(pitches)
