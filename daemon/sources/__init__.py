@@ -40,7 +40,8 @@ def open_source(
 
     Parameters
     ----------
-    spec : ``auto`` | ``demo`` | ``webcam`` | ``webcam:N`` | ``/dev/videoN`` | a video file path.
+    spec : ``auto`` | ``demo`` | ``webcam`` | ``webcam:N`` | ``/dev/videoN`` | ``screen`` |
+        ``screen:N`` | ``screen:X,Y,W,H`` (see :mod:`daemon.sources.screen`) | a video file path.
     config : the ``[source]`` section.
     paced : deliver frames in real time (live ``run``) or as fast as possible, every frame
         (``render``, ``analyze``).
@@ -73,6 +74,10 @@ def open_source(
         return WebcamSource(index, config=config)
     if spec.startswith("/dev/video"):
         return WebcamSource(spec, config=config)
+    if spec == "screen" or spec.startswith("screen:"):
+        from daemon.sources.screen import ScreenSource, parse_screen_spec
+
+        return ScreenSource(parse_screen_spec(spec), fps=config.fps)
     path = Path(spec).expanduser()
     if not path.exists() and not path.suffix:
         raise SourceError(f"unknown source {spec!r}; use demo, webcam[:N] or a video file path")

@@ -1,0 +1,187 @@
+"""The game analysis mode on real ViZDoom footage of a held-out map (freedoom1, never trained on).
+
+The clip is recorded here by the project's own recorder (``tools/record_vizdoom.py``): a scripted
+player on freedoom1 E1M5 that walks for about ten seconds and then meets monsters, with the
+game's own count of visible monsters per frame as ground truth.
+"""
+
+from __future__ import annotations
+
+import fractions
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from daemon.cli import main
+from daemon.config import GameConfig
+from daemon.messages import Frame
+
+pytest.importorskip("vizdoom", reason="the `train` extra (vizdoom) is installed by tools/setup.sh")
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+if str(TOOLS) not in sys.path:
+    sys.path.insert(0, str(TOOLS))
+
+from record_vizdoom import record_map  # noqa: E402
+
+from models.scene_data import MODEL_FPS, SCENE_CLASSES  # noqa: E402
+
+SECONDS = 40.0
+VIDEO_FPS = 24  # each game frame written three times: a capture runs faster than the model
+COMBAT, EXPLORATION = SCENE_CLASSES.index("combat"), SCENE_CLASSES.index("exploration")
+
+
+def write_video(path: Path, frames: list[np.ndarray], *, repeat: int) -> None:
+    import av
+
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=round(MODEL_FPS * repeat))
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "18"}
+        index = 0
+        for image in frames:
+            for _ in range(repeat):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = index
+                frame.time_base = fractions.Fraction(1, round(MODEL_FPS * repeat))
+                index += 1
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def held_out_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """(video path, per-frame game labels at 8 fps) of 40 s of freedoom1 E1M5."""
+    full: list[np.ndarray] = []
+    clip = record_map(
+        "freedoom1", "E1M5", seconds=SECONDS, seed=1, overlays=False, full_frames=full
+    )
+    path = tmp_path_factory.mktemp("game") / "e1m5.mp4"
+    write_video(path, full, repeat=VIDEO_FPS // int(MODEL_FPS))
+    return path, clip.labels
+
+
+def _truth(window: dict[str, Any], labels: np.ndarray) -> int | None:
+    """The game's own class for a timeline window: the majority of its frames, if clear."""
+    frames = labels[int(window["t_start"] * MODEL_FPS) : int(window["t_end"] * MODEL_FPS)]
+    if len(frames) == 0 or not np.all(frames == frames[0]):
+        return None
+    return int(frames[0])
+
+
+@pytest.mark.slow
+def test_combat_gets_faster_fuller_music_than_exploration(
+    held_out_clip: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    video, labels = held_out_clip
+    assert (labels == COMBAT).mean() > 0.3 and (labels == EXPLORATION).mean() > 0.2
+    timeline = tmp_path / "scored.json"
+    wav = tmp_path / "scored.wav"
+    code = main(
+        ["render", str(video), "-o", str(wav), "--mode", "game", "--timeline", str(timeline)]
+    )
+    assert code == 0 and wav.stat().st_size > 0
+    document = json.loads(timeline.read_text())
+    assert document["mode"] == "game"
+    windows = document["windows"]
+    combat = [w for w in windows if _truth(w, labels) == COMBAT]
+    exploration = [w for w in windows if _truth(w, labels) == EXPLORATION]
+    assert len(combat) >= 10 and len(exploration) >= 10
+    assert np.mean([w["bpm"] for w in combat]) > np.mean([w["bpm"] for w in exploration]) + 10
+    assert np.mean([w["layers"] for w in combat]) > np.mean([w["layers"] for w in exploration])
+    # The model itself, before any music: it names combat in the fight far more than outside it.
+    said_combat = [w["scene"] == "combat" for w in combat]
+    said_combat_outside = [w["scene"] == "combat" for w in exploration]
+    assert np.mean(said_combat) > np.mean(said_combat_outside) + 0.3
+
+
+def test_analyze_game_mode_fills_scene_and_probabilities(
+    held_out_clip: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    video, _ = held_out_clip
+    out = tmp_path / "timeline.json"
+    assert main(["analyze", str(video), "--mode", "game", "-o", str(out)]) == 0
+    document = json.loads(out.read_text())
+    assert document["mode"] == "game"
+    windows = document["windows"]
+    assert len(windows) == int(SECONDS / 0.5)
+    for window in windows:
+        probs = window["scene_probs"]
+        assert set(probs) == set(SCENE_CLASSES)
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-3)
+        assert window["scene"] in (*SCENE_CLASSES, None)
+        assert -1.0 <= window["arousal"] <= 1.0
+    # Gameplay never reads as a menu or a dialogue for long.
+    named = [w["scene"] for w in windows if w["scene"] is not None]
+    assert sum(s in ("combat", "exploration") for s in named) / len(named) > 0.8
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_model_rate_does_not_depend_on_the_capture_rate() -> None:
+    from daemon.analysis.game import GameModel
+
+    model = GameModel(config=GameConfig(), device="cpu")
+    image = np.zeros((720, 1280, 3), dtype=np.uint8)
+    for fps in (24, 30, 60):
+        model.reset()
+        kept = [model.prepare(Frame(pts=i / fps, image=image, index=i)) for i in range(fps * 4)]
+        taken = [p for p in kept if p is not None]
+        assert len(taken) == pytest.approx(4 * MODEL_FPS, abs=1)
+        assert taken[0].shape == (72, 96, 3)
+    model.close()
+
+
+def test_missing_scene_model_is_one_line_and_exit_2(
+    held_out_clip: tuple[Path, np.ndarray],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    video, _ = held_out_clip
+    monkeypatch.setenv("MOODSCORE_GAME_MODEL", str(tmp_path / "nope.pt"))
+    code = main(["analyze", str(video), "--mode", "game", "-o", str(tmp_path / "t.json")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.pt" in err[0] and "train-scene" in err[0]
+
+
+def test_auto_mode_follows_faces_when_there_are_faces_else_the_game(
+    held_out_clip: tuple[Path, np.ndarray],
+) -> None:
+    import av
+    import cv2
+
+    skimage_data = pytest.importorskip("skimage.data")
+    from daemon.analysis.modes import make_window_model
+    from daemon.config import Config
+
+    config = Config().replace("analysis", mode="auto").replace("models", device="cpu")
+    model = make_window_model(config)
+    try:
+        # A person filling most of a 640x480 webcam frame.
+        canvas = np.zeros((480, 640, 3), dtype=np.uint8)
+        canvas[:, 80:560] = cv2.resize(skimage_data.astronaut(), (480, 480))
+        frames = [Frame(pts=i / 30, image=canvas, index=i) for i in range(15)]
+        with_face = model.infer([model.prepare(f) for f in frames], 0.0, 0.5)
+        assert with_face.faces and with_face.scene is None
+
+        video, _ = held_out_clip
+        with av.open(str(video)) as container:
+            images = [
+                f.to_ndarray(format="rgb24")
+                for _, f in zip(range(24), container.decode(video=0), strict=False)
+            ]
+        game_frames = [
+            Frame(pts=0.5 + i / 24, image=im, index=15 + i) for i, im in enumerate(images)
+        ]
+        game = model.infer([model.prepare(f) for f in game_frames], 0.5, 1.5)
+        assert not game.faces and game.scene_probs
+    finally:
+        model.close()
