@@ -7,6 +7,29 @@ Figures (later issues add theirs):
 - ``composer_ms_per_bar``: one bar with all five layers, mean/p95;
 - ``engine_realtime_factor``: seconds of audio per second of wall time when the pyo engine is
   stepped as fast as possible, all five layers playing a dense score;
+- ``engine_core_fraction``: CPU time of the engine thread per second of audio in that same
+  dense five-layer score (the server's boot excluded): the share of one core live playback
+  takes (target under 0.05);
+- ``live_manual``: the real pipeline live in ``manual`` mode with the demo source analysed at
+  30 fps for 60 s (10 s with ``--quick``): ``late_buffers`` blocks handed on after a listener
+  with one block of buffer needed them (target 0), ``blocks``, composer ``underruns`` and
+  analysis ``dropped_frames``;
+- ``face``: the face analysis mode on 640x480 frames of a photo of a smiling face (skimage's
+  astronaut) sliding about the frame, windows of 15 frames (0.5 s at 30 fps):
+  ``ms_per_frame`` detection + landmarks + blendshapes + crop, plus the frame's share of its
+  window's expression batch, p50/p95; ``detect_ms_per_frame`` the first part alone;
+  ``window_ms`` one window's batched inference (15 faces through the mini-Xception in one call,
+  fusion, smoothing); ``expression_ms_per_face`` batched vs one call per face;
+  ``no_face_ms_per_frame`` a frame with no face in it (skimage's coffee);
+- ``melody_ms_per_bar``: the melody LSTM's sampler writing one 4/4 bar (the melody alone, density
+  alternating 0.9 / 0.3 every 4 bars, scale constraint on), p50/p95, on the CPU and, where torch
+  sees one, on CUDA (else ``null``);
+- ``scene``: the game mode (scene model, ``models/weights/scene_default.pt``) on 1280x720
+  frames at 30 fps (the demo scene, drawn beforehand), 0.5 s windows: ``window_ms`` one
+  window's inference (its new frames through the CNN in one batch, the GRU over the last
+  second), p50/p95; ``prepare_ms_per_frame`` the per-frame work (taking every 30/8th frame and
+  shrinking it to 96x72), p50/p95; ``fps_sustained`` frames per second the whole analysis keeps
+  up with (frames / (all prepare + infer time)); ``null`` when the weights are missing;
 - ``render_x_realtime``: ``moodscore render`` of a 640x360, 30 fps H.264 clip (60 s; 15 s with
   ``--quick``), as a whole command in a fresh process: clip length / wall time.
 """
@@ -43,8 +66,13 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
     figures["analysis_ms_per_frame"], figures["demo_draw_ms_per_frame"] = _analysis(
         config, frames=300 if quick else 1800
     )
+    figures["face"] = _face(config, frames=150 if quick else 900)
+    figures["scene"] = _scene(config, seconds=10.0 if quick else 60.0)
     figures["composer_ms_per_bar"] = _composer(config, bars=200 if quick else 2000)
+    figures["melody_ms_per_bar"] = _melody(bars=200 if quick else 2000)
     figures["engine_realtime_factor"] = _engine(config, seconds=10.0 if quick else 60.0)
+    figures["engine_core_fraction"] = _engine_core_fraction(config, seconds=10.0 if quick else 60.0)
+    figures["live_manual"] = _live_manual(config, seconds=10.0 if quick else 60.0)
     figures.update(_render(seconds=15.0 if quick else 60.0))
     return figures
 
@@ -75,6 +103,106 @@ def _analysis(config: Config, *, frames: int) -> tuple[dict[str, float], dict[st
         analysis.append(time.perf_counter() - drawn)
         drawing.append(drawn - started)
     return _percentiles(analysis), _percentiles(drawing)
+
+
+def _scene(config: Config, *, seconds: float) -> dict[str, Any] | None:
+    from daemon.analysis.game import GameModel, resolve_model_path
+    from daemon.messages import Frame
+    from daemon.sources import draw_demo_frame
+
+    if not resolve_model_path(config.game.model).is_file():
+        return None
+    fps, window = 30.0, 15
+    pictures = [
+        draw_demo_frame(k / fps, intensity=k / 60, width=1280, height=720) for k in range(60)
+    ]
+    model = GameModel(config=config.game, device=config.models.device)
+    prepare: list[float] = []
+    infer: list[float] = []
+    prepared = []
+    for index in range(int(seconds * fps)):
+        frame = Frame(pts=index / fps, image=pictures[index % len(pictures)], index=index)
+        started = time.perf_counter()
+        prepared.append(model.prepare(frame))
+        prepare.append(time.perf_counter() - started)
+        if len(prepared) == window:
+            started = time.perf_counter()
+            model.infer(prepared, (index + 1 - window) / fps, (index + 1) / fps)
+            infer.append(time.perf_counter() - started)
+            prepared = []
+    model.close()
+    return {
+        "input": "1280x720 at 30 fps, 0.5 s windows",
+        "window_ms": _percentiles(infer),
+        "prepare_ms_per_frame": _percentiles(prepare),
+        "fps_sustained": round(len(prepare) / (sum(prepare) + sum(infer)), 1),
+    }
+
+
+def _face(config: Config, *, frames: int) -> dict[str, Any]:
+    import cv2
+    import skimage.data
+
+    from daemon.analysis.face import FaceModel
+    from daemon.messages import Frame
+
+    def on_canvas(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
+        canvas = np.zeros((480, 640, 3), dtype=np.uint8)
+        picture = cv2.resize(image, (400, 400), interpolation=cv2.INTER_AREA)
+        canvas[40 + dy : 440 + dy, 120 + dx : 520 + dx] = picture
+        return canvas
+
+    face, coffee = skimage.data.astronaut(), skimage.data.coffee()
+    model = FaceModel(config=config.face, device=config.models.device)
+    window = 15
+    detect: list[float] = []
+    per_frame: list[float] = []
+    windows: list[float] = []
+    no_face: list[float] = []
+    try:
+        prepared = []
+        for index in range(frames):
+            # A face that moves a little, as a person in front of a camera does.
+            dx, dy = round(30 * np.sin(index / 20)), round(20 * np.sin(index / 31))
+            image = on_canvas(face, dx, dy)
+            started = time.perf_counter()
+            prepared.append(model.prepare(Frame(pts=index / 30, image=image, index=index)))
+            detect.append(time.perf_counter() - started)
+            if len(prepared) == window:
+                started = time.perf_counter()
+                model.infer(prepared, (index - window + 1) / 30, (index + 1) / 30)
+                windows.append(time.perf_counter() - started)
+                per_frame += [d + windows[-1] / window for d in detect[-window:]]
+                prepared = []
+        crops = np.stack([model.prepare(Frame(0.0, on_canvas(face, 0, 0), 0))[0].crop] * window)
+        batched, single = [], []
+        for _ in range(20):
+            started = time.perf_counter()
+            model.classifier.probabilities(crops)
+            batched.append((time.perf_counter() - started) / window)
+            started = time.perf_counter()
+            for crop in crops:
+                model.classifier.probabilities(crop[None])
+            single.append((time.perf_counter() - started) / window)
+        blank = on_canvas(coffee, 0, 0)
+        for index in range(min(frames, 150)):
+            started = time.perf_counter()
+            model.prepare(Frame(pts=1000 + index / 30, image=blank, index=index))
+            no_face.append(time.perf_counter() - started)
+    finally:
+        model.close()
+    return {
+        "size": "640x480",
+        "device": str(model.classifier.device),
+        "ms_per_frame": _percentiles(per_frame),
+        "detect_ms_per_frame": _percentiles(detect),
+        "window_ms": {**_percentiles(windows), "faces": window},
+        "expression_ms_per_face": {
+            "batched": round(float(np.median(batched)) * 1e3, 3),
+            "one_call_each": round(float(np.median(single)) * 1e3, 3),
+        },
+        "no_face_ms_per_frame": _percentiles(no_face),
+    }
 
 
 def _dense_plans(config: Config, bars: int) -> list[Any]:
@@ -111,6 +239,21 @@ def _composer(config: Config, *, bars: int) -> dict[str, float]:
     return figures
 
 
+def _melody(*, bars: int) -> dict[str, Any]:
+    import torch
+
+    from daemon.composer import load_lstm_model
+    from models.melody import time_bars
+
+    figures: dict[str, Any] = {}
+    for device in ("cpu", "cuda"):
+        if device == "cuda" and not torch.cuda.is_available():
+            figures[device] = None
+            continue
+        figures[device] = time_bars(load_lstm_model(device=device), bars=bars)
+    return figures
+
+
 def _engine(config: Config, *, seconds: float) -> float:
     from daemon.composer import Composer
     from daemon.engine import BackendChoice, Engine, ScoreQueue
@@ -133,6 +276,58 @@ def _engine(config: Config, *, seconds: float) -> float:
     elapsed = time.perf_counter() - started
     engine.stop()
     return round(seconds / elapsed, 1)
+
+
+def _engine_core_fraction(config: Config, *, seconds: float) -> float:
+    from daemon.composer import Composer
+    from daemon.engine import BackendChoice, Engine, ScoreQueue
+
+    composer = Composer(config=config.composer)
+    scores = ScoreQueue()
+    bar_seconds = config.conductor.beats_per_bar * 60.0 / 150.0
+    for plan in _dense_plans(config, int(seconds / bar_seconds) + 2):
+        scores.put(composer.compose_bar(plan))
+    engine = Engine(
+        config=config.engine,
+        backend=BackendChoice("offline", "bench"),
+        scores=scores,
+        realtime=False,
+    )
+    marks: list[tuple[float, float]] = []  # (engine thread CPU seconds, audio time)
+    # Runs on the engine thread, so thread_time() is the engine's own CPU time.
+    engine.add_audio_listener(lambda block, t: marks.append((time.thread_time(), t)))
+    engine.set_end_time(seconds)
+    engine.start()
+    engine.wait()
+    engine.stop()
+    (cpu0, t0), (cpu1, t1) = marks[0], marks[-1]
+    return round((cpu1 - cpu0) / max(t1 - t0, 1e-9), 4)
+
+
+def _live_manual(config: Config, *, seconds: float) -> dict[str, Any]:
+    import asyncio
+
+    from daemon.engine import BackendChoice
+    from daemon.pipeline import Session
+    from daemon.sources import open_source
+
+    source = open_source("demo", config.source, paced=True, duration=seconds)
+    session = Session(
+        config=config,
+        source=source,
+        backend=BackendChoice("manual", "bench"),
+        render=False,
+        duration=seconds,
+    )
+    report = asyncio.run(session.run())
+    return {
+        "seconds": seconds,
+        "late_buffers": session.engine.late_blocks,
+        "blocks": session.engine.blocks,
+        "underruns": report.underruns,
+        "dropped_frames": report.dropped_frames,
+        "analysis_fps": config.source.fps,
+    }
 
 
 def _render(*, seconds: float) -> dict[str, Any]:

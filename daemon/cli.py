@@ -1,4 +1,5 @@
-"""The ``moodscore`` command: run | render | analyze | doctor | bench.
+"""The ``moodscore`` command: run | render | compose | analyze | doctor | bench | train-melody |
+train-scene.
 
 Every user error (bad flag, missing file, bad config key, unavailable backend) ends as one line on
 stderr and exit status 2; nothing a user can fix prints a traceback.
@@ -62,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--record", type=Path, metavar="DIR", help="record WAV + timeline into DIR")
     run.add_argument("--backend", metavar="NAME", help="audio backend: auto|device|jack|manual")
     run.add_argument("--seed", type=int, help="seed for the composer (default: config)")
+    _add_mode_flag(run)
+    run.add_argument("--midi", type=Path, metavar="OUT.mid", help="also write the music as MIDI")
+    run.add_argument(
+        "--midi-port",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="mirror the music live to MIDI port NAME (no NAME: a virtual port `moodscore`)",
+    )
+    run.add_argument("--midi-backend", metavar="NAME", help="MIDI backend: auto|jack|alsa")
 
     render = add("render", "score a video file (or `demo`) faster than real time")
     render.add_argument(
@@ -69,15 +80,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.mp4|OUT.wav")
     render.add_argument("--seed", type=int, help="same input + seed = same notes (default: config)")
+    _add_mode_flag(render)
     render.add_argument("--timeline", type=Path, metavar="OUT.json", help="also write the timeline")
     render.add_argument(
         "--duration", type=_positive_float, metavar="SECONDS", help="length of a `demo` render"
+    )
+    render.add_argument("--midi", type=Path, metavar="OUT.mid", help="also write the score as MIDI")
+
+    compose = add("compose", "music for a fixed mood, to WAV and/or MIDI (audition presets)")
+    compose.add_argument("--valence", type=float, required=True, metavar="V", help="-1 .. 1")
+    compose.add_argument("--arousal", type=float, required=True, metavar="A", help="-1 .. 1")
+    compose.add_argument("--scene", metavar="NAME", help="scene preset (default: config)")
+    compose.add_argument("--bpm", type=float, metavar="N", help="override the tempo (60-180)")
+    compose.add_argument("--layers", type=int, metavar="N", help="override the layers (1-5)")
+    compose.add_argument("--bars", type=int, required=True, metavar="N", help="bars to compose")
+    compose.add_argument("--seed", type=int, help="same arguments + seed = same music")
+    compose.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="OUT.wav|OUT.mid",
+        help="a file to write; give -o several times for WAV and MIDI of the same performance",
     )
 
     analyze = add("analyze", "the analysis alone: a per-window valence/arousal timeline")
     analyze.add_argument("input", metavar="INPUT", help="a video file, or `demo`")
     analyze.add_argument("-o", "--output", type=Path, required=True, metavar="timeline.json")
-    analyze.add_argument("--mode", choices=["frame"], default="frame", help="analysis model")
+    _add_mode_flag(analyze)
     analyze.add_argument(
         "--duration", type=_positive_float, metavar="SECONDS", help="length of a `demo` analysis"
     )
@@ -87,7 +118,51 @@ def build_parser() -> argparse.ArgumentParser:
     bench = add("bench", "measure speed figures and print them as JSON")
     bench.add_argument("--quick", action="store_true", help="shorter runs (less precise)")
     bench.add_argument("-o", "--output", type=Path, metavar="OUT.json", help="also write the JSON")
+
+    train = add("train-melody", "train the melody LSTM, or fine-tune it on your own MIDI files")
+    train.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR|DATASET",
+        help="a folder of MIDI files, or a dataset from tools/prepare_melodies.py "
+        "(default: .cache/melodies.json.gz)",
+    )
+    train.add_argument("--epochs", type=int, metavar="N", help="passes (default 20; 8 with --init)")
+    train.add_argument(
+        "--init", type=Path, metavar="WEIGHTS", help="fine-tune these weights (not from scratch)"
+    )
+    train.add_argument("--seed", type=int, default=0, help="seed for initialisation and order")
+    train.add_argument("--limit", type=int, metavar="N", help="use only the first N tunes")
+    train.add_argument("-o", "--output", type=Path, required=True, metavar="PATH.pt")
+
+    scene = add("train-scene", "train a scene model for your game from folders of clips per class")
+    scene.add_argument(
+        "clips", type=Path, metavar="CLIPS_DIR", help="one folder per class of videos or frames"
+    )
+    scene.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.pt")
+    scene.add_argument(
+        "--base", type=Path, metavar="MODEL.pt", help="start from this model (default: shipped)"
+    )
+    scene.add_argument("--epochs", type=int, default=6, metavar="N", help="epochs per stage")
+    scene.add_argument("--steps", type=int, default=60, metavar="N", help="steps per epoch")
+    scene.add_argument("--seed", type=int, default=0, help="seed for the split and training")
     return parser
+
+
+def _add_mode_flag(parser: argparse.ArgumentParser) -> None:
+    from daemon.config import CHOICES
+
+    modes = CHOICES[("analysis", "mode")]
+    parser.add_argument(
+        "--mode",
+        choices=modes,
+        help=f"what reads the mood: {' | '.join(modes)} (default: config analysis.mode)",
+    )
+
+
+def _with_mode(args: argparse.Namespace, config: Config) -> Config:
+    """``--mode`` over ``analysis.mode``."""
+    return config if args.mode is None else config.replace("analysis", mode=args.mode)
 
 
 def _positive_float(text: str) -> float:
@@ -103,14 +178,20 @@ def _positive_float(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     os.environ.setdefault("PYO_GUI_WX", "0")
+    # Torch's OpenMP threads spin while idle; beside pyo's audio thread on a small machine that
+    # steals the core the audio needs. Passive waiting costs nothing measurable here.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     _configure_logging(verbose=args.verbose, quiet=args.quiet)
     handlers: dict[str, Callable[[argparse.Namespace, Config], int]] = {
         "run": _cmd_run,
         "render": _cmd_render,
+        "compose": _cmd_compose,
         "analyze": _cmd_analyze,
         "doctor": _cmd_doctor,
         "bench": _cmd_bench,
+        "train-melody": _cmd_train_melody,
+        "train-scene": _cmd_train_scene,
     }
     try:
         config = load_config(args.config)
@@ -159,6 +240,12 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
         config = config.replace("engine", backend=args.backend)
     if args.seed is not None:
         config = config.replace("composer", seed=args.seed)
+    config = _with_mode(args, config)
+    if args.midi_port is not None:
+        config = config.replace("midi", enabled=True, port=args.midi_port)
+    if args.midi_backend is not None:
+        config = config.replace("midi", backend=args.midi_backend)
+    _check_midi_path(args.midi)
     backend = choose_backend(config.engine.backend, render=False)
     source = open_source(args.source or config.source.kind, config.source, paced=True)
     log.info("source: %s", source.description)
@@ -184,12 +271,17 @@ async def _run_live(args: argparse.Namespace, config: Config, source: Any, backe
         duration=args.duration,
         record_path=record_dir / f"{stem}.wav" if record_dir else None,
     )
+    midi_file, midi_port = _attach_midi(session, config, args.midi, live=True)
     remove_handlers = install_signal_handlers(session)
     log.info("playing%s; Ctrl-C stops", f" for {args.duration:g} s" if args.duration else "")
     try:
         report = await session.run()
     finally:
         remove_handlers()
+        if midi_port is not None:
+            midi_port.close()
+    if midi_file is not None and midi_file.close(end_time=report.audio_seconds):
+        log.info("MIDI: %s", midi_file.path)
     recorder = session.recorder
     if report.underruns:
         log.warning("%d bar(s) were late from the composer and repeated", report.underruns)
@@ -202,6 +294,7 @@ async def _run_live(args: argparse.Namespace, config: Config, source: Any, backe
             report.moods,
             source=report.source,
             window_s=config.analysis.window_s,
+            mode=config.analysis.mode,
             duration=report.audio_seconds,
             bars=report.bars,
             source_offset=report.source_offset,
@@ -229,6 +322,8 @@ def _cmd_render(args: argparse.Namespace, config: Config) -> int:
         raise ConfigError(f"output {output} must end in {', '.join(RENDER_SUFFIXES)}")
     if args.seed is not None:
         config = config.replace("composer", seed=args.seed)
+    config = _with_mode(args, config)
+    _check_midi_path(args.midi)
     is_demo = args.input == "demo"
     if args.duration is not None and not is_demo:
         raise ConfigError("--duration applies to `render demo`; a file renders whole")
@@ -267,11 +362,14 @@ async def _render(
                     frame_tap=writer.write if writer else None,
                     on_progress=progress,
                 )
+                midi_file, _ = _attach_midi(session, config, args.midi, live=False)
                 remove_handlers = install_signal_handlers(session)
                 try:
                     report = await session.run()
                 finally:
                     remove_handlers()
+                if midi_file is not None and midi_file.close(end_time=report.audio_seconds):
+                    log.info("MIDI: %s", midi_file.path)
         finally:
             if writer is not None:
                 writer.close()
@@ -289,6 +387,7 @@ async def _render(
             report.moods,
             source=report.source,
             window_s=config.analysis.window_s,
+            mode=config.analysis.mode,
             duration=report.audio_seconds,
             bars=report.bars,
             seed=config.composer.seed,
@@ -326,12 +425,75 @@ def _progress_bar(total: float | None, label: str) -> Iterator[Callable[[float],
         yield update
 
 
+def _check_midi_path(path: Path | None) -> None:
+    if path is not None and path.suffix.lower() not in (".mid", ".midi"):
+        raise ConfigError(f"--midi {path} must end in .mid or .midi")
+
+
+def _attach_midi(session: Any, config: Config, path: Path | None, *, live: bool) -> tuple[Any, Any]:
+    """The session's MIDI outputs: a file writer for ``--midi`` and, live with ``midi.enabled``,
+    the port (opened now, so a wrong port name stops the run before the music starts)."""
+    from daemon.outputs.midi import MidiFileWriter, MidiPortOutput, open_port
+
+    midi_file = None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        midi_file = MidiFileWriter(path)
+        midi_file.attach(session.engine)
+    midi_port = None
+    if live and config.midi.enabled:
+        port = open_port(config.midi.port, config.midi.backend)
+        log.info("MIDI out: %s%s", port.name, " with clock" if config.midi.clock else "")
+        midi_port = MidiPortOutput(
+            port=port,
+            wall_time=session.engine.wall_time,
+            clock=config.midi.clock,
+            offset_s=config.midi.offset_ms / 1000.0,
+        )
+        midi_port.attach(session.engine)
+    return midi_file, midi_port
+
+
+# -- compose ------------------------------------------------------------------------------
+
+
+def _cmd_compose(args: argparse.Namespace, config: Config) -> int:
+    from daemon.compose import ComposeRequest, compose
+
+    if args.seed is not None:
+        config = config.replace("composer", seed=args.seed)
+    request = ComposeRequest(
+        valence=args.valence,
+        arousal=args.arousal,
+        bars=args.bars,
+        outputs=tuple(args.output),
+        scene=args.scene,
+        bpm=args.bpm,
+        layers=args.layers,
+    )
+    report = compose(config, request)
+    plan = report.plan
+    log.info(
+        "composed %d bars of %s: %g bpm, %s %s, %d layer(s), %.1f s -> %s",
+        args.bars,
+        plan.scene,
+        plan.bpm,
+        plan.key,
+        plan.mode,
+        plan.layers,
+        report.seconds,
+        ", ".join(str(p) for p in report.files),
+    )
+    return 0
+
+
 # -- analyze ------------------------------------------------------------------------------
 
 
 def _cmd_analyze(args: argparse.Namespace, config: Config) -> int:
     from daemon.sources import open_source
 
+    config = _with_mode(args, config)
     is_demo = args.input == "demo"
     if args.duration is not None and not is_demo:
         raise ConfigError("--duration applies to `analyze demo`; a file is analysed whole")
@@ -341,11 +503,10 @@ def _cmd_analyze(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _analyze(args: argparse.Namespace, config: Config, source: Any) -> int:
-    from daemon.analysis import AnalysisStage
+    from daemon.analysis import AnalysisStage, make_window_model
     from daemon.messages import Mood
     from daemon.outputs.timeline import build_timeline, write_timeline
 
-    stage = AnalysisStage(config=config.analysis)
     moods: list[Mood] = []
     with _progress_bar(source.duration, "analysing") as progress:
 
@@ -354,13 +515,18 @@ async def _analyze(args: argparse.Namespace, config: Config, source: Any) -> int
             progress(mood.t_end)
 
         try:
-            await stage.run(source, collect, lossless=True)
+            model = make_window_model(config)
+            try:
+                stage = AnalysisStage(config=config.analysis, model=model)
+                await stage.run(source, collect, lossless=True)
+            finally:
+                model.close()
         finally:
             await source.close()
     document = build_timeline(
         moods,
         source=source.description,
-        mode=args.mode,
+        mode=config.analysis.mode,
         window_s=config.analysis.window_s,
         duration=moods[-1].t_end if moods else 0.0,
     )
@@ -388,6 +554,86 @@ def _cmd_bench(args: argparse.Namespace, config: Config) -> int:
     print(text)
     if args.output is not None:
         args.output.write_text(text + "\n")
+    return 0
+
+
+def _cmd_train_melody(args: argparse.Namespace, config: Config) -> int:
+    # Before torch loads: OpenMP threads that spin-wait crawl when another process holds a core.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from tqdm import tqdm
+
+    from daemon.training import TrainRequest, metrics_path_for, train_melody
+
+    request = TrainRequest(
+        output=args.output,
+        data=args.data,
+        epochs=args.epochs,
+        init=args.init,
+        seed=args.seed,
+        device=config.models.device,
+        limit=args.limit,
+    )
+    with tqdm(total=None, unit="step", desc="training", disable=None, leave=False) as bar:
+
+        def progress(done: int, total: int, loss: float) -> None:
+            bar.total = total
+            bar.n = done
+            bar.set_postfix(nll=f"{loss:.3f}", refresh=False)
+            bar.refresh()
+
+        metrics = train_melody(request, on_progress=progress)
+    held_out = metrics["test_nll_per_note"]
+    log.info(
+        "wrote %s (%d epochs, %.0f s); held-out NLL per note %s (trigram %s); metrics: %s",
+        args.output,
+        metrics["training"]["epochs"],
+        metrics["train_seconds"],
+        "n/a" if held_out is None else f"{held_out:.3f}",
+        metrics["test_nll_per_note_trigram"],
+        metrics_path_for(args.output),
+    )
+    return 0
+
+
+def _cmd_train_scene(args: argparse.Namespace, config: Config) -> int:
+    # Before torch loads: OpenMP threads that spin-wait crawl when another process holds a core.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from tqdm import tqdm
+
+    from daemon.train_scene import train_scene
+
+    if args.epochs < 1 or args.steps < 1:
+        raise ConfigError("--epochs and --steps must be at least 1")
+    with tqdm(total=None, unit="step", desc="training", disable=None, leave=False) as bar:
+
+        def progress(stage: str, done: int, total: int, loss: float) -> None:
+            bar.set_description(f"training {stage}")
+            bar.total = total
+            bar.n = done
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            bar.refresh()
+
+        report = train_scene(
+            args.clips,
+            args.output,
+            base=args.base,
+            device=config.models.device,
+            epochs=args.epochs,
+            steps=args.steps,
+            seed=args.seed,
+            progress=progress,
+        )
+    held = report.metrics.get("held_out") or {}
+    accuracy = held.get("accuracy")
+    log.info(
+        "wrote %s; held-out accuracy %s over %d window(s); report %s%s",
+        report.model,
+        "n/a" if accuracy is None else f"{accuracy:.0%}",
+        held.get("windows", 0),
+        report.report,
+        f", confusion matrix {report.confusion_png}" if report.confusion_png else "",
+    )
+    log.info('use it: [game] model = "%s" with --mode game', report.model)
     return 0
 
 

@@ -12,9 +12,13 @@ Mapping (documented in the README):
 - **layers** = layers_min + level * (layers_max - layers_min), rounded; the count changes only
   when that value leaves the current count's band (+-0.5) widened by half the ``hysteresis`` of
   the range;
-- **mode** is major above valence +hysteresis, minor below -hysteresis, unchanged between; the
-  tonic is the preset's major or (relative) minor tonic;
-- **density** (how busy the notes are) = (arousal + 1) / 2, nudged up a little by valence.
+- **mode** is major above valence +hysteresis, minor below -hysteresis, unchanged between
+  (unless the preset fixes it); the tonic is the preset's major or (relative) minor tonic;
+- **density** (how busy the notes are) = (arousal + 1) / 2, nudged up a little by valence;
+- **scene**: when moods name a scene (``Mood.scene``, from a scene model) that has a preset in
+  ``scenes/``, and keep naming it for ``conductor.scene_hold_s`` seconds, the conductor switches
+  to that preset; tempo and layers then start afresh in the new preset's ranges. Names without a
+  preset are ignored (logged once).
 
 Plans are asked for one bar at a time (:meth:`Conductor.plan_for_bar`), so every change lands on
 a bar line.
@@ -22,12 +26,16 @@ a bar line.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 from daemon.config import ConductorConfig
+from daemon.errors import ConfigError
 from daemon.messages import Mode, Mood, Plan
-from daemon.scenes import ScenePreset
+from daemon.scenes import ScenePreset, get_scene
+
+log = logging.getLogger(__name__)
 
 AROUSAL_SPAN = 0.8  # arousal in [-0.8, 0.8] spans the whole tempo and layer range
 
@@ -45,7 +53,7 @@ class Conductor:
     Parameters
     ----------
     config : the ``[conductor]`` section.
-    preset : the scene preset in force.
+    preset : the scene preset in force at the start.
     """
 
     def __init__(self, *, config: ConductorConfig, preset: ScenePreset) -> None:
@@ -55,15 +63,30 @@ class Conductor:
         self._bpm: float | None = None
         self._layers: int | None = None
         self._mode: Mode | None = None
+        # The scene the moods name now, and the source time they began naming it.
+        self._candidate: tuple[str, float] | None = None
+        self._unknown_scenes: set[str] = set()
         self.moods_seen = 0
 
     @property
     def preset(self) -> ScenePreset:
+        """The scene preset in force (the next plan uses it)."""
         return self._preset
 
+    def set_preset(self, preset: ScenePreset) -> None:
+        """Switch to ``preset`` from the next plan on; tempo and layers start afresh in its
+        ranges (the mode carries over unless the preset fixes it)."""
+        if preset == self._preset:
+            return
+        log.info("scene: %s", preset.name)
+        self._preset = preset
+        self._bpm = None
+        self._layers = None
+
     def observe(self, mood: Mood) -> None:
-        """Fold one analysis window into the smoothed mood."""
+        """Fold one analysis window into the smoothed mood (and its scene, if it names one)."""
         self.moods_seen += 1
+        self._observe_scene(mood)
         if self._smoothed is None:
             self._smoothed = _Smoothed(mood.valence, mood.arousal, mood.t_end)
             return
@@ -75,6 +98,27 @@ class Conductor:
         s.valence += alpha * (mood.valence - s.valence)
         s.arousal += alpha * (mood.arousal - s.arousal)
         s.time = max(s.time, mood.t_end)
+
+    def _observe_scene(self, mood: Mood) -> None:
+        name = mood.scene
+        if name is None or name == self._preset.name:
+            self._candidate = None
+            return
+        if self._candidate is None or self._candidate[0] != name:
+            self._candidate = (name, mood.t_start)
+        if mood.t_end - self._candidate[1] < self._config.scene_hold_s:
+            return
+        try:
+            preset = get_scene(name)
+        except ConfigError as exc:
+            if name not in self._unknown_scenes:
+                self._unknown_scenes.add(name)
+                log.warning(
+                    "scene %r has no usable preset; keeping %s (%s)", name, self._preset.name, exc
+                )
+            return
+        self._candidate = None
+        self.set_preset(preset)
 
     @property
     def mood(self) -> tuple[float, float]:
@@ -102,7 +146,9 @@ class Conductor:
             self._layers = round(layer_level)
         self._layers = min(max(self._layers, preset.layers_min), preset.layers_max)
 
-        if self._mode is None:
+        if preset.mode in ("major", "minor"):
+            self._mode = "major" if preset.mode == "major" else "minor"
+        elif self._mode is None:
             self._mode = "major" if valence >= 0 else "minor"
         elif valence > h:
             self._mode = "major"

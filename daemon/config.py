@@ -42,6 +42,7 @@ class SourceConfig:
 
 @dataclass(frozen=True, slots=True)
 class AnalysisConfig:
+    mode: str = "frame"
     window_s: float = 0.5
     analysis_width: int = 160
     motion_full_scale: float = 0.12
@@ -50,18 +51,43 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FaceConfig:
+    max_faces: int = 4
+    combine: str = "largest"
+    min_detection_confidence: float = 0.5
+    blendshape_weight: float = 0.4
+    smoothing_s: float = 0.5
+    hold_s: float = 1.0
+    neutral_drift_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class GameConfig:
+    model: str = ""
+    smoothing_s: float = 1.0
+    min_scene_prob: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
 class ConductorConfig:
     scene: str = "default"
     smoothing_s: float = 2.0
     hysteresis: float = 0.08
     beats_per_bar: int = 4
+    scene_hold_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class ComposerConfig:
-    melody_model: str = "ngram"
+    melody_model: str = "lstm"
+    melody_weights: str = ""
     seed: int = 0
     temperature: float = 0.9
+    top_p: float = 0.95
+    scale_constraint: bool = True
+    register: tuple[int, int] = (60, 84)
+    structure: str = ""
+    section_bars: int = 4
     lookahead_bars: int = 1
 
 
@@ -73,6 +99,16 @@ class EngineConfig:
     master_gain: float = 0.7
     reverb: float = 0.25
     live_ahead_s: float = 0.1
+    tempo_ramp: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class MidiConfig:
+    enabled: bool = False
+    port: str = ""
+    backend: str = "auto"
+    clock: bool = True
+    offset_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +134,12 @@ class Config:
 
     source: SourceConfig = field(default_factory=SourceConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
+    game: GameConfig = field(default_factory=GameConfig)
     conductor: ConductorConfig = field(default_factory=ConductorConfig)
     composer: ComposerConfig = field(default_factory=ComposerConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    midi: MidiConfig = field(default_factory=MidiConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -113,7 +152,10 @@ class Config:
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("engine", "backend"): ("auto", "device", "jack", "manual", "offline"),
     ("models", "device"): ("auto", "cpu", "cuda"),
-    ("composer", "melody_model"): ("ngram",),
+    ("composer", "melody_model"): ("lstm", "ngram"),
+    # Analysis modes, each with a factory in daemon/analysis/modes.py.
+    ("analysis", "mode"): ("frame", "face", "game", "auto"),
+    ("face", "combine"): ("largest", "mean"),
 }
 
 # Numeric ranges checked on load: (low, high) inclusive.
@@ -123,16 +165,30 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("analysis", "window_s"): (0.05, 10),
     ("analysis", "analysis_width"): (16, 1920),
     ("analysis", "motion_full_scale"): (1e-3, 1),
+    ("face", "max_faces"): (1, 16),
+    ("face", "min_detection_confidence"): (0.05, 0.95),
+    ("face", "blendshape_weight"): (0, 1),
+    ("face", "smoothing_s"): (0, 30),
+    ("face", "hold_s"): (0, 60),
+    ("face", "neutral_drift_s"): (0.05, 60),
+    ("game", "smoothing_s"): (0, 30),
+    ("game", "min_scene_prob"): (0, 1),
     ("conductor", "smoothing_s"): (0, 60),
     ("conductor", "hysteresis"): (0, 0.5),
     ("conductor", "beats_per_bar"): (2, 7),
+    ("conductor", "scene_hold_s"): (0, 60),
     ("composer", "temperature"): (0.05, 3),
+    ("composer", "top_p"): (0.05, 1),
+    ("composer", "register"): (21, 108),
+    ("composer", "section_bars"): (1, 16),
     ("composer", "lookahead_bars"): (1, 8),
     ("engine", "sample_rate"): (8000, 192000),
     ("engine", "buffer_size"): (32, 4096),
     ("engine", "master_gain"): (0, 1),
     ("engine", "reverb"): (0, 1),
     ("engine", "live_ahead_s"): (0.01, 2),
+    ("engine", "tempo_ramp"): (0, 1),
+    ("midi", "offset_ms"): (-500, 500),
     ("mqtt", "port"): (1, 65535),
 }
 
@@ -261,7 +317,9 @@ def _check_value(section: str, key: str, value: Any, origin: str) -> None:
             f"{origin}: {section}.{key} = {value!r} is not one of {', '.join(choices)}"
         )
     bounds = RANGES.get((section, key))
-    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+    # A range on a list key (e.g. composer.register) bounds each of its items.
+    items = value if isinstance(value, tuple) else (value,)
+    if bounds is not None and not all(bounds[0] <= item <= bounds[1] for item in items):
         raise ConfigError(
             f"{origin}: {section}.{key} = {value!r} is outside [{bounds[0]}, {bounds[1]}]"
         )

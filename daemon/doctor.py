@@ -16,6 +16,11 @@ from daemon.errors import MoodscoreError
 
 MODEL_FILES: tuple[tuple[str, str, str], ...] = (
     ("melody n-gram", "models/weights/ngram_melody.json.gz", "python tools/train_ngram.py"),
+    (
+        "melody LSTM",
+        "models/weights/melody_lstm.pt",
+        "moodscore train-melody -o models/weights/melody_lstm.pt",
+    ),
 )
 
 

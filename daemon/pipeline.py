@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.analysis import AnalysisStage
+from daemon.analysis import AnalysisStage, make_window_model
 from daemon.composer import Composer
 from daemon.conductor import Conductor
 from daemon.config import Config
@@ -168,7 +168,10 @@ class Session:
             self.engine.add_audio_listener(self._record)
         for listener in audio_listeners:
             self.engine.add_audio_listener(listener)
-        self.analysis = AnalysisStage(config=config.analysis)
+        # The analysis mode's model (frame features, faces, ...); loaded now, so missing model
+        # files stop the session before any music starts.
+        self._window_model = make_window_model(config)
+        self.analysis = AnalysisStage(config=config.analysis, model=self._window_model)
         self._bars: list[BarStarted] = []
         self._scores: list[BarScore] = []
         self._stop = asyncio.Event()
@@ -350,6 +353,7 @@ class Session:
         with contextlib.suppress(asyncio.CancelledError):
             await analysis
         await self._source.close()
+        await asyncio.to_thread(self._window_model.close)
         self.scores.close()
         await asyncio.to_thread(self.engine.stop)
         self._close_recorder()
@@ -371,6 +375,8 @@ class Session:
         self._close_recorder()
         with contextlib.suppress(Exception):
             await self._source.close()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._window_model.close)
 
 
 class _TappedSource(FrameSource):

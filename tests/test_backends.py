@@ -163,6 +163,9 @@ def test_engine_plays_live_on_jack(jack_server: str) -> None:
         elapsed = time.monotonic() - started
         # JACK's clock drives the engine: audio time keeps up with the wall clock.
         assert engine.audio_time == pytest.approx(elapsed, abs=0.3)
+        # ...and the engine knows when each moment of audio is heard (MIDI out schedules by it).
+        heard = engine.wall_time(engine.audio_time)
+        assert heard is not None and heard == pytest.approx(time.perf_counter(), abs=0.05)
     finally:
         engine.stop()
     engine.stop()

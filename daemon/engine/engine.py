@@ -21,7 +21,7 @@ import ctypes
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ import numpy as np
 from daemon.config import EngineConfig
 from daemon.engine.backends import BackendChoice
 from daemon.engine.envelopes import STOP_FADE_S
-from daemon.engine.sequencer import Missing, RateLimitedLog, Sequencer
+from daemon.engine.sequencer import BarGrid, Missing, RateLimitedLog, ScheduledNote, Sequencer
 from daemon.errors import EngineError
 from daemon.messages import BarScore, BarStarted, Beat
 
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 BeatListener = Callable[[Beat], None]
 BarListener = Callable[[BarStarted], None]
 AudioListener = Callable[[np.ndarray, float], None]
+GridListener = Callable[[BarGrid], None]
+NoteListener = Callable[[Sequence[ScheduledNote]], None]
 
 # After the score queue closes with no end time set, let notes and reverb ring this long.
 CLOSED_TAIL_S = 2.0
@@ -51,6 +53,10 @@ _POLL_S = 0.05
 # sleep this often hands the GIL over for certain; it costs a few % of render speed.
 _YIELD_EVERY_S = 0.01
 _YIELD_S = 0.0001
+
+# The device/jack clock estimate: the earliest block seen in this many blocks fixes the offset
+# between audio time and the wall clock (callbacks only ever run late, never early).
+_CLOCK_WINDOW_BLOCKS = 256
 
 # pyo attaches new objects to the most recently booted server, so two servers in one process
 # would share a graph: only one Engine may hold a server at a time.
@@ -197,6 +203,13 @@ class Engine:
         self._beat_listeners: list[BeatListener] = []
         self._bar_listeners: list[BarListener] = []
         self._audio_listeners: list[AudioListener] = []
+        self._grid_listeners: list[GridListener] = []
+        self._note_listeners: list[NoteListener] = []
+        self.late_blocks = 0  # live manual mode: blocks handed on after their wall-clock time
+        # wall clock (time.perf_counter) minus audio time; see wall_time()
+        self._wall_offset: float | None = None
+        self._clock_window: list[float] = [float("inf"), float("inf")]
+        self._clock_count = 0
         self._thread: threading.Thread | None = None
         self._server: Any = None
         self._band: Any = None
@@ -216,6 +229,19 @@ class Engine:
         """Call ``fn(bar_started)`` at every bar start, right after the bar's score was taken."""
         self._bar_listeners = [*self._bar_listeners, fn]
 
+    def add_grid_listener(self, fn: GridListener) -> None:
+        """Call ``fn(grid)`` at every bar start with where the bar's beats fall (tempo ramp
+        included), before any of them sounds: MIDI clock and tempo maps follow it."""
+        self._grid_listeners = [*self._grid_listeners, fn]
+
+    def add_note_listener(self, fn: NoteListener) -> None:
+        """Call ``fn(notes)`` at every bar start with the bar's notes placed on the sample clock.
+
+        Notes arrive before they sound (up to a bar ahead), each with its onset and note-off in
+        samples and in audio time, so a MIDI output schedules them by audio time.
+        """
+        self._note_listeners = [*self._note_listeners, fn]
+
     def add_audio_listener(self, fn: AudioListener) -> None:
         """Call ``fn(block, audio_time)`` with every block of output.
 
@@ -231,6 +257,19 @@ class Engine:
     def audio_time(self) -> float:
         """Seconds of audio computed so far (the sample clock)."""
         return self._position / self.sample_rate
+
+    def wall_time(self, audio_time: float) -> float | None:
+        """The ``time.perf_counter()`` at which ``audio_time`` is heard, or None before the clock
+        runs (and always in an offline render, which has no wall clock).
+
+        ``manual``: the pacing clock (audio time 0 = when stepping began). ``device``/``jack``:
+        estimated from the callbacks (the earliest of the recent ones, plus one block of output
+        latency), so it follows the sound card's clock as it drifts against the system's.
+        """
+        offset = self._wall_offset
+        if offset is None:
+            return None
+        return audio_time + offset
 
     @property
     def underruns(self) -> int:
@@ -345,6 +384,9 @@ class Engine:
             on_bar=self._emit_bar,
             on_beat=self._emit_beat,
             on_end=self._music_ended,
+            on_grid=self._emit_grid,
+            on_notes=self._emit_notes,
+            ramp=self.config.tempo_ramp,
         )
 
     def _new_server(self, audio: str) -> Any:
@@ -426,6 +468,20 @@ class Engine:
             except Exception:
                 self._listener_log.warning("beat listener %r failed", fn, exc_info=True)
 
+    def _emit_grid(self, grid: BarGrid) -> None:
+        for fn in self._grid_listeners:
+            try:
+                fn(grid)
+            except Exception:
+                self._listener_log.warning("grid listener %r failed", fn, exc_info=True)
+
+    def _emit_notes(self, notes: Sequence[ScheduledNote]) -> None:
+        for fn in self._note_listeners:
+            try:
+                fn(notes)
+            except Exception:
+                self._listener_log.warning("note listener %r failed", fn, exc_info=True)
+
     def _emit_bar(self, started: BarStarted) -> None:
         for fn in self._bar_listeners:
             try:
@@ -499,6 +555,8 @@ class Engine:
         ahead_s = self.config.live_ahead_s
         block_s = self.buffer_size / self.sample_rate
         wall_start = time.perf_counter()
+        if paced:
+            self._wall_offset = wall_start
         next_yield = wall_start + _YIELD_EVERY_S
         while True:
             position = self._position
@@ -517,6 +575,11 @@ class Engine:
                 break
             server.process()
             self._deliver(position)
+            if paced and time.perf_counter() - wall_start > (position + self.buffer_size) / (
+                self.sample_rate
+            ):
+                # Handed on after a listener with one block of buffer needed it: a gap.
+                self.late_blocks += 1
             self._position = position + self.buffer_size
             self.blocks += 1
 
@@ -560,6 +623,7 @@ class Engine:
         self._audio_thread_id = threading.get_ident()
         try:
             position = self._position
+            self._track_clock(position)
             if self.blocks > 0:
                 # The buffer still holds the previous block: pyo calls us before computing.
                 self._deliver(position - self.buffer_size)
@@ -574,6 +638,19 @@ class Engine:
             if self._band is not None:
                 self._band.fade_out(STOP_FADE_S)
             self._finished.set()
+
+    def _track_clock(self, position: int) -> None:
+        # Each callback runs a little after its period began and never before: the smallest
+        # (now - audio time) over a window is the truest offset. Two half-windows let it follow
+        # a drifting card clock. The block computed now is heard one block later.
+        observed = time.perf_counter() - position / self.sample_rate
+        window = self._clock_window
+        window[1] = min(window[1], observed)
+        self._clock_count += 1
+        if self._clock_count >= _CLOCK_WINDOW_BLOCKS // 2:
+            window[0], window[1] = window[1], float("inf")
+            self._clock_count = 0
+        self._wall_offset = min(window) + self.buffer_size / self.sample_rate
 
     def _stop_callback_server(self) -> None:
         # Let the audio thread play the fade, then stop pyo from this thread.

@@ -1,0 +1,417 @@
+"""MIDI out: the file a DAW opens, the port a synth or lighting desk listens to, the clock."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import mido
+import numpy as np
+import pytest
+
+from daemon.config import EngineConfig
+from daemon.engine import BackendChoice, Engine, ScoreQueue, jack_running
+from daemon.engine.sequencer import BarGrid, ScheduledNote
+from daemon.errors import ConfigError, EngineError
+from daemon.messages import KICK, SNARE, BarScore, Beat, Chord, Layer, NoteEvent, Plan
+from daemon.outputs.midi import (
+    CHANNELS,
+    MidiFileWriter,
+    MidiPortOutput,
+    build_midi_file,
+    open_port,
+    resolve_backend,
+)
+
+SR = 48000
+OFFLINE = BackendChoice("offline", "test")
+A_MINOR = Chord(root=9, quality="min", pitches=(57, 60, 64))
+
+
+def plan(bar: int, bpm: float, *, layers: int = 5, scene: str = "default") -> Plan:
+    return Plan(
+        bar=bar,
+        bpm=bpm,
+        layers=layers,
+        tonic=9,
+        mode="minor",
+        density=0.5,
+        scene=scene,
+        valence=0.0,
+        arousal=0.0,
+    )
+
+
+def band(bar: int) -> tuple[NoteEvent, ...]:
+    """A kick on every beat, a snare on 2 and 4, a lead line, a bass and a pad chord."""
+    notes = [NoteEvent(Layer.DRUMS, KICK, 120, float(b), 0.25) for b in range(4)]
+    notes += [NoteEvent(Layer.DRUMS, SNARE, 100, b, 0.25) for b in (1.0, 3.0)]
+    notes += [NoteEvent(Layer.LEAD, 69 + (i + bar) % 5, 96, i * 0.5, 0.5) for i in range(8)]
+    notes += [NoteEvent(Layer.BASS, 45, 100, 0.0, 2.0), NoteEvent(Layer.BASS, 52, 90, 2.0, 2.0)]
+    notes += [NoteEvent(Layer.PAD, p, 70, 0.0, 4.0) for p in A_MINOR.pitches]
+    return tuple(notes)
+
+
+def perform(
+    scores: Sequence[BarScore], path: Path, *, end: float
+) -> tuple[np.ndarray, list[Beat], list[ScheduledNote]]:
+    """Render offline with a MIDI file writer listening; audio [shape=(n, 2)], beats, notes."""
+    queue = ScoreQueue()
+    for score in scores:
+        queue.put(score)
+    queue.close()
+    engine = Engine(config=EngineConfig(), backend=OFFLINE, scores=queue, realtime=False)
+    writer = MidiFileWriter(path)
+    writer.attach(engine)
+    blocks: list[np.ndarray] = []
+    beats: list[Beat] = []
+    notes: list[ScheduledNote] = []
+    engine.add_audio_listener(lambda block, t: blocks.append(block))
+    engine.add_beat_listener(beats.append)
+    engine.add_note_listener(notes.extend)
+    engine.set_end_time(end)
+    engine.start()
+    assert engine.wait(60)
+    engine.stop()
+    assert engine.error is None
+    assert writer.close(end_time=engine.audio_time) == path
+    return np.concatenate(blocks), beats, notes
+
+
+def tempo_map_seconds(midi: Any) -> Callable[[int], float]:
+    """tick -> seconds from the file's own tempo track, as a DAW computes it."""
+    changes: list[tuple[int, int]] = []
+    tick = 0
+    for message in midi.tracks[0]:
+        tick += message.time
+        if message.type == "set_tempo":
+            changes.append((tick, message.tempo))
+
+    def seconds(target: int) -> float:
+        total, last, tempo = 0.0, 0, 500000
+        for at, value in changes:
+            if at > target:
+                break
+            total += mido.tick2second(at - last, midi.ticks_per_beat, tempo)
+            last, tempo = at, value
+        return total + mido.tick2second(target - last, midi.ticks_per_beat, tempo)
+
+    return seconds
+
+
+def note_ons(track: Any) -> list[tuple[int, Any]]:
+    tick, found = 0, []
+    for message in track:
+        tick += message.time
+        if message.type == "note_on" and message.velocity > 0:
+            found.append((tick, message))
+    return found
+
+
+# --------------------------------------------------------------------------- the file
+
+
+@pytest.mark.slow
+def test_tempo_change_file_and_audio_agree_on_every_beat(tmp_path: Path) -> None:
+    librosa = pytest.importorskip("librosa")
+    path = tmp_path / "ramp.mid"
+    # A bar of silence first, so that the first kick is an onset the detector can see.
+    scores = [
+        BarScore(b, plan(b, 100.0 if b < 3 else 140.0), A_MINOR, band(b) if b else ())
+        for b in range(10)
+    ]
+    audio, beats, _ = perform(scores, path, end=20.0)
+    midi = mido.MidiFile(str(path))
+    seconds = tempo_map_seconds(midi)
+    tempos = [m.tempo for m in midi.tracks[0] if m.type == "set_tempo"]
+    assert tempos[0] == 600000 and tempos[-1] == pytest.approx(428571, abs=2)
+    assert len(tempos) >= 16  # the ramp bar moves in 16th-note steps
+
+    # 1. The engine's beat clock: every beat, through the ramp, to the microsecond.
+    file_times = np.array([seconds(beat.index * midi.ticks_per_beat) for beat in beats])
+    clock_times = np.array([beat.audio_time for beat in beats])
+    assert len(beats) > 40
+    assert np.abs(file_times - clock_times).max() < 1e-4
+
+    # 2. What a listener hears: the kicks librosa finds in the audio sit where the file's kick
+    # notes are, within 10 ms, before, during and after the ramp.
+    drums = next(t for t in midi.tracks if t.name == "drums")
+    kicks = np.array([seconds(tick) for tick, m in note_ons(drums) if m.note == KICK])
+    mono = audio.mean(axis=1)
+    onsets = librosa.onset.onset_detect(y=mono, sr=SR, hop_length=128, units="time")
+    nearest = np.array([np.min(np.abs(onsets - k)) for k in kicks])
+    assert len(kicks) == 36  # nine bars of four
+    assert nearest.max() < 0.010, nearest.max()
+
+
+def test_file_has_a_tempo_track_and_a_track_per_layer(tmp_path: Path) -> None:
+    path = tmp_path / "band.mid"
+    scores = [BarScore(b, plan(b, 120.0), A_MINOR, band(b)) for b in range(2)]
+    _, _, notes = perform(scores, path, end=4.0)
+    midi = mido.MidiFile(str(path))
+    assert midi.type == 1
+    assert [t.name for t in midi.tracks] == ["moodscore", "lead", "bass", "drums", "pad", "arp"]
+    meta = {m.type: m for m in midi.tracks[0] if m.is_meta}
+    assert meta["time_signature"].numerator == 4
+    assert meta["key_signature"].key == "Am"
+    assert meta["marker"].text == "scene: default"
+    for track, layer in zip(midi.tracks[1:], ["lead", "bass", "drums", "pad", "arp"], strict=True):
+        channels = {m.channel for m in track if not m.is_meta}
+        if layer == "arp":
+            assert channels <= {CHANNELS[Layer.ARP]}  # no arp notes, only its program
+            continue
+        assert channels == {CHANNELS[Layer(layer)]}
+        ons = note_ons(track)
+        assert len(ons) == sum(1 for n in notes if n.note.layer.value == layer)
+    drums = next(t for t in midi.tracks if t.name == "drums")
+    assert {m.channel for m in drums if not m.is_meta} == {9}  # GM channel 10
+    assert midi.length == pytest.approx(4.0, abs=0.01)
+    # Every note ends: as many note-offs as note-ons, none before its note-on.
+    for track in midi.tracks[1:]:
+        sounding: dict[int, int] = {}
+        tick = 0
+        for message in track:
+            tick += message.time
+            if message.type == "note_on":
+                sounding[message.note] = sounding.get(message.note, 0) + 1
+            elif message.type == "note_off":
+                assert sounding.get(message.note, 0) > 0
+                sounding[message.note] -= 1
+        assert not any(sounding.values())
+
+
+def test_notes_past_the_end_are_cut_and_a_repeated_pitch_restarts(tmp_path: Path) -> None:
+    grid = BarGrid.build(
+        bar=0, start=0, sample_rate=SR, plan=plan(0, 120.0), first_beat=0, bpm_from=None, ramp=1
+    )
+    long = NoteEvent(Layer.PAD, 60, 80, 0.0, 4.0)
+    again = NoteEvent(Layer.PAD, 60, 80, 1.0, 1.0)  # the same pitch while the first sounds
+    late = NoteEvent(Layer.LEAD, 72, 80, 3.5, 0.5)
+    scheduled = [
+        ScheduledNote(n, 0, grid.sample_at(n.offset), grid.sample_at(n.offset + n.duration), 0, 0)
+        for n in (long, again, late)
+    ]
+    midi = build_midi_file([grid], scheduled, end_time=1.5)  # the audio ended at beat 3
+    pad = next(t for t in midi.tracks if t.name == "pad")
+    events = []
+    tick = 0
+    for message in pad:
+        tick += message.time
+        if message.type in ("note_on", "note_off"):
+            events.append((tick, message.type))
+    assert events == [(0, "note_on"), (480, "note_off"), (480, "note_on"), (960, "note_off")]
+    lead = next(t for t in midi.tracks if t.name == "lead")
+    assert not note_ons(lead)
+
+
+# --------------------------------------------------------------------------- the port
+
+
+class RecordingPort(mido.ports.BaseOutput):
+    """A mido output port that keeps what it is sent, with the time it arrived."""
+
+    def __init__(self) -> None:
+        super().__init__("recording")
+        self.received: list[tuple[float, Any]] = []
+
+    def _send(self, message: Any) -> None:
+        self.received.append((time.perf_counter(), message))
+
+
+class FakeEngine:
+    """Hands a MIDI output the grids and notes an engine would, at times of our choosing."""
+
+    def __init__(self) -> None:
+        self.grid_listeners: list[Callable[[BarGrid], None]] = []
+        self.note_listeners: list[Callable[[Sequence[ScheduledNote]], None]] = []
+
+    def add_grid_listener(self, fn: Callable[[BarGrid], None]) -> None:
+        self.grid_listeners.append(fn)
+
+    def add_note_listener(self, fn: Callable[[Sequence[ScheduledNote]], None]) -> None:
+        self.note_listeners.append(fn)
+
+    def bar(self, grid: BarGrid, notes: Sequence[NoteEvent]) -> None:
+        for on_grid in self.grid_listeners:
+            on_grid(grid)
+        placed = []
+        for note in notes:
+            onset = grid.sample_at(note.offset)
+            end = grid.sample_at(note.offset + note.duration)
+            placed.append(ScheduledNote(note, grid.bar, onset, end, onset / SR, end / SR))
+        for on_notes in self.note_listeners:
+            on_notes(placed)
+
+
+def test_port_output_plays_in_step_with_clock_start_and_panic() -> None:
+    port = RecordingPort()
+    t0 = time.perf_counter() + 0.1
+    output = MidiPortOutput(port=port, wall_time=lambda t: t0 + t, clock=True)
+    engine = FakeEngine()
+    output.attach(engine)
+    grid = BarGrid.build(
+        bar=0, start=0, sample_rate=SR, plan=plan(0, 240.0), first_beat=0, bpm_from=None, ramp=1
+    )
+    held = NoteEvent(Layer.PAD, 57, 70, 0.0, 8.0)  # still sounding when we stop
+    kick = NoteEvent(Layer.DRUMS, KICK, 110, 1.0, 0.25)
+    lead = NoteEvent(Layer.LEAD, 69, 90, 2.0, 1.0)
+    engine.bar(grid, [held, kick, lead])
+    time.sleep(0.1 + 1.0 + 0.15)  # the whole 4-beat bar at 240 bpm, and a little more
+    output.close()
+    output.close()
+    got = [(t - t0, m) for t, m in port.received]
+    types = [m.type for _, m in got]
+    assert types[:4] == ["program_change"] * 4
+    assert types[4:7] == ["songpos", "start", "clock"]
+    clocks = [t for t, m in got if m.type == "clock"]
+    assert len(clocks) == 4 * 24
+    assert np.mean(np.diff(clocks)) == pytest.approx(0.25 / 24, rel=0.05)
+
+    def first(kind: str, note: int) -> tuple[float, Any]:
+        return next((t, m) for t, m in got if m.type == kind and getattr(m, "note", -1) == note)
+
+    kick_at, kick_on = first("note_on", KICK)
+    assert kick_on.channel == 9 and abs(kick_at - 0.25) < 0.01
+    assert abs(first("note_off", KICK)[0] - 0.3125) < 0.01
+    lead_at, lead_on = first("note_on", 69)
+    assert lead_on.channel == CHANNELS[Layer.LEAD] and abs(lead_at - 0.5) < 0.01
+    assert abs(first("note_off", 69)[0] - 0.75) < 0.01
+    # Panic on close: the held pad note is released, every channel hears All Notes Off, and
+    # the clock stops.
+    tail = [m for _, m in got if m.type != "clock"][-12:]
+    assert any(m.type == "note_off" and m.note == 57 for m in tail)
+    all_off = {m.channel for _, m in got if m.type == "control_change" and m.control == 123}
+    assert all_off == set(CHANNELS.values())
+    assert "stop" in types[-16:]
+    assert port.closed
+
+
+def test_unknown_backend_and_unusable_alsa_are_clear() -> None:
+    with pytest.raises(ConfigError, match="unknown MIDI backend 'coreaudio'"):
+        resolve_backend("coreaudio")
+    assert resolve_backend("jack") == "mido.backends.rtmidi/UNIX_JACK"
+    if os.path.exists("/dev/snd/seq"):
+        pytest.skip("this machine has an ALSA sequencer")
+    with pytest.raises(EngineError, match="does not work here"):
+        open_port("", "alsa")
+
+
+# --------------------------------------------------------------------------- JACK
+
+
+@pytest.fixture
+def jack_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A dummy-driver jackd (128-frame periods) under a name of its own, stopped afterwards.
+
+    RtMidi hands JACK every message at the start of a period, so the period bounds how evenly
+    clock pulses can arrive: 128 frames is 2.7 ms.
+    """
+    jackd = shutil.which("jackd")
+    if jackd is None:
+        pytest.skip("jackd is not installed (Debian: apt install jackd2)")
+    name = f"moodscore-midi-test-{os.getpid()}"
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    proc = subprocess.Popen(
+        [jackd, "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not jack_running():
+            if proc.poll() is not None:
+                stderr = proc.stderr.read() if proc.stderr else ""
+                pytest.skip(f"jackd did not start: {stderr.strip()[-300:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("jackd did not accept clients within 10 s")
+            time.sleep(0.1)
+        yield name
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _jack_port(prefix: str) -> str:
+    listing = subprocess.run(["jack_lsp"], capture_output=True, text=True, check=True).stdout
+    return next(line for line in listing.splitlines() if line.startswith(prefix))
+
+
+@pytest.mark.jack
+def test_named_port_that_does_not_exist_lists_the_ports(jack_server: str) -> None:
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    listener = backend.open_input("notes-in", virtual=True, client_name="synth")
+    try:
+        with pytest.raises(ConfigError, match=r"no MIDI output port 'nope'.*available: .*synth"):
+            open_port("nope", "jack")
+    finally:
+        listener.close()
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_midi_clock_over_jack_keeps_time(jack_server: str) -> None:
+    """10 s of MIDI clock from the live engine, sent to JACK and received on a JACK MIDI input.
+
+    The engine runs live in manual mode (what a machine without a sound card uses). With pyo on
+    the dummy JACK driver too, that driver's own timing on this 2-core machine dominates: at
+    128-frame periods it falls about 1 % behind real time, at 256 frames the period alone
+    makes pulses arrive 1.6 ms apart from even.
+    """
+    bpm = 120.0
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    listener = backend.open_input("clock-in", virtual=True, client_name="desk")
+    # mido drops rtmidi's arrival times; read them from the input itself: each is taken in the
+    # JACK process cycle that delivered the message, free of Python's scheduling.
+    arrivals: list[tuple[float, int]] = []
+    clock_time = [0.0]
+
+    def on_message(event: tuple[list[int], float], data: object) -> None:
+        message, delta = event
+        clock_time[0] += delta
+        arrivals.append((clock_time[0], message[0]))
+
+    listener._rt.set_callback(on_message)
+    port = open_port("", "jack")
+    queue = ScoreQueue()
+    for bar in range(12):
+        notes = (NoteEvent(Layer.DRUMS, KICK, 100, 0.0, 0.25),)
+        queue.put(BarScore(bar, plan(bar, bpm, layers=3), A_MINOR, notes))
+    engine = Engine(
+        config=EngineConfig(),
+        backend=BackendChoice("manual", "test"),
+        scores=queue,
+        realtime=True,
+    )
+    output = MidiPortOutput(port=port, wall_time=engine.wall_time, clock=True)
+    output.attach(engine)
+    subprocess.run(["jack_connect", _jack_port("moodscore-midi:"), _jack_port("desk:")], check=True)
+    try:
+        engine.start()
+        time.sleep(11.5)
+    finally:
+        engine.stop()
+        output.close()
+        time.sleep(0.05)  # a few JACK cycles for the last messages to arrive
+        listener.close()
+    statuses = [status for _, status in arrivals]
+    assert 0xFA in statuses  # Start
+    assert 0xFC in statuses  # Stop
+    clocks = np.array([t for t, status in arrivals if status == 0xF8])
+    seconds = 10.0
+    window = clocks[24 : 24 + int(seconds * bpm / 60 * 24)]  # skip the first beat
+    intervals = np.diff(window)
+    expected = 60.0 / (24 * bpm)
+    assert len(window) == int(seconds * bpm / 60 * 24)
+    assert intervals.mean() == pytest.approx(expected, rel=0.01)
+    assert intervals.std() < 0.002, f"jitter {intervals.std() * 1e3:.2f} ms"
