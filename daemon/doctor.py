@@ -21,6 +21,11 @@ MODEL_FILES: tuple[tuple[str, str, str], ...] = (
         "models/weights/melody_lstm.pt",
         "moodscore train-melody -o models/weights/melody_lstm.pt",
     ),
+    (
+        "game scenes",
+        "models/weights/scene_default.pt",
+        "see models/SCENE_CARD.md (tools/record_vizdoom.py, tools/train_scene.py)",
+    ),
 )
 
 
@@ -49,6 +54,7 @@ def gather_checks(config: Config) -> list[Check]:
         _cameras,
         _gpu,
         _broker,
+        _midi,
         _codecs,
         _models,
     )
@@ -205,6 +211,27 @@ def _broker(config: Config) -> list[Check]:
     return [Check("MQTT broker", True, f"{host}:{port} accepts connections")]
 
 
+def _midi(config: Config) -> list[Check]:
+    import mido
+
+    from daemon.outputs.midi import resolve_backend
+
+    backend_name = resolve_backend(config.midi.backend)
+    try:
+        names = mido.Backend(backend_name, load=True).get_output_names()
+    except Exception as exc:  # rtmidi raises its own types when ALSA's sequencer is missing
+        return [
+            Check(
+                "MIDI out",
+                False,
+                f"{backend_name}: unavailable ({exc})",
+                "start jackd for JACK MIDI (--midi-backend jack), or use --midi OUT.mid",
+            )
+        ]
+    listed = ", ".join(names) if names else "no ports yet (moodscore can open a virtual one)"
+    return [Check("MIDI out", True, f"{backend_name}: {listed}")]
+
+
 def _codecs(config: Config) -> list[Check]:
     import av
 
@@ -234,4 +261,19 @@ def _models(config: Config) -> list[Check]:
             )
         else:
             checks.append(Check(f"model: {name}", False, f"{relative} missing", command, True))
+    for name, find in (
+        ("face landmarker", "find_face_landmarker"),
+        ("FER expressions", "find_fer_weights"),
+    ):
+        try:
+            import models.affect as affect
+
+            path = getattr(affect, find)()
+        except FileNotFoundError as exc:
+            checks.append(
+                Check(f"model: {name}", False, str(exc), "run `make demo` (it installs them)")
+            )
+        else:
+            size = path.stat().st_size / 1e6
+            checks.append(Check(f"model: {name}", True, f"{path.name} ({size:.1f} MB)"))
     return checks

@@ -115,7 +115,14 @@ class WebcamSource(ThreadedSource):
         now = time.monotonic()
         if self._origin is None:
             self._origin = now
-        return now - self._origin, np.ascontiguousarray(image[:, :, ::-1])
+        return now - self._origin, _to_rgb(image)
 
     def _release(self) -> None:
         self._capture.release()
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """BGR, BGRA or grey camera frames -> RGB ``[shape=(h, w, 3), dtype=uint8]``."""
+    if image.ndim == 2:
+        return np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
+    return np.ascontiguousarray(image[:, :, 2::-1])
