@@ -30,6 +30,17 @@ Figures (later issues add theirs):
   second), p50/p95; ``prepare_ms_per_frame`` the per-frame work (taking every 30/8th frame and
   shrinking it to 96x72), p50/p95; ``fps_sustained`` frames per second the whole analysis keeps
   up with (frames / (all prepare + infer time)); ``null`` when the weights are missing;
+- ``mqtt``: a live ``manual`` session at 120 bpm publishing to a mosquitto started on a free
+  port (60 s; 10 s with ``--quick``): ``beat_lead_ms`` how long before each beat sounds
+  ``mosquitto_sub`` received it (p50/p5/min; the setting is ``mqtt.beat_lead_ms``),
+  ``publish_lead_ms`` the same when published, ``beats_dropped_late`` (the session's first beat
+  is never known ahead), ``command_round_trip_ms`` a command to its result, p50/p95; ``null``
+  without mosquitto (see :mod:`daemon.control.bench`);
+- ``visuals``: the beat-synced visual renderer at 1280x720: ``fps`` on one core, ms per frame
+  p50/p95 (opaque, transparent, and a live stream frame incl. YUV conversion); see
+  :mod:`daemon.web.bench`;
+- ``webrtc_audio_latency``: glass-to-glass from a beat's audio time to the OBS page's audio
+  output in headless Chromium over loopback WebRTC, ms p50/p95 (``skipped`` without Chromium);
 - ``render_x_realtime``: ``moodscore render`` of a 640x360, 30 fps H.264 clip (60 s; 15 s with
   ``--quick``), as a whole command in a fresh process: clip length / wall time.
 """
@@ -73,6 +84,8 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
     figures["engine_realtime_factor"] = _engine(config, seconds=10.0 if quick else 60.0)
     figures["engine_core_fraction"] = _engine_core_fraction(config, seconds=10.0 if quick else 60.0)
     figures["live_manual"] = _live_manual(config, seconds=10.0 if quick else 60.0)
+    figures["mqtt"] = _mqtt(config, seconds=10.0 if quick else 60.0)
+    figures.update(_web(config, quick=quick))
     figures.update(_render(seconds=15.0 if quick else 60.0))
     return figures
 
@@ -328,6 +341,18 @@ def _live_manual(config: Config, *, seconds: float) -> dict[str, Any]:
         "dropped_frames": report.dropped_frames,
         "analysis_fps": config.source.fps,
     }
+
+
+def _mqtt(config: Config, *, seconds: float) -> dict[str, Any] | None:
+    from daemon.control.bench import mqtt_figures
+
+    return mqtt_figures(config, seconds=seconds)
+
+
+def _web(config: Config, *, quick: bool) -> dict[str, Any]:
+    from daemon.web.bench import web_figures
+
+    return web_figures(config, quick=quick)
 
 
 def _render(*, seconds: float) -> dict[str, Any]:

@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="mirror the music live to MIDI port NAME (no NAME: a virtual port `moodscore`)",
     )
     run.add_argument("--midi-backend", metavar="NAME", help="MIDI backend: auto|jack|alsa")
+    _add_mqtt_flag(run)
+    run.add_argument(
+        "--web",
+        metavar="HOST:PORT",
+        help="serve the OBS page (/) and control panel (/panel) here (default: config "
+        "web.host:web.port, 127.0.0.1:8080)",
+    )
+    run.add_argument("--no-web", action="store_true", help="no web server (OBS page, panel, API)")
 
     render = add("render", "score a video file (or `demo`) faster than real time")
     render.add_argument(
@@ -86,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive_float, metavar="SECONDS", help="length of a `demo` render"
     )
     render.add_argument("--midi", type=Path, metavar="OUT.mid", help="also write the score as MIDI")
+    _add_mqtt_flag(render)
+    render.add_argument(
+        "--visuals",
+        choices=("overlay", "only", "none"),
+        help="beat-synced visuals in the MP4: over the input's picture, alone, or none "
+        "(default: config visuals.render)",
+    )
 
     compose = add("compose", "music for a fixed mood, to WAV and/or MIDI (audition presets)")
     compose.add_argument("--valence", type=float, required=True, metavar="V", help="-1 .. 1")
@@ -158,6 +173,45 @@ def _add_mode_flag(parser: argparse.ArgumentParser) -> None:
         choices=modes,
         help=f"what reads the mood: {' | '.join(modes)} (default: config analysis.mode)",
     )
+
+
+def _add_mqtt_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mqtt",
+        nargs="?",
+        const="",
+        metavar="HOST[:PORT]",
+        help="beats, state and control over MQTT via this broker (no HOST: config mqtt.host)",
+    )
+
+
+def _with_mqtt(args: argparse.Namespace, config: Config) -> Config:
+    """``--mqtt [HOST[:PORT]]`` turns ``[mqtt]`` on for this run, with that broker; the MQTT
+    settings are checked before anything opens."""
+    from daemon.control.mqtt import check_config, parse_broker
+
+    if args.mqtt == "":
+        config = config.replace("mqtt", enabled=True)
+    elif args.mqtt is not None:
+        host, port = parse_broker(args.mqtt)
+        config = config.replace("mqtt", enabled=True, host=host, port=port or config.mqtt.port)
+    if config.mqtt.enabled:
+        check_config(config.mqtt)
+    return config
+
+
+def _with_web(args: argparse.Namespace, config: Config) -> Config:
+    """``--web HOST:PORT`` / ``--no-web`` over ``[web]``."""
+    from daemon.web.server import parse_address
+
+    if args.no_web:
+        if args.web is not None:
+            raise ConfigError("--web and --no-web contradict each other; pass one")
+        return config.replace("web", enabled=False)
+    if args.web is not None:
+        host, port = parse_address(args.web)
+        config = config.replace("web", enabled=True, host=host, port=port)
+    return config
 
 
 def _with_mode(args: argparse.Namespace, config: Config) -> Config:
@@ -245,6 +299,8 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
         config = config.replace("midi", enabled=True, port=args.midi_port)
     if args.midi_backend is not None:
         config = config.replace("midi", backend=args.midi_backend)
+    config = _with_mqtt(args, config)
+    config = _with_web(args, config)
     _check_midi_path(args.midi)
     backend = choose_backend(config.engine.backend, render=False)
     source = open_source(args.source or config.source.kind, config.source, paced=True)
@@ -254,8 +310,10 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _run_live(args: argparse.Namespace, config: Config, source: Any, backend: Any) -> int:
+    from daemon.control.mqtt import mqtt_bridge
     from daemon.outputs.timeline import build_timeline, write_timeline
     from daemon.pipeline import Session, install_signal_handlers
+    from daemon.web import web_server
 
     record_dir: Path | None = args.record or (
         Path(config.record.dir) if config.record.dir else None
@@ -275,7 +333,10 @@ async def _run_live(args: argparse.Namespace, config: Config, source: Any, backe
     remove_handlers = install_signal_handlers(session)
     log.info("playing%s; Ctrl-C stops", f" for {args.duration:g} s" if args.duration else "")
     try:
-        report = await session.run()
+        # MQTT wraps the run: "offline" is published after everything else has stopped; the
+        # web server starts before the music and closes its viewers after the recording.
+        async with mqtt_bridge(config.mqtt, session), web_server(config, session):
+            report = await session.run()
     finally:
         remove_handlers()
         if midi_port is not None:
@@ -323,7 +384,10 @@ def _cmd_render(args: argparse.Namespace, config: Config) -> int:
     if args.seed is not None:
         config = config.replace("composer", seed=args.seed)
     config = _with_mode(args, config)
+    config = _with_mqtt(args, config)
     _check_midi_path(args.midi)
+    if args.visuals not in (None, "none") and output.suffix.lower() == ".wav":
+        raise ConfigError("--visuals needs a video output (OUT.mp4); a WAV has no picture")
     is_demo = args.input == "demo"
     if args.duration is not None and not is_demo:
         raise ConfigError("--duration applies to `render demo`; a file renders whole")
@@ -336,12 +400,17 @@ def _cmd_render(args: argparse.Namespace, config: Config) -> int:
 async def _render(
     args: argparse.Namespace, config: Config, source: Any, backend: Any, output: Path
 ) -> int:
+    from daemon.control.mqtt import mqtt_bridge
     from daemon.outputs.timeline import build_timeline, write_timeline
-    from daemon.outputs.video import VideoWriter, can_remux, mux_mp4
+    from daemon.outputs.video import VideoWriter, can_remux, mux_mp4, write_music_video
     from daemon.pipeline import Session, install_signal_handlers
+    from daemon.visuals import VisualTimeline
 
     output.parent.mkdir(parents=True, exist_ok=True)
     wants_video = output.suffix.lower() != ".wav"
+    visuals_mode = args.visuals or config.visuals.render
+    # The music video's visuals are drawn after the render from every bar's grid and notes.
+    visuals = VisualTimeline(keep_s=None) if wants_video and visuals_mode != "none" else None
     input_path = None if args.input == "demo" else Path(args.input)
     with tempfile.TemporaryDirectory(prefix="moodscore-render-") as scratch:
         scratch_dir = Path(scratch)
@@ -363,9 +432,12 @@ async def _render(
                     on_progress=progress,
                 )
                 midi_file, _ = _attach_midi(session, config, args.midi, live=False)
+                if visuals is not None:
+                    visuals.attach(session.engine)
                 remove_handlers = install_signal_handlers(session)
                 try:
-                    report = await session.run()
+                    async with mqtt_bridge(config.mqtt, session):
+                        report = await session.run()
                 finally:
                     remove_handlers()
                 if midi_file is not None and midi_file.close(end_time=report.audio_seconds):
@@ -380,7 +452,17 @@ async def _render(
         if wants_video:
             video_path = writer.path if writer else input_path
             assert video_path is not None
-            mux_mp4(output, video=video_path, audio_wav=audio_path)
+            if visuals is None:
+                mux_mp4(output, video=video_path, audio_wav=audio_path)
+            else:
+                await asyncio.to_thread(
+                    write_music_video,
+                    output,
+                    video=video_path,
+                    audio_wav=audio_path,
+                    timeline=visuals,
+                    mode=visuals_mode,
+                )
     elapsed = time.perf_counter() - started
     if args.timeline is not None:
         document = build_timeline(

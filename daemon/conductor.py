@@ -22,6 +22,12 @@ Mapping (documented in the README):
 
 Plans are asked for one bar at a time (:meth:`Conductor.plan_for_bar`), so every change lands on
 a bar line.
+
+**Overrides** (live control: MQTT, the web panel; see :mod:`daemon.control`) take precedence over
+the mood from the next plan on: a held mood (:meth:`Conductor.hold_mood`; released, the smoothed
+mood carries on from it, so the music glides back to what the analysis reads), a forced scene
+preset (:meth:`Conductor.force_scene`), a fixed tempo, layer count or key. A fixed value is used
+as given, outside the preset's ranges if need be; released, the mood decides again.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from daemon.config import ConductorConfig
 from daemon.errors import ConfigError
@@ -67,11 +74,82 @@ class Conductor:
         self._candidate: tuple[str, float] | None = None
         self._unknown_scenes: set[str] = set()
         self.moods_seen = 0
+        # Live-control overrides (None: the mood decides).
+        self._held: tuple[float, float] | None = None
+        self._forced: ScenePreset | None = None
+        self._fixed_bpm: float | None = None
+        self._fixed_layers: int | None = None
+        self._fixed_key: tuple[int, Mode] | None = None
 
     @property
     def preset(self) -> ScenePreset:
-        """The scene preset in force (the next plan uses it)."""
-        return self._preset
+        """The scene preset in force (the next plan uses it): a forced one, else the mood's."""
+        return self._forced if self._forced is not None else self._preset
+
+    # -- overrides (live control) ----------------------------------------------------------
+
+    def hold_mood(self, valence: float, arousal: float) -> None:
+        """Plan from this (valence, arousal) until :meth:`release_mood`, whatever is observed."""
+        self._held = (_clip(valence), _clip(arousal))
+
+    def release_mood(self) -> None:
+        """End a held mood; the smoothed mood carries on from the held one."""
+        if self._held is not None:
+            self.nudge_mood(*self._held)
+        self._held = None
+
+    def nudge_mood(self, valence: float, arousal: float) -> None:
+        """Set the smoothed mood without holding it: the analysis moves it on from here."""
+        if self._smoothed is None:
+            # No window seen yet: the first one to come replaces this wholly (dt is infinite).
+            self._smoothed = _Smoothed(_clip(valence), _clip(arousal), -math.inf)
+        else:
+            self._smoothed.valence, self._smoothed.arousal = _clip(valence), _clip(arousal)
+
+    def force_scene(self, preset: ScenePreset | None) -> None:
+        """Use ``preset`` whatever the analysis names; None gives the choice back to the mood.
+
+        Tempo and layers start afresh in the new preset's ranges when the preset in force
+        changes."""
+        before = self.preset
+        self._forced = preset
+        if self.preset != before:
+            log.info("scene: %s%s", self.preset.name, " (forced)" if preset else "")
+            self._bpm = None
+            self._layers = None
+
+    def fix_tempo(self, bpm: float | None) -> None:
+        """Play at ``bpm`` from the next plan on; None lets the mood set the tempo again."""
+        if bpm is None and self._fixed_bpm is not None:
+            self._bpm = None  # the mood's tempo, at once rather than after hysteresis
+        self._fixed_bpm = bpm
+
+    def fix_layers(self, layers: int | None) -> None:
+        """Play ``layers`` layers from the next plan on; None lets the mood decide again."""
+        if layers is None and self._fixed_layers is not None:
+            self._layers = None
+        self._fixed_layers = layers
+
+    def fix_key(self, key: tuple[int, Mode] | None) -> None:
+        """Play in (tonic pitch class, mode) from the next plan on; None releases the key."""
+        self._fixed_key = key
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The overrides in force, by name (``mood``, ``scene``, ``bpm``, ``layers``, ``key``);
+        absent names follow the mood."""
+        found: dict[str, Any] = {}
+        if self._held is not None:
+            found["mood"] = {"valence": self._held[0], "arousal": self._held[1]}
+        if self._forced is not None:
+            found["scene"] = self._forced.name
+        if self._fixed_bpm is not None:
+            found["bpm"] = self._fixed_bpm
+        if self._fixed_layers is not None:
+            found["layers"] = self._fixed_layers
+        if self._fixed_key is not None:
+            found["key"] = {"tonic": self._fixed_key[0], "mode": self._fixed_key[1]}
+        return found
 
     def set_preset(self, preset: ScenePreset) -> None:
         """Switch to ``preset`` from the next plan on; tempo and layers start afresh in its
@@ -128,11 +206,12 @@ class Conductor:
         return self._smoothed.valence, self._smoothed.arousal
 
     def plan_for_bar(self, bar: int) -> Plan:
-        """Decide the plan that governs ``bar`` from the moods observed so far."""
-        valence, arousal = self.mood
+        """Decide the plan that governs ``bar`` from the moods observed so far (and the
+        overrides in force)."""
+        valence, arousal = self._held if self._held is not None else self.mood
         level = _clip01((arousal + AROUSAL_SPAN) / (2 * AROUSAL_SPAN))
         h = self._config.hysteresis
-        preset = self._preset
+        preset = self.preset
 
         bpm_range = preset.bpm_max - preset.bpm_min
         bpm_target = preset.bpm_min + level * bpm_range
@@ -157,12 +236,15 @@ class Conductor:
 
         density = _clip01(level + 0.15 * _clip(valence))
         tonic = preset.major_tonic if self._mode == "major" else preset.minor_tonic
+        mode = self._mode
+        if self._fixed_key is not None:
+            tonic, mode = self._fixed_key
         return Plan(
             bar=bar,
-            bpm=self._bpm,
-            layers=self._layers,
+            bpm=self._bpm if self._fixed_bpm is None else float(self._fixed_bpm),
+            layers=self._layers if self._fixed_layers is None else self._fixed_layers,
             tonic=tonic,
-            mode=self._mode,
+            mode=mode,
             density=density,
             scene=preset.name,
             valence=valence,

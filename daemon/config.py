@@ -126,6 +126,40 @@ class MqttConfig:
     enabled: bool = False
     host: str = "localhost"
     port: int = 1883
+    prefix: str = "moodscore"
+    instance: str = ""
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    keepalive_s: int = 30
+    reconnect_max_s: float = 30.0
+    beat_lead_ms: float = 50.0
+    state_interval_s: float = 0.25
+    note_events: bool = False
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    wled_topic: str = ""
+    wled_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VisualsConfig:
+    width: int = 1280
+    height: int = 720
+    fps: float = 30.0
+    render: str = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +177,8 @@ class Config:
     record: RecordConfig = field(default_factory=RecordConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    visuals: VisualsConfig = field(default_factory=VisualsConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed, validated like a file would be."""
@@ -156,6 +192,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     # Analysis modes, each with a factory in daemon/analysis/modes.py.
     ("analysis", "mode"): ("frame", "face", "game", "auto"),
     ("face", "combine"): ("largest", "mean"),
+    ("visuals", "render"): ("overlay", "only", "none"),
 }
 
 # Numeric ranges checked on load: (low, high) inclusive.
@@ -190,6 +227,15 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("engine", "tempo_ramp"): (0, 1),
     ("midi", "offset_ms"): (-500, 500),
     ("mqtt", "port"): (1, 65535),
+    ("mqtt", "keepalive_s"): (5, 3600),
+    ("mqtt", "reconnect_max_s"): (1, 600),
+    ("mqtt", "beat_lead_ms"): (0, 1000),
+    ("mqtt", "state_interval_s"): (0, 60),
+    ("mqtt", "wled_interval_s"): (0, 60),
+    ("web", "port"): (0, 65535),
+    ("visuals", "width"): (64, 3840),
+    ("visuals", "height"): (64, 2160),
+    ("visuals", "fps"): (1, 60),
 }
 
 

@@ -205,7 +205,7 @@ def _broker(config: Config) -> list[Check]:
                 "MQTT broker",
                 False,
                 f"{host}:{port} unreachable ({exc.strerror or exc})",
-                f"{hint} (only needed with [mqtt] enabled = true)",
+                f"{hint} (only needed for --mqtt or [mqtt] enabled = true)",
             )
         ]
     return [Check("MQTT broker", True, f"{host}:{port} accepts connections")]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -31,12 +32,25 @@ from daemon.analysis import AnalysisStage, make_window_model
 from daemon.composer import Composer
 from daemon.conductor import Conductor
 from daemon.config import Config
+from daemon.control.commands import (
+    KEY_NAMES,
+    Command,
+    ControlHub,
+    KeyCommand,
+    LayersCommand,
+    MoodCommand,
+    MuteCommand,
+    SceneCommand,
+    TempoCommand,
+    TransportCommand,
+    layer_names,
+)
 from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.errors import EngineError, MoodscoreError
-from daemon.messages import BarScore, BarStarted, Beat, Frame, Mood
+from daemon.messages import BarScore, BarStarted, Beat, Frame, Mood, Plan
 from daemon.outputs.recorder import WavRecorder
-from daemon.scenes import load_scene
-from daemon.sources import FrameSource
+from daemon.scenes import get_scene, load_scene
+from daemon.sources import FrameSource, open_source
 
 log = logging.getLogger("moodscore.pipeline")
 
@@ -45,6 +59,10 @@ BeatListener = Callable[[Beat], None]
 FrameTap = Callable[[Frame], Awaitable[None]]
 
 LIVE_TAIL_S = 2.0  # seconds of music after a live file source ends
+# A live command re-plans the bars already composed but not yet started when their downbeat is
+# at least this far ahead of the engine, so it lands on the very next bar line (composing a
+# bar takes a few ms; the margin covers a busy machine and a tempo ramp's shorter bar).
+REPLAN_MARGIN_S = 0.3
 
 
 class MoodBoard:
@@ -130,6 +148,11 @@ class Session:
     beat_listeners : receive every Beat on the event loop, best effort.
     frame_tap : awaited with every frame before analysis (e.g. the render's video writer).
     on_progress : called on the event loop about five times a second with the audio time.
+
+    Attributes
+    ----------
+    control : the :class:`~daemon.control.ControlHub` front ends (MQTT, the web panel) steer
+        the session through; its commands apply on the grid (see :mod:`daemon.control`).
     """
 
     def __init__(
@@ -177,6 +200,20 @@ class Session:
         self._stop = asyncio.Event()
         self._interrupted = False
         self._source_offset = 0.0
+        # Live control: the hub front ends talk to, and the analysis task a source switch
+        # replaces (with the source-time offset that keeps mood time running on).
+        self.control = ControlHub(switch_source=None if render else self._switch_source)
+        self.control.update(source=source.description)
+        self._group: asyncio.TaskGroup | None = None
+        self._analysis_task: asyncio.Task[None] | None = None
+        self._switching = False
+        self._mood_offset = 0.0
+        self._hold_until: float | None = None
+        # One composition at a time (the composer keeps state from bar to bar); the plans
+        # composed so far by bar, and the bar now sounding, for re-planning on a command.
+        self._compose_lock = asyncio.Lock()
+        self._planned: dict[int, Plan] = {}
+        self._sounding: BarStarted | None = None
 
     def _record(self, block: np.ndarray, audio_time: float) -> None:
         # Opened on the first block: only then is the server's real sample rate known (JACK
@@ -208,7 +245,9 @@ class Session:
 
         try:
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 analysis = group.create_task(self._analyse(), name="analysis")
+                self._analysis_task = analysis
                 await self._prefill()
                 self._source_offset = 0.0 if self._render else max(0.0, self.board.watermark)
                 await asyncio.to_thread(self.engine.start)
@@ -222,13 +261,15 @@ class Session:
                 workers = [
                     group.create_task(self._compose(bar_events), name="composer"),
                     group.create_task(self._fan_out_beats(beat_events), name="beats"),
+                    group.create_task(self._apply_commands(), name="control"),
                 ]
                 if self._on_progress is not None:
                     workers.append(group.create_task(self._progress(), name="progress"))
                 engine_done = group.create_task(self._wait_engine(), name="engine")
                 stop = group.create_task(self._stop.wait(), name="stop")
                 await asyncio.wait({engine_done, stop}, return_when=asyncio.FIRST_COMPLETED)
-                await self._shutdown(analysis, workers, engine_done, stop)
+                self.control.set_source_switcher(None)
+                await self._shutdown(self._analysis_task or analysis, workers, engine_done, stop)
         except BaseException as exc:
             await self._emergency_stop()
             # A stage's MoodscoreError reaches the CLI as itself, not wrapped in a TaskGroup's
@@ -256,10 +297,14 @@ class Session:
         source: FrameSource = self._source
         if self._frame_tap is not None:
             source = _TappedSource(source, self._frame_tap)
+        offset = self._mood_offset
+        emit = self.board.put if offset == 0 else _shifted(self.board.put, offset)
         try:
-            await self.analysis.run(source, self.board.put, lossless=self._render)
+            await self.analysis.run(source, emit, lossless=self._render)
         finally:
-            self.board.finish()
+            # A source switch cancels this task and starts another: the analysis goes on.
+            if not self._switching:
+                self.board.finish()
         if self._duration is not None or (self._render and self._source.duration is not None):
             return
         if self._render:
@@ -296,9 +341,17 @@ class Session:
         while True:
             event = await bar_events.get()
             self._bars.append(event)
+            self._sounding = event
+            for old in [b for b in self._planned if b < event.bar]:
+                del self._planned[old]
+            self._show_bar(event)
             await self._compose_bar(event.bar + lookahead, decision_time=event.audio_time)
 
     async def _compose_bar(self, bar: int, *, decision_time: float) -> None:
+        async with self._compose_lock:
+            await self._compose_bar_locked(bar, decision_time=decision_time)
+
+    async def _compose_bar_locked(self, bar: int, *, decision_time: float) -> None:
         if self._render:
             await self.board.wait_for(decision_time)
             moods = self.board.take(until=decision_time)
@@ -306,10 +359,138 @@ class Session:
             moods = self.board.take(until=None)
         for mood in moods:
             self.conductor.observe(mood)
+        if self._hold_until is not None and decision_time >= self._hold_until:
+            self._hold_until = None
+            self.conductor.release_mood()
+            self._show_overrides()
         plan = self.conductor.plan_for_bar(bar)
         score = await asyncio.to_thread(self.composer.compose_bar, plan)
         self._scores.append(score)
+        self._planned[bar] = plan
         self.scores.put(score)
+
+    async def _replan(self) -> None:
+        """Re-plan and re-compose the bars composed but not started yet (live only), so a
+        command lands on the next bar line rather than after the look-ahead."""
+        if self._render:
+            return
+        async with self._compose_lock:
+            sounding = self._sounding
+            if sounding is None:
+                return
+            downbeat = sounding.audio_time + _bar_seconds(sounding.plan)
+            for bar in range(sounding.bar + 1, max(self._planned, default=-1) + 1):
+                if downbeat - self.engine.audio_time >= REPLAN_MARGIN_S:
+                    plan = self.conductor.plan_for_bar(bar)
+                    score = await asyncio.to_thread(self.composer.compose_bar, plan)
+                    self._scores.append(score)
+                    self._planned[bar] = plan
+                    self.scores.put(score)
+                downbeat += _bar_seconds(self._planned[bar])
+
+    # -- live control -----------------------------------------------------------------------
+
+    async def _apply_commands(self) -> None:
+        """Take commands off the hub's queue as they come and hand each to the stage that
+        applies it on the grid: the conductor (next planned bar) or the engine (mute on the
+        next beat, transport at the next bar line)."""
+        while True:
+            first = await self.control.next_command()
+            # Apply what has gathered in one go, then re-plan once: a burst of commands costs
+            # one re-composition, not one each.
+            replan = False
+            for command in [first, *self.control.take_all()]:
+                try:
+                    replan |= self._apply(command)
+                except Exception:
+                    log.exception("control: applying %r failed; the music goes on", command)
+            if replan:
+                await self._replan()
+
+    def _apply(self, command: Command) -> bool:
+        """Apply one command; True when the plan of the coming bars changes."""
+        conductor = self.conductor
+        replan = True
+        if isinstance(command, MoodCommand):
+            if command.hold_s > 0:
+                conductor.hold_mood(command.valence, command.arousal)
+                self._hold_until = self.engine.audio_time + command.hold_s
+            else:
+                conductor.release_mood()
+                conductor.nudge_mood(command.valence, command.arousal)
+                self._hold_until = None
+        elif isinstance(command, SceneCommand):
+            conductor.force_scene(None if command.scene is None else get_scene(command.scene))
+        elif isinstance(command, TempoCommand):
+            conductor.fix_tempo(command.bpm)
+        elif isinstance(command, LayersCommand):
+            conductor.fix_layers(command.layers)
+        elif isinstance(command, KeyCommand):
+            conductor.fix_key(command.tonic_mode)
+        elif isinstance(command, MuteCommand):
+            self.engine.set_muted(command.layer, command.muted)
+            self.control.update(muted=layer_names(self.engine.muted))
+            replan = False
+        elif isinstance(command, TransportCommand):
+            self.engine.set_playing(command.action == "play")
+            replan = False
+        self._show_overrides()
+        return replan
+
+    def _show_overrides(self) -> None:
+        overrides = self.conductor.overrides
+        key = overrides.get("key")
+        if key is not None:
+            overrides["key"] = f"{KEY_NAMES[key['tonic']]} {key['mode']}"
+        if "mood" in overrides and self._hold_until is not None:
+            overrides["mood"]["until_audio_time"] = round(self._hold_until, 3)
+        self.control.update(overrides=overrides)
+
+    def _show_bar(self, event: BarStarted) -> None:
+        plan = event.plan
+        self.control.update(
+            valence=round(plan.valence, 3),
+            arousal=round(plan.arousal, 3),
+            scene=plan.scene,
+            bpm=plan.bpm,
+            layers=plan.layers,
+            key=KEY_NAMES[plan.tonic],
+            mode=plan.mode,
+            playing=self.engine.playing,
+            muted=layer_names(self.engine.muted),
+            bar=event.bar,
+        )
+
+    async def _switch_source(self, spec: str) -> str:
+        """Open ``spec``, then replace the running source with it; the music plays on.
+
+        Raises
+        ------
+        MoodscoreError
+            ``spec`` cannot be opened (the old source keeps running), or the session is not
+            running.
+        """
+        group, old_task = self._group, self._analysis_task
+        if group is None or old_task is None or self._stop.is_set():
+            raise MoodscoreError("the session is not running; switch sources while it plays")
+        new = await asyncio.to_thread(open_source, spec, self._config.source, paced=True)
+        self._switching = True
+        try:
+            old_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await old_task
+            old = self._source
+            self._source = new
+            # Source time starts again at 0 with the new source; moods keep counting on from
+            # the last window, so smoothing and the board's watermark never go back in time.
+            self._mood_offset = max(self.board.watermark, self._mood_offset, 0.0)
+            self._analysis_task = group.create_task(self._analyse(), name="analysis")
+        finally:
+            self._switching = False
+        with contextlib.suppress(Exception):
+            await old.close()
+        self.control.update(source=new.description)
+        return new.description
 
     async def _fan_out_beats(self, beat_events: asyncio.Queue[Beat]) -> None:
         while True:
@@ -408,6 +589,19 @@ def _first_moodscore_error(exc: BaseException) -> MoodscoreError | None:
             if found is not None:
                 return found
     return None
+
+
+def _bar_seconds(plan: Plan) -> float:
+    return plan.beats_per_bar * 60.0 / plan.bpm
+
+
+def _shifted(emit: Callable[[Mood], None], offset: float) -> Callable[[Mood], None]:
+    """``emit`` for a switched-in source: its windows moved on by ``offset`` seconds."""
+
+    def shifted(mood: Mood) -> None:
+        emit(dataclasses.replace(mood, t_start=mood.t_start + offset, t_end=mood.t_end + offset))
+
+    return shifted
 
 
 def _offer(queue: asyncio.Queue[Beat], item: Beat) -> None:

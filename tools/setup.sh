@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 PYTHON=${PYTHON:-python3}
 # xvfb, x11-xserver-utils: a virtual screen for the screen-capture tests.
-APT_PACKAGES=(mosquitto jackd2 xvfb x11-xserver-utils)
+# mosquitto-clients: mosquitto_sub/mosquitto_pub, the independent MQTT clients of the tests.
+# chromium: the headless browser of the OBS-page tests and the bench's WebRTC latency.
+APT_PACKAGES=(mosquitto mosquitto-clients jackd2 xvfb x11-xserver-utils chromium)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 

@@ -18,6 +18,7 @@ to the audio listeners. Other threads talk to the engine only through thread-saf
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import threading
 import time
@@ -31,7 +32,7 @@ from daemon.engine.backends import BackendChoice
 from daemon.engine.envelopes import STOP_FADE_S
 from daemon.engine.sequencer import BarGrid, Missing, RateLimitedLog, ScheduledNote, Sequencer
 from daemon.errors import EngineError
-from daemon.messages import BarScore, BarStarted, Beat
+from daemon.messages import LAYER_ORDER, BarScore, BarStarted, Beat, Layer
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,14 @@ class Engine:
         self._out: np.ndarray | None = None
         self._error: BaseException | None = None
         self._listener_log = RateLimitedLog(log)
+        # Live control (daemon.control): mutes apply on the next beat, transport at the next
+        # bar. Other threads set the wanted state; the engine thread applies it on the grid.
+        self._muted: frozenset[Layer] = frozenset()  # wanted
+        self._muted_applied: frozenset[Layer] = frozenset()
+        self._play_wanted = True
+        self._playing = True  # what the bar now sounding does
+        self._transport_pending = False
+        self._block_position = 0  # first sample of the block being prepared
 
     # ------------------------------------------------------------------ listeners
 
@@ -270,6 +279,25 @@ class Engine:
         if offset is None:
             return None
         return audio_time + offset
+
+    @property
+    def muted(self) -> frozenset[Layer]:
+        """Layers muted by :meth:`set_muted` (applied from the next beat)."""
+        return self._muted
+
+    def set_muted(self, layer: Layer, muted: bool) -> None:
+        """Mute or unmute ``layer`` with a one-beat fade from the next beat; any thread."""
+        self._muted = self._muted | {layer} if muted else self._muted - {layer}
+
+    @property
+    def playing(self) -> bool:
+        """Whether the bar now sounding plays (False after a transport stop took effect)."""
+        return self._playing
+
+    def set_playing(self, playing: bool) -> None:
+        """Transport: False fades out from the next bar line and stays silent while the clock
+        (bars, beats) runs on; True comes back in at the next bar line. Any thread."""
+        self._play_wanted = playing
 
     @property
     def underruns(self) -> int:
@@ -414,6 +442,7 @@ class Engine:
         is over.
         """
         assert self._sequencer is not None and self._band is not None
+        self._block_position = position
         end = self._end_sample
         if end is not None and position >= end:
             return False
@@ -439,6 +468,17 @@ class Engine:
         return True
 
     def _take_score(self, bar: int) -> BarScore | Missing:
+        got = self._next_score(bar)
+        # Transport is decided bar by bar: a stopped bar keeps its plan (the clock runs on) and
+        # loses its notes, so MIDI and the band both fall silent.
+        if self._play_wanted != self._playing and not self._fading:
+            self._playing = self._play_wanted
+            self._transport_pending = True
+        if isinstance(got, BarScore) and not self._playing and got.notes:
+            return dataclasses.replace(got, notes=())
+        return got
+
+    def _next_score(self, bar: int) -> BarScore | Missing:
         if self.realtime:
             score = self.scores.get(bar, timeout=0)
             if score is not None:
@@ -461,7 +501,48 @@ class Engine:
             log.info("score queue closed; letting the last notes ring for %.1f s", CLOSED_TAIL_S)
             self.set_end_time(downbeat / self.sample_rate + CLOSED_TAIL_S)
 
+    def _apply_transport(self, plan_bpm: float) -> None:
+        """At a bar whose transport changed: fade the master out over a beat, or back in."""
+        band = self._band
+        if band is None or self._fading:
+            return
+        if self._playing:
+            band.fader.time = 0.01
+            band.fader.value = self.config.master_gain
+        else:
+            band.fader.time = 60.0 / plan_bpm
+            band.fader.value = 0.0
+
+    def _apply_mutes(self, *, at: int, beat_s: float, bar_start: bool) -> None:
+        """Move the faders of layers whose mute changed (and, at a bar start, hold muted layers
+        down after the band set the bar's layer gains) from sample ``at``."""
+        band, sequencer = self._band, self._sequencer
+        if band is None or sequencer is None or sequencer.plan is None:
+            return
+        wanted = self._muted
+        changed = wanted ^ self._muted_applied
+        if not changed and not (bar_start and wanted):
+            return
+        self._muted_applied = wanted
+        layers = sequencer.plan.layers
+        for layer in LAYER_ORDER:
+            if layer not in changed and not (bar_start and layer in wanted):
+                continue
+            target = 0.0 if layer in wanted or layers < layer.order else 1.0
+            fader = band.faders[layer]
+            if bar_start and layer not in changed:
+                if fader.target != target:  # the band just opened a muted layer: close it
+                    fader.move(target, block_start=self._block_position, at=at, seconds=0.0)
+                continue
+            fader.move(target, block_start=self._block_position, at=at, seconds=beat_s)
+
     def _emit_beat(self, beat: Beat) -> None:
+        if self._muted is not self._muted_applied:
+            self._apply_mutes(
+                at=round(beat.audio_time * self.sample_rate),
+                beat_s=60.0 / beat.bpm,
+                bar_start=False,
+            )
         for fn in self._beat_listeners:
             try:
                 fn(beat)
@@ -483,6 +564,15 @@ class Engine:
                 self._listener_log.warning("note listener %r failed", fn, exc_info=True)
 
     def _emit_bar(self, started: BarStarted) -> None:
+        if self._transport_pending:
+            self._transport_pending = False
+            self._apply_transport(started.plan.bpm)
+        if self._muted_applied:
+            self._apply_mutes(
+                at=round(started.audio_time * self.sample_rate),
+                beat_s=60.0 / started.plan.bpm,
+                bar_start=True,
+            )
         for fn in self._bar_listeners:
             try:
                 fn(started)

@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
@@ -21,6 +22,9 @@ import soundfile
 
 from daemon.errors import MoodscoreError
 from daemon.messages import Frame
+
+if TYPE_CHECKING:
+    from daemon.visuals import VisualTimeline
 
 log = logging.getLogger("moodscore.outputs")
 
@@ -140,3 +144,98 @@ def mux_mp4(out: Path, *, video: Path, audio_wav: Path) -> None:
         for packet in audio_out.encode():
             target.mux(packet)
     log.debug("muxed %s (%.2f s of audio)", out, planar.shape[1] / sample_rate)
+
+
+VisualsMode = str  # "overlay" | "only" (config.CHOICES[("visuals", "render")] without "none")
+
+
+def write_music_video(
+    out: Path,
+    *,
+    video: Path,
+    audio_wav: Path,
+    timeline: VisualTimeline,
+    mode: VisualsMode,
+    preset: str = "veryfast",
+) -> int:
+    """Write ``out``: ``video``'s picture re-encoded with the beat-synced visuals (H.264), and
+    ``audio_wav`` as AAC.
+
+    Each frame at ``t`` seconds from the first frame (the render's audio time) is drawn from
+    ``timeline.state_at(t)``: ``overlay`` composites the transparent visuals over the picture,
+    ``only`` shows the opaque visuals at the picture's size and frame rate. Returns the number of
+    frames written.
+    """
+    from daemon.visuals import composite, render_frame
+
+    if mode not in ("overlay", "only"):
+        raise ValueError(f"visuals mode {mode!r} is not overlay or only")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with av.open(str(video)) as source, av.open(str(out), "w") as target:
+        video_in = source.streams.video[0]
+        video_in.thread_type = "AUTO"
+        rate = video_in.average_rate or fractions.Fraction(30)
+        width = video_in.codec_context.width // 2 * 2
+        height = video_in.codec_context.height // 2 * 2
+        frame_rate = fractions.Fraction(rate).limit_denominator(1001)
+        video_out = target.add_stream("libx264", rate=frame_rate)
+        video_out.width, video_out.height = width, height
+        video_out.pix_fmt = "yuv420p"
+        video_out.options = {"preset": preset, "crf": "20"}
+        time_base = fractions.Fraction(1, 90_000)
+        video_out.time_base = time_base
+        audio_out = _add_audio_stream(target, audio_wav)
+        origin: float | None = None
+        for frame in source.decode(video_in):
+            if frame.pts is None or frame.time is None:
+                continue
+            if origin is None:
+                origin = float(frame.time)
+            t = float(frame.time) - origin
+            picture = frame.to_ndarray(format="rgb24")[:height, :width]
+            state = timeline.state_at(t)
+            if mode == "overlay":
+                visuals = render_frame(t, state, width=width, height=height, transparent=True)
+                image = composite(visuals, picture)
+            else:
+                visuals = render_frame(t, state, width=width, height=height)
+                image = np.ascontiguousarray(visuals[:, :, :3])
+            encoded = av.VideoFrame.from_ndarray(image, format="rgb24")
+            encoded.pts = round(t / time_base)
+            encoded.time_base = time_base
+            for packet in video_out.encode(encoded):
+                target.mux(packet)
+            written += 1
+        for packet in video_out.encode():
+            target.mux(packet)
+        _encode_audio(target, audio_out, audio_wav)
+    log.debug("music video %s: %d frames with visuals (%s)", out, written, mode)
+    return written
+
+
+def _add_audio_stream(target: Any, audio_wav: Path) -> Any:
+    info = soundfile.info(str(audio_wav))
+    stream = target.add_stream("aac", rate=info.samplerate)
+    stream.layout = "stereo" if info.channels == 2 else "mono"
+    stream.bit_rate = AUDIO_BIT_RATE
+    return stream
+
+
+def _encode_audio(target: Any, stream: Any, audio_wav: Path) -> None:
+    """Encode the whole WAV into ``stream`` (AAC) of ``target`` and flush it."""
+    audio, sample_rate = soundfile.read(str(audio_wav), dtype="float32", always_2d=True)
+    planar = np.ascontiguousarray(audio.T)
+    layout = "stereo" if planar.shape[0] == 2 else "mono"
+    time_base = fractions.Fraction(1, sample_rate)
+    chunk = 4096
+    for start in range(0, planar.shape[1], chunk):
+        piece = np.ascontiguousarray(planar[:, start : start + chunk])
+        frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
+        frame.sample_rate = sample_rate
+        frame.pts = start
+        frame.time_base = time_base
+        for packet in stream.encode(frame):
+            target.mux(packet)
+    for packet in stream.encode():
+        target.mux(packet)

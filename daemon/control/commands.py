@@ -1,0 +1,538 @@
+"""Control commands: their schemas, the parser every front end shares, and the control hub.
+
+Every way of steering the music (MQTT ``cmd/<name>``, the web panel's ``/api/<name>``, tests)
+sends a command *name* and a *payload*; :func:`parse_command` validates the payload against the
+command's pydantic model and returns a frozen command, or raises :class:`CommandError` with one
+line a user can act on. Payloads are JSON objects, or, where one value says it all, that bare
+value: ``cmd/tempo`` ``120``, ``cmd/scene`` ``combat``, ``cmd/transport`` ``stop``.
+
+:class:`ControlHub` is what front ends hold (``session.control``): :meth:`ControlHub.execute`
+validates and enqueues a command and answers with a :class:`CommandResult`; it never raises for
+bad input. The session takes the commands off a bounded queue (on overflow the oldest is dropped,
+with a warning) and applies each on the musical grid: mood, scene, tempo, layers and key at the
+next bar the conductor plans, a mute as a one-beat fade from the next beat, transport at the
+next bar line. :meth:`ControlHub.state` is the snapshot every front end shows and publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Protocol, cast
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from daemon.engine.sequencer import RateLimitedLog
+from daemon.messages import LAYER_ORDER, Layer
+from daemon.scenes import available_scenes
+
+log = logging.getLogger("moodscore.control")
+
+# Payloads larger than this are refused before parsing: no command needs more, and a flood of
+# huge payloads must cost nothing but the answer.
+MAX_PAYLOAD_BYTES = 4096
+# Commands waiting for the session; a flood beyond this drops the oldest (the newest wins).
+DEFAULT_QUEUE_SIZE = 64
+# Longest error text sent back; pydantic can be wordy about a deeply wrong payload.
+MAX_MESSAGE_CHARS = 300
+# Words that release an override, as a bare payload.
+RELEASE_WORDS = ("auto", "release", "none", "null", "")
+
+# Key names as people write them (flats with "b"); index = pitch class.
+KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_KEY_PITCH = {
+    "C": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "FB": 4, "E#": 5, "F": 5,
+    "F#": 6, "GB": 6, "G": 7, "G#": 8, "AB": 8, "A": 9, "A#": 10, "BB": 10, "B": 11, "CB": 11,
+}  # fmt: skip
+_KEY_RE = re.compile(r"^\s*([A-Ga-g])([#b♯♭-]?)\s*(major|minor|maj|min|m)?\s*$", re.IGNORECASE)
+_SCENE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class CommandError(ValueError):
+    """A command was refused: unknown name, malformed payload or a value out of range.
+
+    ``str(error)`` is one line that says what to send instead.
+    """
+
+
+class _Command(BaseModel):
+    """Base of the command models: frozen, strict about unknown keys, finite numbers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
+    name: ClassVar[str]
+
+
+class MoodCommand(_Command):
+    """``mood``: play this mood for ``hold_s`` seconds, whatever the analysis reads.
+
+    The analysis takes over again afterwards, smoothly from the held mood. ``hold_s = 0`` ends a
+    hold at once (or nudges the mood without holding it).
+    """
+
+    name: ClassVar[str] = "mood"
+    valence: Annotated[float, Field(ge=-1.0, le=1.0)]
+    arousal: Annotated[float, Field(ge=-1.0, le=1.0)]
+    hold_s: Annotated[float, Field(ge=0.0, le=86400.0)] = 30.0
+
+
+class SceneCommand(_Command):
+    """``scene``: force a scene preset; None (or ``auto``) gives the choice back to the mood."""
+
+    name: ClassVar[str] = "scene"
+    scene: str | None
+
+    @field_validator("scene")
+    @classmethod
+    def _known_scene(cls, value: str | None) -> str | None:
+        if value is None or value.lower() in RELEASE_WORDS:
+            return None
+        names = available_scenes()
+        if not _SCENE_NAME_RE.match(value) or value not in names:
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise ValueError(
+                f"unknown scene {shown!r}; available: {', '.join(names)} (or auto to release)"
+            )
+        return value
+
+
+class TempoCommand(_Command):
+    """``tempo``: fix the tempo in bpm; None releases it to the mood."""
+
+    name: ClassVar[str] = "tempo"
+    bpm: Annotated[float, Field(ge=60.0, le=180.0)] | None
+
+
+class LayersCommand(_Command):
+    """``layers``: fix how many layers play (1 lead ... 5 with the arpeggio); None releases."""
+
+    name: ClassVar[str] = "layers"
+    layers: Annotated[int, Field(ge=1, le=5)] | None
+
+
+class KeyCommand(_Command):
+    """``key``: fix key and mode (``"A minor"``, ``"Eb"``, ``"f#m"``); None releases."""
+
+    name: ClassVar[str] = "key"
+    key: str | None
+
+    @field_validator("key")
+    @classmethod
+    def _known_key(cls, value: str | None) -> str | None:
+        if value is None or value.lower() in RELEASE_WORDS:
+            return None
+        tonic, mode = parse_key(value)
+        return f"{KEY_NAMES[tonic]} {mode}"
+
+    @property
+    def tonic_mode(self) -> tuple[int, Literal["major", "minor"]] | None:
+        """The key as (pitch class, mode), or None to release."""
+        return None if self.key is None else parse_key(self.key)
+
+
+class MuteCommand(_Command):
+    """``mute``: silence (or bring back) one layer, with a one-beat fade from the next beat."""
+
+    name: ClassVar[str] = "mute"
+    layer: Layer
+    muted: bool = True
+
+    @field_validator("layer", mode="before")
+    @classmethod
+    def _layer(cls, value: object) -> Layer:
+        if isinstance(value, Layer):
+            return value
+        if isinstance(value, str) and value.lower() in {layer.value for layer in LAYER_ORDER}:
+            return Layer(value.lower())
+        names = ", ".join(layer.value for layer in LAYER_ORDER)
+        raise ValueError(f"unknown layer; use one of {names}")
+
+
+class TransportCommand(_Command):
+    """``transport``: ``stop`` fades out and falls silent at the next bar line while the clock
+    runs on; ``play`` comes back in at a bar line."""
+
+    name: ClassVar[str] = "transport"
+    action: Literal["play", "stop"]
+
+
+class SourceCommand(_Command):
+    """``source``: switch the live source (``demo``, ``webcam:N``, ``screen:N``, a file path)
+    without stopping the music."""
+
+    name: ClassVar[str] = "source"
+    source: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+Command = (
+    MoodCommand
+    | SceneCommand
+    | TempoCommand
+    | LayersCommand
+    | KeyCommand
+    | MuteCommand
+    | TransportCommand
+    | SourceCommand
+)
+
+COMMANDS: dict[str, type[_Command]] = {
+    model.name: model
+    for model in (
+        MoodCommand,
+        SceneCommand,
+        TempoCommand,
+        LayersCommand,
+        KeyCommand,
+        MuteCommand,
+        TransportCommand,
+        SourceCommand,
+    )
+}
+COMMAND_NAMES: tuple[str, ...] = tuple(COMMANDS)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """The answer to one command: ``ok`` and ``"ok"``, or not ok and the error text."""
+
+    ok: bool
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"ok": ..., "message": ...}`` for the web API."""
+        return {"ok": self.ok, "message": self.message}
+
+
+OK = CommandResult(True, "ok")
+
+
+def parse_key(text: str) -> tuple[int, Literal["major", "minor"]]:
+    """``"A minor"``, ``"Am"``, ``"a"`` (lower case: minor), ``"Eb major"``, ``"F#"`` -> (pitch
+    class, mode).
+
+    Raises
+    ------
+    ValueError
+        Not a key name.
+    """
+    match = _KEY_RE.match(text)
+    if match is None:
+        raise ValueError("not a key; write e.g. 'A minor', 'Am', 'Eb major' or 'F#'")
+    letter, accidental, quality = match.groups()
+    accidental = {"♯": "#", "♭": "B", "-": "B", "b": "B"}.get(accidental, accidental)
+    tonic = _KEY_PITCH[letter.upper() + accidental]
+    # Without a quality word, the letter's case says it, as in music21 ("a" = A minor).
+    minor = quality.lower() in ("minor", "min", "m") if quality else letter.islower()
+    return tonic, "minor" if minor else "major"
+
+
+def parse_command(name: str, payload: bytes | str | Mapping[str, Any] | None) -> Command:
+    """Validate ``payload`` as the command ``name``.
+
+    Parameters
+    ----------
+    name : the command (the MQTT topic leaf, the web API path): one of :data:`COMMAND_NAMES`.
+    payload : a JSON object (bytes or text), a bare value where one says it all (``"120"`` for
+        tempo, ``"combat"`` for scene, ``"stop"`` for transport, ``"drums"`` to mute a layer,
+        ``"0.5,-0.2"`` for valence,arousal), or an already-decoded mapping.
+
+    Raises
+    ------
+    CommandError
+        Unknown command, undecodable or oversized payload, wrong types or values out of range.
+    """
+    model = COMMANDS.get(name)
+    if model is None:
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise CommandError(f"unknown command {shown!r}; commands: {', '.join(COMMAND_NAMES)}")
+    data = _decode(name, payload)
+    try:
+        command = model.model_validate(data)
+    except ValidationError as exc:
+        raise CommandError(f"{name}: {_describe(exc, name)}") from None
+    return cast(Command, command)
+
+
+def _decode(name: str, payload: bytes | str | Mapping[str, Any] | None) -> Any:
+    if isinstance(payload, Mapping):
+        return dict(payload)
+    if payload is None:
+        payload = b""
+    size = len(payload)
+    if size > MAX_PAYLOAD_BYTES:
+        raise CommandError(
+            f"{name}: payload of {size} bytes is too large (at most {MAX_PAYLOAD_BYTES})"
+        )
+    if isinstance(payload, bytes | bytearray):
+        try:
+            text = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CommandError(f"{name}: payload is not UTF-8 text; send JSON") from None
+    else:
+        text = payload
+    stripped = text.strip()
+    if stripped.startswith(("{", "[")):
+        try:
+            value = json.loads(stripped)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            message = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise CommandError(f"{name}: payload is not valid JSON ({message})") from None
+        if isinstance(value, dict):
+            return value
+        raise CommandError(f"{name}: send a JSON object, e.g. {_EXAMPLES[name]}")
+    return _bare(name, stripped)
+
+
+_EXAMPLES = {
+    "mood": '{"valence": 0.5, "arousal": -0.2, "hold_s": 30}',
+    "scene": '{"scene": "combat"} or combat',
+    "tempo": '{"bpm": 120} or 120',
+    "layers": '{"layers": 3} or 3',
+    "key": '{"key": "A minor"} or Am',
+    "mute": '{"layer": "drums", "muted": true} or drums',
+    "transport": '{"action": "stop"} or stop',
+    "source": '{"source": "demo"} or demo',
+}
+
+
+def _bare(name: str, text: str) -> dict[str, Any]:
+    """A bare (non-object) payload as the command's fields."""
+    unquoted = text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+    release = unquoted.lower() in RELEASE_WORDS
+    if name == "tempo":
+        return {"bpm": None if release else _number(name, unquoted)}
+    if name == "layers":
+        if release:
+            return {"layers": None}
+        value = _number(name, unquoted)
+        if not value.is_integer():
+            raise CommandError(f"layers: {unquoted!r} is not a whole number of layers (1-5)")
+        return {"layers": int(value)}
+    if name == "scene":
+        return {"scene": None if release else unquoted}
+    if name == "key":
+        return {"key": None if release else unquoted}
+    if name == "transport":
+        return {"action": unquoted.lower()}
+    if name == "source":
+        return {"source": unquoted}
+    if name == "mute":
+        return {"layer": unquoted}
+    if name == "mood":
+        parts = [p for p in re.split(r"[,\s]+", unquoted) if p]
+        if len(parts) not in (2, 3):
+            raise CommandError(f"mood: send a JSON object, e.g. {_EXAMPLES['mood']}")
+        values = [_number(name, p) for p in parts]
+        return dict(zip(("valence", "arousal", "hold_s"), values, strict=False))
+    raise CommandError(f"{name}: send a JSON object, e.g. {_EXAMPLES[name]}")  # pragma: no cover
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise CommandError(
+            f"{name}: {shown!r} is not a number; send e.g. {_EXAMPLES[name]}"
+        ) from None
+    if not math.isfinite(value):
+        raise CommandError(f"{name}: {text!r} is not a finite number")
+    return value
+
+
+def _describe(exc: ValidationError, name: str) -> str:
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in error["loc"])
+        # "scene: unknown scene", not "scene: scene: unknown scene".
+        where = "" if where == name else where
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    text = "; ".join(parts)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+# --------------------------------------------------------------------------- the hub
+
+
+StateListener = Callable[[dict[str, Any]], None]
+
+
+class SourceSwitcher(Protocol):
+    """What switches the live source (the session): opens ``spec``, then replaces the old one.
+
+    Raises a :class:`~daemon.errors.MoodscoreError` (the old source keeps running) when ``spec``
+    cannot be opened.
+    """
+
+    def __call__(self, spec: str) -> Awaitable[str]: ...
+
+
+class ControlHub:
+    """Where commands come in and the state every front end shows comes out.
+
+    Parameters
+    ----------
+    queue_size : commands that may wait for the session; beyond it the oldest is dropped.
+    switch_source : opens and switches to a new source (the session sets it); None refuses
+        ``source`` commands.
+
+    Front ends call :meth:`execute`, :meth:`state` and :meth:`add_state_listener`, all on the
+    event loop. The session calls :meth:`next_command` and :meth:`update`.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        switch_source: SourceSwitcher | None = None,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self._queue: collections.deque[Command] = collections.deque()
+        self._queue_size = queue_size
+        self._waiting = asyncio.Event()
+        self._switch_source = switch_source
+        self._source_lock = asyncio.Lock()
+        self._listeners: list[StateListener] = []
+        self._drop_log = RateLimitedLog(log)
+        self._reject_log = RateLimitedLog(log)
+        self.dropped = 0  # commands dropped because the queue was full
+        self.rejected = 0  # commands refused as malformed
+        self._state: dict[str, Any] = {
+            "valence": 0.0,
+            "arousal": 0.0,
+            "scene": None,
+            "bpm": None,
+            "layers": None,
+            "key": None,
+            "mode": None,
+            "source": None,
+            "overrides": {},
+            "muted": [],
+            "playing": True,
+            "bar": None,
+        }
+
+    # -- front ends ------------------------------------------------------------------------
+
+    async def execute(
+        self, name: str, payload: bytes | str | Mapping[str, Any] | None
+    ) -> CommandResult:
+        """Validate the command and hand it to the session; never raises for bad input.
+
+        Returns ``CommandResult(True, "ok")`` once the command is queued (it takes effect on the
+        grid: see the module's docstring), or ``ok=False`` with the reason. A ``source``
+        command returns once the new source is open, or with the error that kept it from
+        opening (the old source then keeps running).
+        """
+        try:
+            command = parse_command(name, payload)
+        except CommandError as exc:
+            self.rejected += 1
+            self._reject_log.warning("command refused: %s", exc)
+            return CommandResult(False, str(exc))
+        if isinstance(command, SourceCommand):
+            return await self._switch(command.source)
+        self.submit(command)
+        return OK
+
+    def submit(self, command: Command) -> None:
+        """Queue an already-validated command (drop the oldest when full)."""
+        if len(self._queue) >= self._queue_size:
+            self._queue.popleft()
+            self.dropped += 1
+            self._drop_log.warning(
+                "control: more than %d commands waiting; dropped the oldest (%d so far)",
+                self._queue_size,
+                self.dropped,
+            )
+        self._queue.append(command)
+        self._waiting.set()
+
+    def state(self) -> dict[str, Any]:
+        """A copy of the state: valence, arousal, scene, bpm, layers, key, mode, source,
+        overrides, muted, playing, bar."""
+        state = dict(self._state)
+        state["overrides"] = dict(state["overrides"])
+        state["muted"] = list(state["muted"])
+        return state
+
+    def add_state_listener(self, fn: StateListener) -> None:
+        """Call ``fn(state)`` on the event loop whenever the state changes."""
+        self._listeners = [*self._listeners, fn]
+
+    def remove_state_listener(self, fn: StateListener) -> None:
+        """Stop calling ``fn``; unknown listeners are ignored."""
+        self._listeners = [f for f in self._listeners if f is not fn]
+
+    # -- the session -----------------------------------------------------------------------
+
+    def set_source_switcher(self, switch_source: SourceSwitcher | None) -> None:
+        """Set (or clear) what ``source`` commands call."""
+        self._switch_source = switch_source
+
+    @property
+    def pending(self) -> int:
+        """Commands waiting for the session."""
+        return len(self._queue)
+
+    def take_all(self) -> list[Command]:
+        """Every waiting command, oldest first, without waiting."""
+        taken = list(self._queue)
+        self._queue.clear()
+        self._waiting.clear()
+        return taken
+
+    async def next_command(self) -> Command:
+        """Wait for the next command (oldest first)."""
+        while not self._queue:
+            self._waiting.clear()
+            await self._waiting.wait()
+        command = self._queue.popleft()
+        if not self._queue:
+            self._waiting.clear()
+        return command
+
+    def update(self, **fields: Any) -> None:
+        """Change state fields; listeners hear of it once, and only if something changed."""
+        unknown = set(fields) - set(self._state)
+        if unknown:
+            raise KeyError(f"unknown state field(s): {', '.join(sorted(unknown))}")
+        changed = {k: v for k, v in fields.items() if self._state.get(k) != v}
+        if not changed:
+            return
+        self._state.update(changed)
+        snapshot = self.state()
+        for fn in self._listeners:
+            try:
+                fn(snapshot)
+            except Exception:
+                log.exception("state listener %r failed; it keeps being called", fn)
+
+    async def _switch(self, spec: str) -> CommandResult:
+        from daemon.errors import MoodscoreError
+
+        if self._switch_source is None:
+            return CommandResult(False, "source: this session cannot switch sources (a render)")
+        async with self._source_lock:
+            try:
+                description = await self._switch_source(spec)
+            except MoodscoreError as exc:
+                log.warning("source switch to %r refused: %s", spec[:80], exc)
+                return CommandResult(False, f"source: {exc}")
+            except Exception as exc:  # a driver's own error type: still one line back
+                log.exception("source switch to %r failed", spec[:80])
+                return CommandResult(False, f"source: could not switch to {spec[:80]!r}: {exc}")
+        log.info("source: %s", description)
+        return OK
+
+
+def layer_names(layers: Collection[Layer]) -> list[str]:
+    """Layer names in play order (for state and payloads)."""
+    return [layer.value for layer in LAYER_ORDER if layer in layers]

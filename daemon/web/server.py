@@ -1,0 +1,317 @@
+"""The daemon's web server (aiohttp): the OBS page, the control panel, WebRTC signalling and a
+small JSON API.
+
+Routes
+------
+``GET /``
+    The OBS page: a full-window video that plays the WebRTC stream (Opus audio + VP8/H.264
+    visuals) by itself. ``?transparent=1`` streams the visuals with a transparent background
+    (for overlays); ``?token=...`` where a token is needed.
+``GET /panel``
+    The control panel.
+``POST /api/offer``
+    ``{"sdp": ..., "type": "offer", "transparent": false}`` -> the answer, same shape. The
+    offer must carry the browser's ICE candidates (wait for gathering to complete).
+``GET /api/state``
+    The control hub's state (valence, arousal, scene, bpm, layers, key, mode, source, overrides,
+    muted, playing, bar) plus ``audio_time``, ``analysis`` (the newest window's valence and
+    arousal, before smoothing), ``viewers`` (connected now), ``connections`` (ever) and
+    ``late_blocks`` (audio blocks the engine handed on late).
+``GET /api/info``
+    What the panel offers: scenes, layers, command names, the stream's size and rate.
+``POST /api/<command>``
+    One control command (``mood``, ``scene``, ``tempo``, ``layers``, ``key``, ``mute``,
+    ``transport``, ``source``) with the same payload as MQTT's ``cmd/<command>``: a JSON object
+    or a bare value. Answers ``{"ok": true, "message": "ok"}``, or status 400 (404 for an unknown
+    command) with the reason.
+
+Access. Requests from this machine (loopback) are always served. Anyone else must send the
+token (``?token=`` or ``Authorization: Bearer``); when the server listens beyond loopback and no
+token is configured, a random one is made and logged with the URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from daemon.config import Config, VisualsConfig, WebConfig
+from daemon.control.commands import COMMAND_NAMES, ControlHub
+from daemon.errors import ConfigError
+from daemon.messages import LAYER_ORDER
+from daemon.outputs.webrtc import (
+    AudioRing,
+    LiveVisuals,
+    PeerHub,
+    VideoFormat,
+    allow_loopback_candidates,
+    engine_clock,
+)
+from daemon.scenes import available_scenes
+from daemon.visuals import VisualTimeline
+
+log = logging.getLogger("moodscore.web")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_BODY_BYTES = 64 * 1024  # an SDP offer is a few KB; commands far less
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT``, ``PORT`` or ``[v6]:PORT`` -> (host, port); a missing host is
+    127.0.0.1.
+
+    Raises
+    ------
+    ConfigError
+        Not an address with a port in 0-65535.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--web {text!r} is not HOST:PORT (e.g. 127.0.0.1:8080 or :8090)")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebServer:
+    """The aiohttp app with the WebRTC hub of one live session.
+
+    Parameters
+    ----------
+    session : the running :class:`~daemon.pipeline.Session` (its engine, board and control).
+    web_config : host, port and token.
+    visuals : size and rate of the visuals stream.
+    """
+
+    def __init__(self, *, session: Any, web_config: WebConfig, visuals: VisualsConfig) -> None:
+        self.session = session
+        self.host = web_config.host
+        self.port = web_config.port
+        self.token = web_config.token
+        if not self.token and not is_loopback(self.host):
+            self.token = secrets.token_urlsafe(12)
+        engine = session.engine
+        clock = engine_clock(engine)
+        self.ring = AudioRing(sample_rate=engine.sample_rate)
+        self.timeline = VisualTimeline(keep_s=30.0)
+        self.timeline.attach(engine)
+        self.visuals = LiveVisuals(
+            timeline=self.timeline,
+            clock=clock,
+            video=VideoFormat(width=visuals.width, height=visuals.height, fps=visuals.fps),
+        )
+        self.peers = PeerHub(ring=self.ring, visuals=self.visuals, clock=clock)
+        engine.add_audio_listener(self._tap)
+        self._runner: web.AppRunner | None = None
+        self.app = self._build_app()
+
+    def _tap(self, block: Any, audio_time: float) -> None:
+        if audio_time == 0.0:
+            # The first block: only now is the engine's real rate known (JACK imposes its own).
+            self.ring.configure(self.session.engine.sample_rate)
+        self.ring.write(block, audio_time)
+
+    @property
+    def control(self) -> ControlHub | None:
+        """The session's control hub."""
+        return getattr(self.session, "control", None)
+
+    @property
+    def url(self) -> str:
+        """The OBS page's URL (with the token when one is needed)."""
+        return self._url("/")
+
+    @property
+    def panel_url(self) -> str:
+        """The control panel's URL (with the token when one is needed)."""
+        return self._url("/panel")
+
+    def _url(self, path: str) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        query = f"?token={self.token}" if self.token else ""
+        return f"http://{host}:{self.port}{path}{query}"
+
+    # -- app --------------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY_BYTES)
+        app.router.add_get("/", self._page("index.html"))
+        app.router.add_get("/panel", self._page("panel.html"))
+        app.router.add_get("/favicon.ico", self._page("favicon.svg"))
+        app.router.add_static("/static/", STATIC_DIR, show_index=False)
+        app.router.add_post("/api/offer", self._offer)
+        app.router.add_get("/api/state", self._state)
+        app.router.add_get("/api/info", self._info)
+        app.router.add_post("/api/{command}", self._command)
+        return app
+
+    @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self.token and not is_loopback(request.remote or "") and not self._authorised(request):
+            raise web.HTTPUnauthorized(
+                text="moodscore: add ?token=... (printed in the daemon's log) to the URL\n"
+            )
+        response = await handler(request)
+        # The pages are the daemon's own controls: no caching of stale JS after an upgrade.
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    def _authorised(self, request: web.Request) -> bool:
+        given = request.query.get("token", "")
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            given = header[len("Bearer ") :]
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    def _page(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def page(request: web.Request) -> web.StreamResponse:
+            return web.FileResponse(STATIC_DIR / name)
+
+        return page
+
+    async def _offer(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            sdp, kind = str(body["sdp"]), str(body["type"])
+            transparent = bool(body.get("transparent", False))
+        except (ValueError, KeyError, TypeError):
+            return web.json_response(
+                {"error": 'send {"sdp": ..., "type": "offer"} as JSON'}, status=400
+            )
+        try:
+            answer = await self.peers.answer(sdp, kind, transparent=transparent)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"sdp": answer.sdp, "type": answer.type})
+
+    def state(self) -> dict[str, Any]:
+        """The state the panel shows (see the module docstring)."""
+        control = self.control
+        state: dict[str, Any] = control.state() if control is not None else {}
+        history = self.session.board.history
+        latest = history[-1] if history else None
+        state["analysis"] = (
+            None
+            if latest is None
+            else {"valence": round(latest.valence, 3), "arousal": round(latest.arousal, 3)}
+        )
+        state["audio_time"] = round(self.session.engine.audio_time, 3)
+        state["viewers"] = self.peers.viewers
+        state["connections"] = self.peers.connections
+        # Blocks the live engine handed on late (audible gaps in real time); 0 when healthy.
+        state["late_blocks"] = getattr(self.session.engine, "late_blocks", 0)
+        return state
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state())
+
+    async def _info(self, request: web.Request) -> web.Response:
+        video = self.visuals.video
+        return web.json_response(
+            {
+                "scenes": available_scenes(),
+                "layers": [layer.value for layer in LAYER_ORDER],
+                "commands": list(COMMAND_NAMES),
+                "video": {"width": video.width, "height": video.height, "fps": video.fps},
+            }
+        )
+
+    async def _command(self, request: web.Request) -> web.Response:
+        name = request.match_info["command"]
+        control = self.control
+        if name not in COMMAND_NAMES:
+            return web.json_response(
+                {"ok": False, "message": f"unknown command; use one of {', '.join(COMMAND_NAMES)}"},
+                status=404,
+            )
+        if control is None:
+            return web.json_response(
+                {"ok": False, "message": "this session takes no commands"}, status=503
+            )
+        result = await control.execute(name, await request.read())
+        return web.json_response(result.to_json(), status=200 if result.ok else 400)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen; the OBS page's URL is logged.
+
+        Raises
+        ------
+        ConfigError
+            The address is taken or cannot be bound.
+        """
+        allow_loopback_candidates()
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"cannot serve the web page on {self.host}:{self.port} ({exc.strerror or exc}); "
+                "pass --web HOST:PORT with a free port, or --no-web"
+            ) from exc
+        self._runner = runner
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("OBS page: %s  (control panel: %s)", self.url, self.panel_url)
+
+    async def close(self) -> None:
+        """Close every viewer's connection, then stop serving (idempotent)."""
+        await self.peers.close()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    session: Any, web_config: WebConfig, visuals: VisualsConfig
+) -> AsyncIterator[WebServer]:
+    """Serve the web page for ``session`` while the block runs; viewers are closed on exit."""
+    server = WebServer(session=session, web_config=web_config, visuals=visuals)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def web_server(
+    config: Config, session: Any
+) -> contextlib.AbstractAsyncContextManager[WebServer | None]:
+    """:func:`serve` when ``web.enabled``, else a context that serves nothing (yields None)."""
+    if not config.web.enabled:
+        return contextlib.nullcontext(None)
+    return serve(session, config.web, config.visuals)

@@ -1,0 +1,151 @@
+// The control panel: shows the daemon's state (polled from /api/state) and sends the same
+// commands as MQTT's cmd/<name> through POST /api/<name>.
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const token = params.get("token");
+const $ = (id) => document.getElementById(id);
+const HISTORY_S = 60;
+const POLL_MS = 250;
+const history = []; // {t, valence, arousal, av, aa}: plan and analysis values
+
+function withToken(path) {
+  return token ? `${path}?token=${encodeURIComponent(token)}` : path;
+}
+
+async function send(name, payload) {
+  const message = $("message");
+  try {
+    const response = await fetch(withToken(`/api/${name}`), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(payload),
+    });
+    const answer = await response.json();
+    message.textContent = answer.ok ? `${name}: applied at the next bar` : answer.message;
+    message.className = answer.ok ? "" : "error";
+    return answer;
+  } catch (err) {
+    message.textContent = `${name}: the daemon did not answer (${err})`;
+    message.className = "error";
+    return { ok: false };
+  }
+}
+
+function show(state) {
+  $("online").classList.add("on");
+  $("s-scene").textContent = state.scene ?? "–";
+  $("s-bpm").textContent = state.bpm == null ? "–" : Math.round(state.bpm);
+  $("s-layers").textContent = state.layers ?? "–";
+  $("s-key").textContent = state.key ? `${state.key} ${state.mode}` : "–";
+  $("s-bar").textContent = state.bar ?? "–";
+  $("s-source").textContent = state.source ?? "–";
+  $("s-viewers").textContent = state.viewers;
+  $("s-playing").textContent = state.playing === false ? "stopped" : "playing";
+  const overrides = state.overrides || {};
+  $("tempo-auto").classList.toggle("on", !("bpm" in overrides || "tempo" in overrides));
+  for (const button of document.querySelectorAll("#layer-count button")) {
+    const fixed = overrides.layers ?? null;
+    button.classList.toggle("on", button.dataset.layers === String(fixed ?? "auto"));
+  }
+  for (const box of document.querySelectorAll("#mutes input")) {
+    box.checked = (state.muted || []).includes(box.value);
+  }
+  const scene = overrides.scene ?? "auto";
+  if (document.activeElement !== $("scene") && [...$("scene").options].some((o) => o.value === scene)) {
+    $("scene").value = scene;
+  }
+  const analysis = state.analysis || {};
+  history.push({
+    t: state.audio_time,
+    valence: state.valence, arousal: state.arousal,
+    av: analysis.valence, aa: analysis.arousal,
+  });
+  while (history.length && history[0].t < state.audio_time - HISTORY_S) history.shift();
+  plot();
+}
+
+function plot() {
+  const canvas = $("plot");
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  ctx.clearRect(0, 0, w, h);
+  ctx.strokeStyle = "#2c313c";
+  ctx.lineWidth = 1;
+  ctx.beginPath(); ctx.moveTo(0, h / 2); ctx.lineTo(w, h / 2); ctx.stroke();
+  if (!history.length) return;
+  const now = history[history.length - 1].t;
+  const x = (t) => w - ((now - t) / HISTORY_S) * w;
+  const y = (v) => h / 2 - (v ?? 0) * (h / 2 - 6);
+  const style = getComputedStyle(document.documentElement);
+  for (const [key, colour, width] of [["av", "--accent", 1], ["aa", "--cool", 1],
+    ["valence", "--accent", 3], ["arousal", "--cool", 3]]) {
+    ctx.strokeStyle = style.getPropertyValue(colour);
+    ctx.lineWidth = width;
+    ctx.beginPath();
+    history.forEach((point, i) => {
+      if (point[key] == null) return;
+      if (i === 0) ctx.moveTo(x(point.t), y(point[key])); else ctx.lineTo(x(point.t), y(point[key]));
+    });
+    ctx.stroke();
+  }
+}
+
+async function poll() {
+  try {
+    const response = await fetch(withToken("/api/state"));
+    if (response.ok) show(await response.json());
+    else $("online").classList.remove("on");
+  } catch (err) {
+    $("online").classList.remove("on");
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+async function setup() {
+  for (const id of ["valence", "arousal", "tempo"]) {
+    $(id).addEventListener("input", () => { $(`${id}-out`).textContent = $(id).value; });
+  }
+  $("mood-set").addEventListener("click", () => send("mood", {
+    valence: Number($("valence").value), arousal: Number($("arousal").value),
+    hold_s: Number($("hold").value),
+  }));
+  $("mood-release").addEventListener("click", () => send("mood", {
+    valence: Number($("valence").value), arousal: Number($("arousal").value), hold_s: 0,
+  }));
+  $("scene").addEventListener("change", () => send("scene", { scene: $("scene").value === "auto" ? null : $("scene").value }));
+  $("tempo-set").addEventListener("click", () => send("tempo", { bpm: Number($("tempo").value) }));
+  $("tempo-auto").addEventListener("click", () => send("tempo", { bpm: null }));
+  $("play").addEventListener("click", () => send("transport", { action: "play" }));
+  $("stop").addEventListener("click", () => send("transport", { action: "stop" }));
+  $("source-set").addEventListener("click", () => {
+    const spec = $("source").value.trim();
+    if (spec) send("source", { source: spec });
+  });
+  try {
+    const info = await (await fetch(withToken("/api/info"))).json();
+    for (const scene of info.scenes) $("scene").add(new Option(scene, scene));
+    for (const value of ["auto", 1, 2, 3, 4, 5]) {
+      const button = document.createElement("button");
+      button.textContent = value;
+      button.dataset.layers = String(value);
+      button.addEventListener("click", () => send("layers", { layers: value === "auto" ? null : value }));
+      $("layer-count").append(button);
+    }
+    for (const layer of info.layers) {
+      const label = document.createElement("label");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.value = layer;
+      box.addEventListener("change", () => send("mute", { layer, muted: box.checked }));
+      label.append(box, layer);
+      $("mutes").append(label);
+    }
+  } catch (err) {
+    $("message").textContent = `cannot reach the daemon (${err})`;
+    $("message").className = "error";
+  }
+  poll();
+}
+
+setup();

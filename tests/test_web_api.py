@@ -1,0 +1,143 @@
+"""The JSON API and its access rules against a real aiohttp server, and the CLI's web flags."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import aiohttp
+import ifaddr
+import pytest
+
+from daemon.cli import main
+from daemon.config import VisualsConfig, WebConfig
+from daemon.control.commands import ControlHub, TempoCommand
+from daemon.web.latency import ClickEngine
+from daemon.web.server import WebServer, parse_address
+
+
+def _server(control: ControlHub | None, *, host: str = "127.0.0.1", token: str = "") -> WebServer:
+    session = SimpleNamespace(
+        engine=ClickEngine(), board=SimpleNamespace(history=[]), control=control
+    )
+    return WebServer(
+        session=session,
+        web_config=WebConfig(host=host, port=0, token=token),
+        visuals=VisualsConfig(width=160, height=90, fps=10),
+    )
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[WebServer, ControlHub]]:
+    hub = ControlHub()
+    server = _server(hub)
+    await server.start()
+    try:
+        yield server, hub
+    finally:
+        await server.close()
+
+
+async def test_commands_reach_the_control_hub_and_bad_ones_say_why(
+    served: tuple[WebServer, ControlHub],
+) -> None:
+    server, hub = served
+    base = f"http://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/tempo", json={"bpm": 100}) as response:
+            assert response.status == 200
+            assert await response.json() == {"ok": True, "message": "ok"}
+        async with http.post(f"{base}/api/tempo", data="500") as response:
+            assert response.status == 400
+            answer = await response.json()
+            assert not answer["ok"] and "180" in answer["message"]
+        async with http.post(f"{base}/api/warp", json={}) as response:
+            assert response.status == 404
+            assert "tempo" in (await response.json())["message"]
+        async with http.get(f"{base}/api/state") as response:
+            state = await response.json()
+        async with http.get(f"{base}/api/info") as response:
+            info = await response.json()
+    assert hub.take_all() == [TempoCommand(bpm=100.0)]
+    assert {"bpm", "scene", "layers", "valence", "arousal", "viewers", "audio_time"} <= set(state)
+    assert "combat" in info["scenes"] and info["layers"][0] == "lead"
+
+
+async def test_pages_are_served(served: tuple[WebServer, ControlHub]) -> None:
+    server, _ = served
+    async with aiohttp.ClientSession() as http:
+        for path, needle in [
+            ("/", "obs.js"),
+            ("/panel", "panel.js"),
+            ("/static/obs.js", "RTCPeer"),
+        ]:
+            async with http.get(f"http://127.0.0.1:{server.port}{path}") as response:
+                assert response.status == 200
+                assert needle in await response.text()
+
+
+def _lan_address() -> str | None:
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
+                return ip.ip
+    return None
+
+
+async def test_clients_beyond_this_machine_need_the_token() -> None:
+    address = _lan_address()
+    if address is None:
+        pytest.skip("this machine has no network address besides loopback")
+    server = _server(ControlHub(), host="0.0.0.0", token="s3cret")
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            remote = f"http://{address}:{server.port}/api/state"
+            async with http.get(remote) as response:
+                assert response.status == 401
+                assert "token" in await response.text()
+            async with http.get(remote, params={"token": "s3cret"}) as response:
+                assert response.status == 200
+            async with http.get(remote, headers={"Authorization": "Bearer s3cret"}) as response:
+                assert response.status == 200
+            async with http.get(f"http://127.0.0.1:{server.port}/api/state") as response:
+                assert response.status == 200  # this machine itself needs none
+    finally:
+        await server.close()
+
+
+def test_listening_beyond_loopback_without_a_token_makes_one() -> None:
+    server = _server(None, host="0.0.0.0")
+    assert len(server.token) >= 12
+    assert f"?token={server.token}" in server.url
+
+
+def test_addresses_parse_and_bad_ones_are_one_line_errors(capsys: pytest.CaptureFixture) -> None:
+    assert parse_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
+    assert parse_address(":8090") == ("127.0.0.1", 8090)
+    assert parse_address("[::1]:8080") == ("::1", 8080)
+    code = main(["run", "--source", "demo", "--web", "localhost:http"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "HOST:PORT" in err
+
+
+def test_a_busy_port_is_a_one_line_error(capsys: pytest.CaptureFixture) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(
+            ["run", "--source", "demo", "--backend", "manual", "--duration", "1", "-q",
+             "--web", f"127.0.0.1:{port}"]
+        )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "--no-web" in err and str(port) in err
+
+
+def test_visuals_need_a_video_output(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    code = main(["render", "demo", "-o", str(tmp_path / "x.wav"), "--visuals", "only"])
+    err = capsys.readouterr().err
+    assert code == 2 and "video output" in err and err.count("\n") == 1
