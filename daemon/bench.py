@@ -37,12 +37,16 @@ Figures (later issues add theirs):
   is never known ahead), ``command_round_trip_ms`` a command to its result, p50/p95; ``null``
   without mosquitto (see :mod:`daemon.control.bench`);
 - ``visuals``: the beat-synced visual renderer at 1280x720: ``fps`` on one core, ms per frame
-  p50/p95 (opaque, transparent, and a live stream frame incl. YUV conversion); see
+  p50/p95 (opaque, transparent, and a live stream frame incl. YUV and VP8 encoding); see
   :mod:`daemon.web.bench`;
 - ``webrtc_audio_latency``: glass-to-glass from a beat's audio time to the OBS page's audio
   output in headless Chromium over loopback WebRTC, ms p50/p95 (``skipped`` without Chromium);
 - ``render_x_realtime``: ``moodscore render`` of a 640x360, 30 fps H.264 clip (60 s; 15 s with
-  ``--quick``), as a whole command in a fresh process: clip length / wall time.
+  ``--quick``), as a whole command in a fresh process: clip length / wall time;
+- ``library``: the music library on 200 files (25 with ``--quick``) moodscore composes and writes
+  as WAV, FLAC, OGG and MP3: ``scan`` speed in ``x_realtime`` (target >= 20), ``rescan_s`` with
+  nothing changed (target < 2), and ``recommend`` quality (mood queries, research seed 001's
+  diversity measure against nearest-by-tempo); see :mod:`daemon.library.bench`.
 """
 
 from __future__ import annotations
@@ -87,7 +91,14 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
     figures["mqtt"] = _mqtt(config, seconds=10.0 if quick else 60.0)
     figures.update(_web(config, quick=quick))
     figures.update(_render(seconds=15.0 if quick else 60.0))
+    figures["library"] = _library(config, quick=quick)
     return figures
+
+
+def _library(config: Config, *, quick: bool) -> dict[str, Any]:
+    from daemon.library.bench import library_figures
+
+    return library_figures(config, quick=quick)
 
 
 def _percentiles(samples_s: list[float]) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """The ``moodscore`` command: run | render | compose | analyze | doctor | bench | train-melody |
-train-scene.
+train-scene | library.
 
 Every user error (bad flag, missing file, bad config key, unavailable backend) ends as one line on
 stderr and exit status 2; nothing a user can fix prints a traceback.
@@ -161,7 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--epochs", type=int, default=6, metavar="N", help="epochs per stage")
     scene.add_argument("--steps", type=int, default=60, metavar="N", help="steps per epoch")
     scene.add_argument("--seed", type=int, default=0, help="seed for the split and training")
+
+    from daemon.library.commands import add_library_parser, add_play_flags
+
+    add_play_flags(run)
+    add_play_flags(render)
+    add_library_parser(commands, _add_common_flags)
     return parser
+
+
+def _add_common_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--config", type=Path, metavar="FILE", help="a TOML file over config.toml")
+    sub.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
 
 def _add_mode_flag(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +231,13 @@ def _with_mode(args: argparse.Namespace, config: Config) -> Config:
     return config if args.mode is None else config.replace("analysis", mode=args.mode)
 
 
+def _with_library(args: argparse.Namespace, config: Config) -> Config:
+    """``--library`` / ``--seed-track`` over ``[library]`` (a library folder is scanned)."""
+    from daemon.library.commands import apply_play_flags
+
+    return apply_play_flags(args, config)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -246,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": _cmd_bench,
         "train-melody": _cmd_train_melody,
         "train-scene": _cmd_train_scene,
+        "library": _cmd_library,
     }
     try:
         config = load_config(args.config)
@@ -301,6 +321,7 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
         config = config.replace("midi", backend=args.midi_backend)
     config = _with_mqtt(args, config)
     config = _with_web(args, config)
+    config = _with_library(args, config)
     _check_midi_path(args.midi)
     backend = choose_backend(config.engine.backend, render=False)
     source = open_source(args.source or config.source.kind, config.source, paced=True)
@@ -335,7 +356,10 @@ async def _run_live(args: argparse.Namespace, config: Config, source: Any, backe
     try:
         # MQTT wraps the run: "offline" is published after everything else has stopped; the
         # web server starts before the music and closes its viewers after the recording.
-        async with mqtt_bridge(config.mqtt, session), web_server(config, session):
+        # A busy configured port (a second moodscore) must not stop the music: any free port
+        # then; a port asked for with --web is a one-line error.
+        web = web_server(config, session, any_port_if_busy=args.web is None)
+        async with mqtt_bridge(config.mqtt, session), web:
             report = await session.run()
     finally:
         remove_handlers()
@@ -385,6 +409,7 @@ def _cmd_render(args: argparse.Namespace, config: Config) -> int:
         config = config.replace("composer", seed=args.seed)
     config = _with_mode(args, config)
     config = _with_mqtt(args, config)
+    config = _with_library(args, config)
     _check_midi_path(args.midi)
     if args.visuals not in (None, "none") and output.suffix.lower() == ".wav":
         raise ConfigError("--visuals needs a video output (OUT.mp4); a WAV has no picture")
@@ -637,6 +662,12 @@ def _cmd_bench(args: argparse.Namespace, config: Config) -> int:
     if args.output is not None:
         args.output.write_text(text + "\n")
     return 0
+
+
+def _cmd_library(args: argparse.Namespace, config: Config) -> int:
+    from daemon.library.commands import run_library_command
+
+    return run_library_command(args, config)
 
 
 def _cmd_train_melody(args: argparse.Namespace, config: Config) -> int:

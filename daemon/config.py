@@ -163,6 +163,19 @@ class VisualsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LibraryConfig:
+    index: str = ""
+    dir: str = ""
+    workers: int = 2
+    play: bool = False
+    crossfade_s: float = 2.0
+    min_hold_bars: int = 8
+    switch_margin: float = 0.1
+    seed_track: str = ""
+    seed_notes: int = 32
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration; one field per ``[section]`` of config.toml."""
 
@@ -179,6 +192,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     web: WebConfig = field(default_factory=WebConfig)
     visuals: VisualsConfig = field(default_factory=VisualsConfig)
+    library: LibraryConfig = field(default_factory=LibraryConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed, validated like a file would be."""
@@ -236,6 +250,11 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("visuals", "width"): (64, 3840),
     ("visuals", "height"): (64, 2160),
     ("visuals", "fps"): (1, 60),
+    ("library", "workers"): (1, 64),
+    ("library", "crossfade_s"): (0, 30),
+    ("library", "min_hold_bars"): (1, 1000),
+    ("library", "switch_margin"): (0, 4),
+    ("library", "seed_notes"): (8, 512),
 }
 
 

@@ -47,6 +47,7 @@ from daemon.control.commands import (
 )
 from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.errors import EngineError, MoodscoreError
+from daemon.library.live import LibraryMode
 from daemon.messages import BarScore, BarStarted, Beat, Frame, Mood, Plan
 from daemon.outputs.recorder import WavRecorder
 from daemon.scenes import get_scene, load_scene
@@ -181,10 +182,29 @@ class Session:
             config=config.conductor, preset=load_scene(config.conductor.scene)
         )
         self.composer = Composer(config=config.composer)
+        if config.library.seed_track:
+            from daemon.library.seed import load_seed_phrase, prime_composer
+
+            phrase = load_seed_phrase(
+                Path(config.library.seed_track).expanduser(), notes=config.library.seed_notes
+            )
+            prime_composer(self.composer, phrase)
         self.scores = ScoreQueue()
-        self.engine = Engine(
-            config=config.engine, backend=backend, scores=self.scores, realtime=not render
+        # The library mode's bar clock follows each track's tempo: no ramps between tracks.
+        engine_config = (
+            dataclasses.replace(config.engine, tempo_ramp=0.0)
+            if config.library.play
+            else config.engine
         )
+        self.engine = Engine(
+            config=engine_config, backend=backend, scores=self.scores, realtime=not render
+        )
+        # The library mode (``--library``) plays indexed tracks instead of composed bars.
+        self.library: LibraryMode | None = None
+        if config.library.play:
+            self.library = LibraryMode(
+                config=config.library, engine=self.engine, gain=config.engine.master_gain
+            )
         self.recorder: WavRecorder | None = None
         self._record_path = record_path
         if record_path is not None:
@@ -257,7 +277,7 @@ class Session:
                     # bar ahead of the analysis, so it must not learn the end only at the end.
                     end_time = self._source.duration
                 if end_time is not None:
-                    self.engine.set_end_time(end_time)
+                    self._set_end_time(end_time)
                 workers = [
                     group.create_task(self._compose(bar_events), name="composer"),
                     group.create_task(self._fan_out_beats(beat_events), name="beats"),
@@ -309,11 +329,11 @@ class Session:
             return
         if self._render:
             end = self.board.history[-1].t_end if self.board.history else self.engine.audio_time
-            self.engine.set_end_time(end)
+            self._set_end_time(end)
         elif self._source.duration is not None:
             # A live file that ended (and does not loop): let the last notes ring, then stop.
             log.info("the source ended; stopping after the music rings out")
-            self.engine.set_end_time(self.engine.audio_time + LIVE_TAIL_S)
+            self._set_end_time(self.engine.audio_time + LIVE_TAIL_S)
         else:
             # An endless source (a camera) stopped: a stream's music must not stop with it.
             log.warning(
@@ -364,10 +384,21 @@ class Session:
             self.conductor.release_mood()
             self._show_overrides()
         plan = self.conductor.plan_for_bar(bar)
-        score = await asyncio.to_thread(self.composer.compose_bar, plan)
+        score = await self._write_bar(plan)
         self._scores.append(score)
         self._planned[bar] = plan
         self.scores.put(score)
+
+    async def _write_bar(self, plan: Plan) -> BarScore:
+        """The bar's score: composed, or in the library mode the chosen track's (no notes)."""
+        if self.library is not None:
+            return await asyncio.to_thread(self.library.bar, plan)
+        return await asyncio.to_thread(self.composer.compose_bar, plan)
+
+    def _set_end_time(self, seconds: float) -> None:
+        self.engine.set_end_time(seconds)
+        if self.library is not None:
+            self.library.end_at(seconds)
 
     async def _replan(self) -> None:
         """Re-plan and re-compose the bars composed but not started yet (live only), so a
@@ -382,7 +413,7 @@ class Session:
             for bar in range(sounding.bar + 1, max(self._planned, default=-1) + 1):
                 if downbeat - self.engine.audio_time >= REPLAN_MARGIN_S:
                     plan = self.conductor.plan_for_bar(bar)
-                    score = await asyncio.to_thread(self.composer.compose_bar, plan)
+                    score = await self._write_bar(plan)
                     self._scores.append(score)
                     self._planned[bar] = plan
                     self.scores.put(score)
@@ -470,10 +501,32 @@ class Session:
             ``spec`` cannot be opened (the old source keeps running), or the session is not
             running.
         """
-        group, old_task = self._group, self._analysis_task
-        if group is None or old_task is None or self._stop.is_set():
-            raise MoodscoreError("the session is not running; switch sources while it plays")
+        self._check_switchable()
         new = await asyncio.to_thread(open_source, spec, self._config.source, paced=True)
+        return await self.use_source(new)
+
+    def _check_switchable(self) -> None:
+        running = self._group is not None and self._analysis_task is not None
+        if self._render or not running or self._stop.is_set():
+            raise MoodscoreError("the session is not running; switch sources while it plays")
+
+    async def use_source(self, new: FrameSource) -> str:
+        """Replace the running source with ``new``, an opened source (a browser's camera over
+        WebRTC); the session closes it from now on. The music plays on. Returns its
+        description.
+
+        Raises
+        ------
+        MoodscoreError
+            The session is not running (``new`` is closed).
+        """
+        try:
+            self._check_switchable()
+        except MoodscoreError:
+            await new.close()
+            raise
+        group, old_task = self._group, self._analysis_task
+        assert group is not None and old_task is not None
         self._switching = True
         try:
             old_task.cancel()
@@ -536,7 +589,11 @@ class Session:
         await self._source.close()
         await asyncio.to_thread(self._window_model.close)
         self.scores.close()
+        if self.library is not None:
+            self.library.fade_out()
         await asyncio.to_thread(self.engine.stop)
+        if self.library is not None:
+            self.library.close()
         self._close_recorder()
         for task in [*workers, engine_done, stop]:
             task.cancel()
@@ -552,7 +609,11 @@ class Session:
 
     async def _emergency_stop(self) -> None:
         self.scores.close()
+        if self.library is not None:
+            self.library.fade_out()
         await asyncio.to_thread(self.engine.stop)
+        if self.library is not None:
+            self.library.close()
         self._close_recorder()
         with contextlib.suppress(Exception):
             await self._source.close()

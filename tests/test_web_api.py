@@ -137,6 +137,27 @@ def test_a_busy_port_is_a_one_line_error(capsys: pytest.CaptureFixture) -> None:
     assert err.count("\n") == 1 and "--no-web" in err and str(port) in err
 
 
+def test_a_busy_configured_port_does_not_stop_the_music(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """A second moodscore (or anything) on the configured port: warn, serve on a free port."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "config.toml"
+        config.write_text(f"[web]\nport = {port}\n")
+        code = main(
+            ["run", "--source", "demo", "--backend", "manual", "--duration", "1",
+             "--config", str(config)]
+        )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"port {port} is taken" in err
+    served = [line for line in err.splitlines() if "OBS page: " in line]
+    assert len(served) == 1 and f":{port}/" not in served[0]
+
+
 def test_visuals_need_a_video_output(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     code = main(["render", "demo", "-o", str(tmp_path / "x.wav"), "--visuals", "only"])
     err = capsys.readouterr().err

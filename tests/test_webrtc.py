@@ -137,10 +137,11 @@ async def test_a_browser_peer_receives_the_clicks_and_the_visuals() -> None:
         # The viewer leaves: the daemon lets go of its connection by itself.
         await pc.close()
         for _ in range(50):
-            if server.peers.viewers == 0:
+            if server.peers.viewers == 0 and server.visuals.producing == 0:
                 break
             await asyncio.sleep(0.1)
         left = server.peers.viewers
+        producing = server.visuals.producing
     finally:
         await pc.close()
         engine.stop()
@@ -157,3 +158,4 @@ async def test_a_browser_peer_receives_the_clicks_and_the_visuals() -> None:
     assert (picture.width, picture.height) == (320, 180)
     assert state["viewers"] == 1 and state["connections"] == 1
     assert left == 0
+    assert producing == 0  # nobody watches: the visuals are no longer drawn

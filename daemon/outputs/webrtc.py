@@ -9,11 +9,11 @@ engine's clock says is sounding; the live manual engine renders ``engine.live_ah
 so the audio is always in the ring before it is due. A viewer that stalls (a busy event loop)
 skips ahead to the present instead of drifting behind.
 
-Video. :class:`LiveVisuals` renders the frame of each slot (``fps`` per second of wall clock)
-once, off the event loop, and shares it between viewers: each viewer's :class:`VisualsTrack`
-asks for the slot that is due. The frame shows the audio time that is sounding at that wall
-time. A transparent stream packs colour and alpha side by side (video codecs carry no alpha);
-the page recombines them.
+Video. :class:`LiveVisuals` draws the frame of each slot (``fps`` per second of wall clock) and
+encodes it to VP8 once, off the event loop, and hands the packets to every viewer's
+:class:`VisualsTrack`: three viewers cost what one does, bar packetising. The frame shows the
+audio time that is sounding at that wall time. A transparent stream packs colour and alpha side
+by side (video codecs carry no alpha); the page recombines them.
 
 :class:`PeerHub` owns the peer connections: a browser's offer in, the answer out, and every
 peer closed on shutdown.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fractions
 import logging
 import math
@@ -33,27 +34,42 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import av
+import cv2
 import numpy as np
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
 
+from daemon.engine.sequencer import RateLimitedLog
 from daemon.visuals import EMPTY_STATE, VisualTimeline, pack_alpha, render_frame
 
 log = logging.getLogger("moodscore.webrtc")
 
 FRAME_S = 0.02  # one Opus frame
 VIDEO_CLOCK = 90_000  # RTP video clock rate
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 # A viewer whose cursor fell this far behind the present (a stalled event loop) jumps ahead.
 MAX_AUDIO_LAG_S = 0.2
 # A viewer whose connection stays "disconnected" this long is dropped.
 DISCONNECT_GRACE_S = 5.0
 # Seconds of audio the ring holds: far more than any viewer may lag.
 RING_SECONDS = 2.0
+# A keyframe at least this often in the shared video stream (see LiveVisuals).
+KEYFRAME_INTERVAL_S = 2.0
+# Encoded frames a viewer may have waiting before it is dropped back to the next keyframe.
+FEED_FRAMES = 8
+
+# The video codecs a viewer's connection may use: VP8 (and its retransmissions).
+VP8_CODECS = [
+    c
+    for c in RTCRtpSender.getCapabilities("video").codecs
+    if c.mimeType.lower() in ("video/vp8", "video/rtx")
+]
 
 # Returns the time.perf_counter() at audio time 0, or None before the engine's clock runs.
 ClockOffset = Callable[[], float | None]
@@ -223,11 +239,125 @@ class VideoFormat:
     fps: float
 
 
+def stream_bitrate(width: int, height: int, fps: float) -> int:
+    """Bits per second of the shared VP8 stream: about 0.08 bit per pixel per frame (the
+    visuals are smooth gradients and a few shapes), between 300 kbit/s and 8 Mbit/s; 720p at
+    30 fps gets 2.2 Mbit/s."""
+    return int(min(max(width * height * fps * 0.08, 300_000), 8_000_000))
+
+
+def yuv420_frame(image: np.ndarray) -> av.VideoFrame:
+    """RGB or RGBA (alpha ignored) [shape=(h, w, 3|4), dtype=uint8], even h and w -> a yuv420p
+    frame (BT.601, limited range, as FFmpeg's own conversion; OpenCV's is several times faster).
+    """
+    code = cv2.COLOR_RGBA2YUV_I420 if image.shape[2] == 4 else cv2.COLOR_RGB2YUV_I420
+    yuv: np.ndarray = cv2.cvtColor(image, code).astype(np.uint8, copy=False)
+    return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+
+
+class VisualsEncoder:
+    """VP8 (libvpx, real-time settings as aiortc's own encoder uses) of one shared stream.
+
+    Parameters
+    ----------
+    width, height : frame size in pixels (even).
+    fps : frame rate (rate control only; timestamps come with the frames).
+    bitrate : constant bit rate in bits per second.
+    """
+
+    def __init__(self, *, width: int, height: int, fps: float, bitrate: int) -> None:
+        codec = av.CodecContext.create("libvpx", "w")
+        codec.width, codec.height = width, height
+        codec.pix_fmt = "yuv420p"
+        codec.time_base = VIDEO_TIME_BASE
+        codec.framerate = fractions.Fraction(fps).limit_denominator(1001)
+        codec.bit_rate = bitrate
+        codec.gop_size = 100_000  # keyframes only when asked for (see LiveVisuals)
+        codec.qmin, codec.qmax = 2, 56
+        codec.options = {
+            "bufsize": str(bitrate),
+            "cpu-used": "-6",
+            "deadline": "realtime",
+            "lag-in-frames": "0",
+            "minrate": str(bitrate),
+            "maxrate": str(bitrate),
+            "overshoot-pct": "15",
+            "undershoot-pct": "100",
+            "static-thresh": "1",
+            "partitions": "0",
+        }
+        codec.thread_count = 2 if width * height > 640 * 480 else 1
+        self._codec = codec
+
+    def encode(self, frame: av.VideoFrame, *, keyframe: bool) -> list[av.Packet]:
+        """Encode one yuv420p frame (its ``pts`` on the 90 kHz clock); a keyframe when asked."""
+        frame.pict_type = (
+            av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        )
+        packets = list(self._codec.encode(frame))
+        for packet in packets:
+            packet.time_base = VIDEO_TIME_BASE
+        return packets
+
+
+class VideoFeed:
+    """One viewer's place in a shared stream: the encoded frames waiting for its sender.
+
+    A viewer starts on a keyframe; one that lags :data:`FEED_FRAMES` frames behind (its
+    connection or the event loop stalled) drops what waits and resumes at the next keyframe,
+    which it asks for: a shared VP8 stream cannot skip frames in between.
+    """
+
+    def __init__(self, request_keyframe: Callable[[], None]) -> None:
+        self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue()
+        self._request_keyframe = request_keyframe
+        self._waiting_for_key = True
+        self.dropped = 0  # frames this viewer did not get
+
+    def put(self, packets: list[av.Packet]) -> None:
+        """Hand on one slot's packets (event loop)."""
+        for packet in packets:
+            if self._queue.qsize() >= FEED_FRAMES:
+                self.dropped += self._queue.qsize()
+                while not self._queue.empty():
+                    self._queue.get_nowait()
+                self._waiting_for_key = True
+                self._request_keyframe()
+            if self._waiting_for_key and not packet.is_keyframe:
+                self.dropped += 1
+                continue
+            self._waiting_for_key = False
+            self._queue.put_nowait(packet)
+
+    def end(self) -> None:
+        """The stream ended: the viewer's next :meth:`get` returns None."""
+        self._queue.put_nowait(None)
+
+    async def get(self) -> av.Packet | None:
+        """The next encoded frame, or None when the stream ended."""
+        return await self._queue.get()
+
+
+class _Stream:
+    """The shared stream of one kind (opaque or transparent): its viewers and its producer."""
+
+    def __init__(self) -> None:
+        self.feeds: set[VideoFeed] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.keyframe_wanted = True
+
+
 class LiveVisuals:
-    """Renders the visuals of each video slot once and shares the frame between viewers.
+    """Renders and encodes the visuals of each video slot once and shares the packets between
+    viewers.
 
     Slot ``k`` is due at wall time ``origin + k / fps`` (``origin`` is when this object was made)
-    and shows the audio time sounding then.
+    and shows the audio time sounding then. While anyone watches, a producer task per stream
+    kind (opaque, transparent) renders and encodes each slot off the event loop, starting one
+    slot ahead, and hands the VP8 packets to every viewer at the slot's due time. Drawing and
+    encoding cost the same for one viewer or ten: only packetising is per viewer. A keyframe
+    goes out when a viewer joins or falls behind, and every :data:`KEYFRAME_INTERVAL_S` (so a
+    lost packet heals without a keyframe request, which shared packets cannot answer).
 
     Parameters
     ----------
@@ -238,12 +368,17 @@ class LiveVisuals:
 
     def __init__(self, *, timeline: VisualTimeline, clock: ClockOffset, video: VideoFormat):
         self.timeline = timeline
-        self.video = video
+        # yuv420p needs even sizes.
+        self.video = dataclasses.replace(
+            video, width=video.width // 2 * 2, height=video.height // 2 * 2
+        )
         self._clock = clock
         self.origin = time.perf_counter()
-        self._cache: dict[tuple[int, bool], asyncio.Future[av.VideoFrame]] = {}
-        self.rendered = 0
+        self._streams = {False: _Stream(), True: _Stream()}
+        self.rendered = 0  # slots drawn and encoded
         self.render_seconds = 0.0
+        self.late_slots = 0  # slots skipped because drawing fell behind the clock
+        self._closed = False
 
     def slot_time(self, slot: int) -> float:
         """Wall time (perf_counter) at which slot ``slot`` is due."""
@@ -253,30 +388,45 @@ class LiveVisuals:
         """The slot due now or next."""
         return max(0, math.ceil((time.perf_counter() - self.origin) * self.video.fps - 1e-6))
 
-    async def frame(self, slot: int, *, transparent: bool) -> av.VideoFrame:
-        """The frame of ``slot`` (yuv420p, pts on the 90 kHz clock), rendered on first request."""
-        key = (slot, transparent)
-        future = self._cache.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._cache[key] = future
-            # Only the newest few slots are wanted; drop the rest so memory stays flat.
-            for old in [k for k in self._cache if k[0] < slot - 4]:
-                del self._cache[old]
-            try:
-                frame = await asyncio.to_thread(self._render, slot, transparent)
-            except BaseException as exc:
-                self._cache.pop(key, None)
-                future.set_exception(exc)
-                # Nobody else may be waiting; mark it retrieved so asyncio does not complain.
-                future.exception()
-                raise
-            future.set_result(frame)
-            return frame
-        return await asyncio.shield(future)
+    def subscribe(self, *, transparent: bool) -> VideoFeed:
+        """A new viewer's feed of the shared stream; starts the producer when it is the first.
+        Call on the event loop."""
+        stream = self._streams[transparent]
+        feed = VideoFeed(lambda: setattr(stream, "keyframe_wanted", True))
+        stream.feeds.add(feed)
+        stream.keyframe_wanted = True
+        if self._closed:
+            feed.end()
+        elif stream.task is None or stream.task.done():
+            stream.task = asyncio.get_running_loop().create_task(
+                self._produce(stream, transparent), name="visuals"
+            )
+        return feed
 
-    def _render(self, slot: int, transparent: bool) -> av.VideoFrame:
-        started = time.perf_counter()
+    def unsubscribe(self, feed: VideoFeed) -> None:
+        """A viewer left; the producer stops after the last one."""
+        for stream in self._streams.values():
+            stream.feeds.discard(feed)
+
+    @property
+    def producing(self) -> int:
+        """Streams being drawn and encoded now (0 with nobody watching)."""
+        return sum(1 for s in self._streams.values() if s.task is not None and not s.task.done())
+
+    async def close(self) -> None:
+        """Stop producing; every viewer's feed ends."""
+        self._closed = True
+        for stream in self._streams.values():
+            if stream.task is not None:
+                stream.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stream.task
+            for feed in stream.feeds:
+                feed.end()
+
+    def render(self, slot: int, transparent: bool) -> av.VideoFrame:
+        """The frame of ``slot`` (yuv420p, pts on the 90 kHz clock); a pure function of the
+        slot, the engine's clock and the timeline."""
         offset = self._clock()
         if offset is None:
             t, state = 0.0, EMPTY_STATE
@@ -285,18 +435,62 @@ class LiveVisuals:
             state = self.timeline.state_at(t)
         width, height = self.video.width, self.video.height
         rgba = render_frame(t, state, width=width, height=height, transparent=transparent)
-        image = pack_alpha(rgba) if transparent else np.ascontiguousarray(rgba[:, :, :3])
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        frame = yuv420_frame(pack_alpha(rgba) if transparent else rgba)
         frame.pts = round(slot * VIDEO_CLOCK / self.video.fps)
-        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        self.rendered += 1
-        self.render_seconds += time.perf_counter() - started
+        frame.time_base = VIDEO_TIME_BASE
         return frame
+
+    async def _produce(self, stream: _Stream, transparent: bool) -> None:
+        width = self.video.width * (2 if transparent else 1)
+        encoder = VisualsEncoder(
+            width=width,
+            height=self.video.height,
+            fps=self.video.fps,
+            bitrate=stream_bitrate(width, self.video.height, self.video.fps),
+        )
+        period = 1.0 / self.video.fps
+        next_key = 0
+        slot = self.current_slot()
+        trouble = RateLimitedLog(log)
+
+        def render_and_encode(slot: int, keyframe: bool) -> list[av.Packet]:
+            started = time.perf_counter()
+            packets = encoder.encode(self.render(slot, transparent), keyframe=keyframe)
+            self.render_seconds += time.perf_counter() - started
+            self.rendered += 1
+            return packets
+
+        while stream.feeds:
+            # Start a slot ahead of its due time, so its packets are ready when it is due.
+            delay = self.slot_time(slot) - period - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            present = self.current_slot()
+            if present > slot + 1:
+                # Drawing fell behind (a busy machine): skip to the present, never queue up.
+                self.late_slots += present - slot
+                slot = present
+            keyframe = stream.keyframe_wanted or slot >= next_key
+            stream.keyframe_wanted = False
+            try:
+                packets = await asyncio.to_thread(render_and_encode, slot, keyframe)
+            except Exception:
+                trouble.warning("visuals: slot %d could not be drawn; skipped", slot, exc_info=True)
+                slot += 1
+                continue
+            if keyframe:
+                next_key = slot + max(1, round(KEYFRAME_INTERVAL_S * self.video.fps))
+            delay = self.slot_time(slot) - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for feed in list(stream.feeds):
+                feed.put(packets)
+            slot += 1
 
 
 class VisualsTrack(MediaStreamTrack):
-    """One viewer's video: the shared frame of each slot, when it is due. A viewer that falls
-    behind skips to the present slot (frames are dropped, never queued)."""
+    """One viewer's video: the shared stream's VP8 packets (aiortc packetises them for this
+    viewer's connection without encoding again). The connection must have negotiated VP8."""
 
     kind = "video"
 
@@ -304,24 +498,32 @@ class VisualsTrack(MediaStreamTrack):
         super().__init__()
         self._visuals = visuals
         self._transparent = transparent
-        self._next: int | None = None
-        self.skipped = 0
+        self._feed: VideoFeed | None = None
 
-    async def recv(self) -> av.VideoFrame:
-        """The frame of the next slot, returned at its due time."""
+    async def recv(self) -> av.Packet:
+        """The next encoded frame, handed on at its slot's due time."""
         if self.readyState != "live":
             raise MediaStreamError
-        present = self._visuals.current_slot()
-        slot = present if self._next is None else self._next
-        if slot < present:
-            self.skipped += present - slot
-            slot = present
-        due = self._visuals.slot_time(slot)
-        now = time.perf_counter()
-        if due > now:
-            await asyncio.sleep(due - now)
-        self._next = slot + 1
-        return await self._visuals.frame(slot, transparent=self._transparent)
+        if self._feed is None:
+            # Subscribe on the first request: a track whose connection never starts costs
+            # nothing.
+            self._feed = self._visuals.subscribe(transparent=self._transparent)
+        packet = await self._feed.get()
+        if packet is None or self.readyState != "live":
+            raise MediaStreamError
+        return packet
+
+    @property
+    def dropped(self) -> int:
+        """Frames this viewer did not get (it fell behind)."""
+        return 0 if self._feed is None else self._feed.dropped
+
+    def stop(self) -> None:
+        """Leave the shared stream."""
+        if self._feed is not None:
+            self._visuals.unsubscribe(self._feed)
+            self._feed.end()
+        super().stop()
 
 
 def allow_loopback_candidates() -> None:
@@ -392,6 +594,9 @@ class PeerHub:
         self.connections += 1
         audio = EngineAudioTrack(self.ring, self._clock)
         video = VisualsTrack(self.visuals, transparent=transparent)
+        pc.addTransceiver(audio, direction="sendonly")
+        # The shared stream is VP8 (every browser decodes it): this viewer must take VP8.
+        pc.addTransceiver(video, direction="sendonly").setCodecPreferences(VP8_CODECS)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -407,18 +612,18 @@ class PeerHub:
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            for transceiver in pc.getTransceivers():
-                if transceiver.kind == "audio":
-                    pc.addTrack(audio)
-                elif transceiver.kind == "video":
-                    pc.addTrack(video)
-            if not pc.getSenders():
-                raise ValueError("the offer asks for neither audio nor video")
             await pc.setLocalDescription(await pc.createAnswer())
+            if not any(t.currentDirection == "sendonly" for t in pc.getTransceivers()):
+                raise ValueError("the offer asks for neither audio nor video")
         except Exception as exc:
             await self._drop(pc)
             if isinstance(exc, ValueError):
                 raise
+            if "video" in str(exc):
+                raise ValueError(
+                    "the browser offers no VP8 video; use a browser that decodes VP8 (Chromium, "
+                    "OBS, Firefox, Safari)"
+                ) from exc
             raise ValueError(f"could not answer the offer: {exc}") from exc
         log.info("viewer connected (%d watching)", self.viewers)
         return pc.localDescription
@@ -438,3 +643,4 @@ class PeerHub:
         self._closed = True
         peers = list(self._peers)
         await asyncio.gather(*(self._drop(pc) for pc in peers), return_exceptions=True)
+        await self.visuals.close()

@@ -136,27 +136,28 @@ def render_frame(
     level = pulse(t, state)
     scale = height / 720.0
 
+    # One RGBA image: shapes are drawn with (r, g, b, a) colours, so a shape's opacity lands in
+    # the alpha channel (transparent) or is mixed into its colour over the background (opaque).
     if transparent:
-        rgb = np.zeros((height, width, 3), dtype=np.uint8)
-        alpha = np.zeros((height, width), dtype=np.uint8)
-        flash = _rgb(hue, 0.25, 1.0)
         flash_alpha = round(255 * FLASH_ALPHA * min(level, 1.0))
         if flash_alpha >= 3:  # the tail of the decay: leave the background clear
-            rgb[:] = flash.astype(np.uint8)
-            alpha[:] = flash_alpha
+            pixel = np.append(_rgb(hue, 0.25, 1.0), flash_alpha).astype(np.uint8)
+            out = np.empty((height, width, 4), dtype=np.uint8)
+            # One 32-bit fill instead of a strided write per channel.
+            out.view(np.uint32)[:] = pixel.view(np.uint32)[0]
+        else:
+            out = np.zeros((height, width, 4), dtype=np.uint8)
     else:
         top = _rgb(hue, 0.35 + 0.5 * excite, 0.10 + 0.12 * excite)
         bottom = _rgb(hue + 25.0, 0.45 + 0.45 * excite, 0.22 + 0.18 * excite)
         column = top + (bottom - top) * _gradient_column(height)
         column = column + FLASH_GAIN * level
-        rgb = np.ascontiguousarray(
-            np.broadcast_to(
-                np.clip(column, 0, 255).astype(np.uint8)[:, None, :], (height, width, 3)
-            )
-        )
-        alpha = None
+        rgba = np.empty((height, 1, 4), dtype=np.uint8)
+        rgba[:, 0, :3] = np.clip(column, 0, 255)
+        rgba[:, 0, 3] = 255
+        out = np.repeat(rgba, width, axis=1)
 
-    canvas = _Canvas(rgb, alpha)
+    canvas = _Canvas(out, transparent=transparent)
     _draw_ring(canvas, t, state, width, height, hue, scale)
     now_x = int(NOW_X * width)
     line_colour = _rgb(hue, 0.2, 0.55 + 0.45 * min(level, 1.0))
@@ -164,32 +165,30 @@ def render_frame(
         (now_x, 0), (now_x, height), line_colour, max(1, round(2 * scale)), 160 + int(60 * level)
     )
     _draw_notes(canvas, t, state, width, height, hue, excite, scale)
-
-    out = np.empty((height, width, 4), dtype=np.uint8)
-    out[:, :, :3] = rgb
-    out[:, :, 3] = 255 if alpha is None else alpha
     return out
 
 
 class _Canvas:
-    """Draws a shape into the colour image and, in transparent mode, its opacity into alpha.
+    """Draws translucent shapes into an RGBA image.
 
-    Opaque mode mixes a translucent shape's colour with the background colour under it once,
-    instead of blending whole frames.
+    Transparent mode puts a shape's opacity into the alpha channel; opaque mode mixes its
+    colour with the background colour under it once, instead of blending whole frames.
     """
 
-    def __init__(self, rgb: np.ndarray, alpha: np.ndarray | None) -> None:
-        self.rgb = rgb
-        self.alpha = alpha
+    def __init__(self, image: np.ndarray, *, transparent: bool) -> None:
+        self.image = image
+        self.transparent = transparent
 
     def _colour(self, colour: np.ndarray, opacity: int, at: tuple[int, int]) -> tuple[int, ...]:
-        if self.alpha is not None or opacity >= 255:
-            return tuple(int(c) for c in np.clip(colour, 0, 255))
-        y = min(max(at[1], 0), self.rgb.shape[0] - 1)
-        x = min(max(at[0], 0), self.rgb.shape[1] - 1)
-        under = self.rgb[y, x].astype(np.float64)
+        if self.transparent or opacity >= 255:
+            r, g, b = (int(c) for c in np.clip(colour, 0, 255))
+            return (r, g, b, opacity if self.transparent else 255)
+        y = min(max(at[1], 0), self.image.shape[0] - 1)
+        x = min(max(at[0], 0), self.image.shape[1] - 1)
+        under = self.image[y, x, :3].astype(np.float64)
         w = opacity / 255.0
-        return tuple(int(c) for c in np.clip(under + (colour - under) * w, 0, 255))
+        r, g, b = (int(c) for c in np.clip(under + (colour - under) * w, 0, 255))
+        return (r, g, b, 255)
 
     def line(
         self,
@@ -199,9 +198,7 @@ class _Canvas:
         thickness: int,
         opacity: int = 255,
     ) -> None:
-        cv2.line(self.rgb, p1, p2, self._colour(colour, opacity, p1), thickness, cv2.LINE_AA)
-        if self.alpha is not None:
-            cv2.line(self.alpha, p1, p2, opacity, thickness, cv2.LINE_AA)
+        cv2.line(self.image, p1, p2, self._colour(colour, opacity, p1), thickness, cv2.LINE_AA)
 
     def circle(
         self,
@@ -211,16 +208,12 @@ class _Canvas:
         thickness: int,
         opacity: int = 255,
     ) -> None:
-        cv2.circle(self.rgb, centre, radius, self._colour(colour, opacity, centre), thickness,
-                   cv2.LINE_AA)  # fmt: skip
-        if self.alpha is not None:
-            cv2.circle(self.alpha, centre, radius, opacity, thickness, cv2.LINE_AA)
+        colour4 = self._colour(colour, opacity, centre)
+        cv2.circle(self.image, centre, radius, colour4, thickness, cv2.LINE_AA)
 
     def polygon(self, points: np.ndarray, colour: np.ndarray, opacity: int = 255) -> None:
         at = (int(points[0][0]), int(points[0][1]))
-        cv2.fillConvexPoly(self.rgb, points, self._colour(colour, opacity, at), cv2.LINE_AA)
-        if self.alpha is not None:
-            cv2.fillConvexPoly(self.alpha, points, opacity, cv2.LINE_AA)
+        cv2.fillConvexPoly(self.image, points, self._colour(colour, opacity, at), cv2.LINE_AA)
 
 
 def _draw_ring(

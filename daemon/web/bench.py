@@ -4,8 +4,8 @@ latency.
 - ``visuals``: :func:`~daemon.visuals.render_frame` at 1280x720 over a dense five-layer score at
   150 bpm (bars from the real engine, rendered offline): ``fps`` frames per second one core
   draws (opaque), ``ms`` per frame p50/p95 opaque and ``transparent_ms`` for the overlay mode;
-  ``stream_frame_ms`` adds what each frame of the live stream costs beyond drawing (RGB ->
-  YUV 4:2:0 for the encoder);
+  ``stream_frame_ms`` is what each frame of the live stream costs in all: drawing, RGB ->
+  YUV 4:2:0 and VP8 encoding, done once per frame however many viewers watch;
 - ``webrtc_audio_latency``: glass-to-glass from a beat's audio time to its arrival at the
   browser's audio output (see :mod:`daemon.web.latency`), ms p50/p95; ``skipped`` says why
   where Chromium or Playwright is missing.
@@ -35,11 +35,12 @@ def visuals_figures(
     config: Config, *, frames: int, width: int = 1280, height: int = 720
 ) -> dict[str, Any]:
     """Renderer speed at ``width`` x ``height`` over ``frames`` frames at 30 fps of music."""
-    import av
+    import fractions
 
     from daemon.composer import Composer
     from daemon.engine import BackendChoice, Engine, ScoreQueue
     from daemon.messages import Plan
+    from daemon.outputs.webrtc import VisualsEncoder, stream_bitrate, yuv420_frame
     from daemon.visuals import VisualTimeline, render_frame
 
     seconds = frames / 30.0 + 2.0
@@ -63,6 +64,9 @@ def visuals_figures(
     engine.start()
     engine.wait()
     engine.stop()
+    encoder = VisualsEncoder(
+        width=width, height=height, fps=30.0, bitrate=stream_bitrate(width, height, 30.0)
+    )
     opaque, transparent, convert = [], [], []
     for k in range(frames):
         t = 1.0 + k / 30.0
@@ -70,9 +74,9 @@ def visuals_figures(
         started = time.perf_counter()
         image = render_frame(t, state, width=width, height=height)
         drawn = time.perf_counter()
-        av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:, :, :3]), format="rgb24").reformat(
-            format="yuv420p"
-        )
+        frame = yuv420_frame(image)
+        frame.pts, frame.time_base = k * 3000, fractions.Fraction(1, 90_000)
+        encoder.encode(frame, keyframe=k % 60 == 0)
         convert.append(time.perf_counter() - drawn)
         opaque.append(drawn - started)
         started = time.perf_counter()

@@ -12,11 +12,17 @@ Routes
 ``POST /api/offer``
     ``{"sdp": ..., "type": "offer", "transparent": false}`` -> the answer, same shape. The
     offer must carry the browser's ICE candidates (wait for gathering to complete).
+``POST /api/camera``
+    A browser's offer that *sends* its camera (same shape as ``/api/offer``) -> the answer. Once
+    the first picture arrives, the session switches its source to that camera (the music plays
+    on); ``source`` in the state then reads ``browser camera WxH``. A later camera replaces it;
+    when the browser stops sending, the music goes on in the last mood.
 ``GET /api/state``
     The control hub's state (valence, arousal, scene, bpm, layers, key, mode, source, overrides,
     muted, playing, bar) plus ``audio_time``, ``analysis`` (the newest window's valence and
-    arousal, before smoothing), ``viewers`` (connected now), ``connections`` (ever) and
-    ``late_blocks`` (audio blocks the engine handed on late).
+    arousal, before smoothing), ``viewers`` (connected now), ``connections`` (ever),
+    ``video_streams`` (visuals streams being encoded now) and ``late_blocks`` (audio blocks the
+    engine handed on late).
 ``GET /api/info``
     What the panel offers: scenes, layers, command names, the stream's size and rate.
 ``POST /api/<command>``
@@ -32,7 +38,9 @@ token is configured, a random one is made and logged with the URL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import hmac
 import ipaddress
 import logging
@@ -45,7 +53,7 @@ from aiohttp import web
 
 from daemon.config import Config, VisualsConfig, WebConfig
 from daemon.control.commands import COMMAND_NAMES, ControlHub
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, MoodscoreError
 from daemon.messages import LAYER_ORDER
 from daemon.outputs.webrtc import (
     AudioRing,
@@ -57,6 +65,7 @@ from daemon.outputs.webrtc import (
 )
 from daemon.scenes import available_scenes
 from daemon.visuals import VisualTimeline
+from daemon.web.camera import BrowserCamera, answer_camera
 
 log = logging.getLogger("moodscore.web")
 
@@ -125,6 +134,7 @@ class WebServer:
         )
         self.peers = PeerHub(ring=self.ring, visuals=self.visuals, clock=clock)
         engine.add_audio_listener(self._tap)
+        self._camera_tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.app = self._build_app()
 
@@ -165,6 +175,7 @@ class WebServer:
         app.router.add_get("/favicon.ico", self._page("favicon.svg"))
         app.router.add_static("/static/", STATIC_DIR, show_index=False)
         app.router.add_post("/api/offer", self._offer)
+        app.router.add_post("/api/camera", self._camera)
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/api/info", self._info)
         app.router.add_post("/api/{command}", self._command)
@@ -211,6 +222,43 @@ class WebServer:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"sdp": answer.sdp, "type": answer.type})
 
+    async def _camera(self, request: web.Request) -> web.Response:
+        if not callable(getattr(self.session, "use_source", None)):
+            return web.json_response({"error": "this session takes no camera"}, status=503)
+        try:
+            body = await request.json()
+            sdp, kind = str(body["sdp"]), str(body["type"])
+        except (ValueError, KeyError, TypeError):
+            return web.json_response(
+                {"error": 'send {"sdp": ..., "type": "offer"} as JSON'}, status=400
+            )
+        try:
+            answer, camera = await answer_camera(sdp, kind)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        task = asyncio.get_running_loop().create_task(self._use_camera(camera), name="camera")
+        self._camera_tasks.add(task)
+        task.add_done_callback(self._camera_tasks.discard)
+        return web.json_response({"sdp": answer.sdp, "type": answer.type})
+
+    async def _use_camera(self, camera: BrowserCamera) -> None:
+        handed_over = False
+        try:
+            await camera.wait_ready()
+            description = await self.session.use_source(camera)
+            handed_over = True
+            log.info("source: %s (sent by a browser)", description)
+            await camera.ended.wait()
+            control = self.control
+            if control is not None and control.state().get("source") == description:
+                # The browser stopped sending (not a switch to another source): say so.
+                control.update(source=f"{description} (stopped)")
+        except MoodscoreError as exc:
+            log.warning("%s", exc)
+        finally:
+            if not handed_over:
+                await camera.close()
+
     def state(self) -> dict[str, Any]:
         """The state the panel shows (see the module docstring)."""
         control = self.control
@@ -225,6 +273,8 @@ class WebServer:
         state["audio_time"] = round(self.session.engine.audio_time, 3)
         state["viewers"] = self.peers.viewers
         state["connections"] = self.peers.connections
+        # Visuals streams being drawn and encoded now (opaque, transparent): 0 with no viewer.
+        state["video_streams"] = self.visuals.producing
         # Blocks the live engine handed on late (audible gaps in real time); 0 when healthy.
         state["late_blocks"] = getattr(self.session.engine, "late_blocks", 0)
         return state
@@ -260,20 +310,34 @@ class WebServer:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, any_port_if_busy: bool = False) -> None:
         """Listen; the OBS page's URL is logged.
+
+        Parameters
+        ----------
+        any_port_if_busy : when the port is taken, warn and listen on a free port instead (the
+            configured default port; a port given on the command line is an error).
 
         Raises
         ------
         ConfigError
-            The address is taken or cannot be bound.
+            The address is taken (unless ``any_port_if_busy``) or cannot be bound.
         """
         allow_loopback_candidates()
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:
-            await site.start()
+            try:
+                site = await self._listen(runner, self.port)
+            except OSError as exc:
+                if not (any_port_if_busy and exc.errno == errno.EADDRINUSE and self.port != 0):
+                    raise
+                log.warning(
+                    "port %d is taken (another moodscore?); serving on a free port instead "
+                    "(--web HOST:PORT picks one)",
+                    self.port,
+                )
+                site = await self._listen(runner, 0)
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(
@@ -287,8 +351,16 @@ class WebServer:
             self.port = sockets[0].getsockname()[1]
         log.info("OBS page: %s  (control panel: %s)", self.url, self.panel_url)
 
+    async def _listen(self, runner: web.AppRunner, port: int) -> web.TCPSite:
+        site = web.TCPSite(runner, self.host, port, reuse_address=True)
+        await site.start()
+        return site
+
     async def close(self) -> None:
         """Close every viewer's connection, then stop serving (idempotent)."""
+        for task in list(self._camera_tasks):
+            task.cancel()
+        await asyncio.gather(*self._camera_tasks, return_exceptions=True)
         await self.peers.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
@@ -297,11 +369,12 @@ class WebServer:
 
 @contextlib.asynccontextmanager
 async def serve(
-    session: Any, web_config: WebConfig, visuals: VisualsConfig
+    session: Any, web_config: WebConfig, visuals: VisualsConfig, *, any_port_if_busy: bool = False
 ) -> AsyncIterator[WebServer]:
-    """Serve the web page for ``session`` while the block runs; viewers are closed on exit."""
+    """Serve the web page for ``session`` while the block runs; viewers are closed on exit.
+    ``any_port_if_busy``: see :meth:`WebServer.start`."""
     server = WebServer(session=session, web_config=web_config, visuals=visuals)
-    await server.start()
+    await server.start(any_port_if_busy=any_port_if_busy)
     try:
         yield server
     finally:
@@ -309,9 +382,11 @@ async def serve(
 
 
 def web_server(
-    config: Config, session: Any
+    config: Config, session: Any, *, any_port_if_busy: bool = False
 ) -> contextlib.AbstractAsyncContextManager[WebServer | None]:
-    """:func:`serve` when ``web.enabled``, else a context that serves nothing (yields None)."""
+    """:func:`serve` when ``web.enabled``, else a context that serves nothing (yields None).
+    ``any_port_if_busy``: the port is the configured one, not one the user just asked for (see
+    :meth:`WebServer.start`)."""
     if not config.web.enabled:
         return contextlib.nullcontext(None)
-    return serve(session, config.web, config.visuals)
+    return serve(session, config.web, config.visuals, any_port_if_busy=any_port_if_busy)

@@ -101,17 +101,39 @@ async function connect() {
   }
 }
 
+// A daemon that stopped or crashed sends nothing more, but the browser notices only after ICE
+// consent fails (7 s or more). The daemon always sends audio (silence included), so three
+// seconds without an audio byte means it is gone: reconnect (it may be back already).
+const STALL_MS = 3000;
+let lastBytes = -1;
+let lastChange = 0;
+setInterval(async () => {
+  const pc = window.moodscore.pc;
+  if (!pc || pc.connectionState !== "connected") { lastBytes = -1; return; }
+  let bytes = 0;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") bytes = r.bytesReceived;
+  });
+  const now = performance.now();
+  if (bytes !== lastBytes) { lastBytes = bytes; lastChange = now; return; }
+  if (now - lastChange > STALL_MS) {
+    console.warn("moodscore: the stream stalled; reconnecting");
+    lastBytes = -1;
+    scheduleRetry(pc);
+  }
+}, 1000);
+
 // Close our side when the page goes, so the daemon frees the viewer at once.
 window.addEventListener("pagehide", () => { if (window.moodscore.pc) window.moodscore.pc.close(); });
 
 // -- transparent: colour (left half) x alpha (right half) -> a transparent canvas ---------------
 
 function startTransparent() {
-  document.body.classList.add("transparent");
+  document.documentElement.classList.add("transparent");
   const canvas = document.getElementById("canvas");
   canvas.hidden = false;
   const gl = canvas.getContext("webgl", { premultipliedAlpha: true, alpha: true });
-  if (!gl) { document.body.classList.remove("transparent"); canvas.hidden = true; return; }
+  if (!gl) { document.documentElement.classList.remove("transparent"); canvas.hidden = true; return; }
   const vs = "attribute vec2 p; varying vec2 uv; void main() {" +
     " uv = vec2((p.x + 1.0) * 0.5, (1.0 - p.y) * 0.5); gl_Position = vec4(p, 0.0, 1.0); }";
   const fs = "precision mediump float; uniform sampler2D t; varying vec2 uv; void main() {" +

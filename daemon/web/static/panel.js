@@ -102,6 +102,76 @@ async function poll() {
   setTimeout(poll, POLL_MS);
 }
 
+// -- "use this browser's camera": the camera goes to the daemon over WebRTC as its source ------
+
+let camera = null; // {pc, stream}
+
+function gatheringComplete(pc, timeoutMs) {
+  // aiortc does not take trickled candidates: the offer must carry ours.
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") resolve();
+    });
+    setTimeout(resolve, timeoutMs);
+  });
+}
+
+function stopCamera() {
+  if (camera) {
+    camera.pc.close();
+    for (const track of camera.stream.getTracks()) track.stop();
+    camera = null;
+  }
+  $("camera-preview").hidden = true;
+  $("camera-start").hidden = false;
+  $("camera-stop").hidden = true;
+}
+
+async function startCamera() {
+  const message = $("message");
+  stopCamera();
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
+      audio: false,
+    });
+  } catch (err) {
+    message.textContent = `camera: the browser gave no camera (${err.name}); allow it and retry`;
+    message.className = "error";
+    return;
+  }
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  camera = { pc, stream };
+  for (const track of stream.getVideoTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await gatheringComplete(pc, 3000);
+    const response = await fetch(withToken("/api/camera"), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
+    });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || response.status);
+    await pc.setRemoteDescription(answer);
+  } catch (err) {
+    stopCamera();
+    message.textContent = `camera: ${err.message || err}`;
+    message.className = "error";
+    return;
+  }
+  const preview = $("camera-preview");
+  preview.srcObject = stream;
+  preview.hidden = false;
+  preview.play().catch(() => {});
+  $("camera-start").hidden = true;
+  $("camera-stop").hidden = false;
+  message.textContent = "camera: sending; the daemon switches to it when the first picture arrives";
+  message.className = "";
+}
+
 async function setup() {
   for (const id of ["valence", "arousal", "tempo"]) {
     $(id).addEventListener("input", () => { $(`${id}-out`).textContent = $(id).value; });
@@ -122,6 +192,13 @@ async function setup() {
     const spec = $("source").value.trim();
     if (spec) send("source", { source: spec });
   });
+  $("camera-start").addEventListener("click", () => startCamera());
+  $("camera-stop").addEventListener("click", () => {
+    stopCamera();
+    $("message").textContent = "camera: stopped; the music goes on in the last mood";
+    $("message").className = "";
+  });
+  if (!navigator.mediaDevices) $("camera-start").disabled = true; // not a secure context
   try {
     const info = await (await fetch(withToken("/api/info"))).json();
     for (const scene of info.scenes) $("scene").add(new Option(scene, scene));
