@@ -57,6 +57,7 @@ def gather_checks(config: Config) -> list[Check]:
         _midi,
         _codecs,
         _models,
+        _library,
     )
     checks: list[Check] = []
     for probe in probes:
@@ -277,3 +278,31 @@ def _models(config: Config) -> list[Check]:
             size = path.stat().st_size / 1e6
             checks.append(Check(f"model: {name}", True, f"{path.name} ({size:.1f} MB)"))
     return checks
+
+
+def _library(config: Config) -> list[Check]:
+    from daemon.library.index import LibraryIndex, index_path
+
+    path = index_path(config.library.index)
+    if not path.is_file():
+        return [
+            Check(
+                "music library",
+                False,
+                f"no index at {path}",
+                "optional: `moodscore library scan DIR` indexes your tracks for --library",
+            )
+        ]
+    with LibraryIndex(path) as index:
+        tracks = index.tracks()
+        failures = len(index.failures())
+    playable = sum(track.playable for track in tracks)
+    unreadable = f", {failures} unreadable" if failures else ""
+    return [
+        Check(
+            "music library",
+            bool(tracks),
+            f"{path}: {len(tracks)} tracks ({playable} playable audio){unreadable}",
+            "`moodscore library scan DIR` adds tracks",
+        )
+    ]

@@ -77,7 +77,15 @@ def test_doctor_reports_this_machine(capsys: pytest.CaptureFixture[str]) -> None
     code = main(["doctor"])
     out = capsys.readouterr().out
     assert code == 0, out
-    for item in ("audio devices", "JACK", "audio backend", "cameras", "GPU", "MQTT broker"):
+    for item in (
+        "audio devices",
+        "JACK",
+        "audio backend",
+        "cameras",
+        "GPU",
+        "MQTT broker",
+        "library",
+    ):
         assert item in out
     # No sound card here: doctor says what `auto` falls back to and what to do.
     assert "manual" in out

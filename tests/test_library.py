@@ -277,6 +277,15 @@ def test_recommend_command_prints_a_table_and_json(
     assert document["target"]["label"] == "scene dialogue"
 
 
+def test_doctor_reports_the_index(
+    library: MusicLibrary, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MOODSCORE_LIBRARY_INDEX", str(library.index))
+    assert main(["doctor"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "music library" in x)
+    assert "30 tracks (20 playable audio), 1 unreadable" in line
+
+
 @pytest.mark.parametrize(
     ("extra", "words"),
     [

@@ -26,7 +26,7 @@ from daemon.config import REPO_ROOT, ComposerConfig
 from daemon.errors import ModelError
 from daemon.messages import BarScore, Layer, NoteEvent, Plan
 from models.melody import DEFAULT_WEIGHTS as LSTM_WEIGHTS
-from models.melody import MelodyLSTM, load_checkpoint, resolve_device
+from models.melody import MelodyLSTM, MelodySampler, load_checkpoint, resolve_device
 from models.ngram import DEFAULT_WEIGHTS, NgramMelodyModel
 
 MELODY_MODELS = ("lstm", "ngram")
@@ -137,6 +137,12 @@ class Composer:
             self._melody = NgramMelodyWriter(model=model, config=config, rng=melody_rng)
         self._harmony = HarmonyPlanner()
         self._last_melody: tuple[SoundingNote, ...] = ()
+
+    @property
+    def melody_sampler(self) -> MelodySampler | None:
+        """The LSTM sampler the melody streams from, to prime it with a phrase (``--seed-track``);
+        None with the n-gram model, which keeps no state worth priming."""
+        return self._melody.sampler if isinstance(self._melody, LstmMelodyWriter) else None
 
     @property
     def last_melody(self) -> tuple[SoundingNote, ...]:

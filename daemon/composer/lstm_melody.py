@@ -94,6 +94,11 @@ class LstmMelodyWriter:
         self._history: dict[int, _Bar] = {}
         self._keep = max(MIN_HISTORY_BARS, self.form.bars + 1)
 
+    @property
+    def sampler(self) -> MelodySampler:
+        """The sampler the melody streams from; feeding it notes primes what comes next."""
+        return self._sampler
+
     def write(self, plan: Plan) -> tuple[SoundingNote, ...]:
         """The lead of ``plan.bar``: notes and rests filling the bar exactly, offsets in beats."""
         role = self.form.role(plan.bar)

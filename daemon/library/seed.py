@@ -16,12 +16,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon.config import ComposerConfig
 from daemon.errors import ConfigError, ModelError
 from daemon.messages import Mode
 from models.melody import PHRASE_BARS, REST, BarSpec, MelodySampler, Token, encode_tune
 from models.ngram import DURATION_SIXTEENTHS, METRE_SIXTEENTHS, metre_key
+
+if TYPE_CHECKING:
+    from daemon.composer import Composer
 
 log = logging.getLogger("moodscore.library")
 
@@ -138,21 +142,17 @@ def prime_sampler(sampler: MelodySampler, phrase: SeedPhrase, *, config: Compose
         sampler.bar(spec, prefix=bar)
 
 
-def prime_composer(composer: object, phrase: SeedPhrase) -> None:
-    """Prime a :class:`daemon.composer.Composer`'s melody LSTM with ``phrase``.
+def prime_composer(composer: Composer, phrase: SeedPhrase) -> None:
+    """Prime a composer's melody LSTM with ``phrase``.
 
     Raises
     ------
     ModelError : the composer's melody model is not the LSTM (the n-gram has no state to prime).
     """
-    from daemon.composer.lstm_melody import LstmMelodyWriter
-
-    # The composer exposes no priming hook; its LSTM writer keeps the sampler it streams from.
-    writer = getattr(composer, "_melody", None)
-    sampler = getattr(writer, "_sampler", None)
-    if not isinstance(writer, LstmMelodyWriter) or not isinstance(sampler, MelodySampler):
+    sampler = composer.melody_sampler
+    if sampler is None:
         raise ModelError("--seed-track primes the melody LSTM; set composer.melody_model = 'lstm'")
-    prime_sampler(sampler, phrase, config=writer.config)
+    prime_sampler(sampler, phrase, config=composer.config)
     log.info(
         "melody primed with %d notes (%d bars) of %s", phrase.notes, len(phrase.bars), phrase.source
     )
