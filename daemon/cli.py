@@ -283,12 +283,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _configure_logging(*, verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter())
     root = logging.getLogger("moodscore")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment, not the one at set-up: a test runner (or an
+    embedding program) may swap it, and a closed stream would turn every log line into an error."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 class _Formatter(logging.Formatter):
@@ -441,7 +450,9 @@ async def _render(
         scratch_dir = Path(scratch)
         audio_path = output if not wants_video else scratch_dir / "score.wav"
         writer: VideoWriter | None = None
-        if wants_video and (input_path is None or not can_remux(input_path)):
+        # Visuals alone need no picture of the input: nothing to encode during the render.
+        needs_picture = wants_video and visuals_mode != "only"
+        if needs_picture and (input_path is None or not can_remux(input_path)):
             writer = VideoWriter(scratch_dir / "video.mp4", fps=source.fps, size=source.size)
         started = time.perf_counter()
         try:
@@ -476,17 +487,20 @@ async def _render(
             )
         if wants_video:
             video_path = writer.path if writer else input_path
-            assert video_path is not None
             if visuals is None:
+                assert video_path is not None
                 mux_mp4(output, video=video_path, audio_wav=audio_path)
             else:
                 await asyncio.to_thread(
                     write_music_video,
                     output,
-                    video=video_path,
+                    video=video_path if needs_picture else None,
                     audio_wav=audio_path,
                     timeline=visuals,
                     mode=visuals_mode,
+                    fps=source.fps,
+                    size=source.size,
+                    duration=report.audio_seconds,
                 )
     elapsed = time.perf_counter() - started
     if args.timeline is not None:

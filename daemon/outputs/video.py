@@ -9,10 +9,12 @@ runs, by :class:`VideoWriter` on its own thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import logging
 import queue
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,50 +154,61 @@ VisualsMode = str  # "overlay" | "only" (config.CHOICES[("visuals", "render")] w
 def write_music_video(
     out: Path,
     *,
-    video: Path,
+    video: Path | None,
     audio_wav: Path,
     timeline: VisualTimeline,
     mode: VisualsMode,
+    fps: float = 30.0,
+    size: tuple[int, int] = (1280, 720),
+    duration: float | None = None,
     preset: str = "veryfast",
 ) -> int:
-    """Write ``out``: ``video``'s picture re-encoded with the beat-synced visuals (H.264), and
-    ``audio_wav`` as AAC.
+    """Write ``out``: the beat-synced visuals (H.264) with ``audio_wav`` as AAC.
 
     Each frame at ``t`` seconds from the first frame (the render's audio time) is drawn from
-    ``timeline.state_at(t)``: ``overlay`` composites the transparent visuals over the picture,
-    ``only`` shows the opaque visuals at the picture's size and frame rate. Returns the number of
-    frames written.
+    ``timeline.state_at(t)``. ``overlay`` composites the transparent visuals over ``video``'s
+    picture, frame by frame at its own times. ``only`` draws the opaque visuals alone at
+    ``fps`` and ``size`` for ``duration`` seconds (default: the WAV's length); it needs no
+    picture, so a render need not encode one just to be read back. Returns the number of frames
+    written.
     """
     from daemon.visuals import composite, render_frame
 
     if mode not in ("overlay", "only"):
         raise ValueError(f"visuals mode {mode!r} is not overlay or only")
+    if mode == "overlay" and video is None:
+        raise ValueError("overlay visuals need the input's video")
     out.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    with av.open(str(video)) as source, av.open(str(out), "w") as target:
-        video_in = source.streams.video[0]
-        video_in.thread_type = "AUTO"
-        rate = video_in.average_rate or fractions.Fraction(30)
-        width = video_in.codec_context.width // 2 * 2
-        height = video_in.codec_context.height // 2 * 2
-        frame_rate = fractions.Fraction(rate).limit_denominator(1001)
-        video_out = target.add_stream("libx264", rate=frame_rate)
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(av.open(str(out), "w"))
+        if mode == "overlay":
+            assert video is not None
+            source = stack.enter_context(av.open(str(video)))
+            video_in = source.streams.video[0]
+            video_in.thread_type = "AUTO"
+            rate = fractions.Fraction(video_in.average_rate or 30)
+            width = video_in.codec_context.width // 2 * 2
+            height = video_in.codec_context.height // 2 * 2
+            pictures: Iterator[tuple[float, np.ndarray | None]] = _pictures(
+                source.decode(video_in), width=width, height=height
+            )
+        else:
+            rate = fractions.Fraction(fps).limit_denominator(1001)
+            width, height = size[0] // 2 * 2, size[1] // 2 * 2
+            seconds = duration if duration is not None else soundfile.info(str(audio_wav)).duration
+            count = max(1, round(seconds * float(rate)))
+            pictures = ((k / float(rate), None) for k in range(count))
+        video_out = target.add_stream("libx264", rate=rate.limit_denominator(1001))
         video_out.width, video_out.height = width, height
         video_out.pix_fmt = "yuv420p"
         video_out.options = {"preset": preset, "crf": "20"}
         time_base = fractions.Fraction(1, 90_000)
         video_out.time_base = time_base
         audio_out = _add_audio_stream(target, audio_wav)
-        origin: float | None = None
-        for frame in source.decode(video_in):
-            if frame.pts is None or frame.time is None:
-                continue
-            if origin is None:
-                origin = float(frame.time)
-            t = float(frame.time) - origin
-            picture = frame.to_ndarray(format="rgb24")[:height, :width]
+        for t, picture in pictures:
             state = timeline.state_at(t)
-            if mode == "overlay":
+            if picture is not None:
                 visuals = render_frame(t, state, width=width, height=height, transparent=True)
                 image = composite(visuals, picture)
             else:
@@ -212,6 +225,19 @@ def write_music_video(
         _encode_audio(target, audio_out, audio_wav)
     log.debug("music video %s: %d frames with visuals (%s)", out, written, mode)
     return written
+
+
+def _pictures(
+    frames: Iterable[av.VideoFrame], *, width: int, height: int
+) -> Iterator[tuple[float, np.ndarray]]:
+    """(seconds from the first frame, RGB picture [shape=(height, width, 3)]) per decoded frame."""
+    origin: float | None = None
+    for frame in frames:
+        if frame.pts is None or frame.time is None:
+            continue
+        if origin is None:
+            origin = float(frame.time)
+        yield float(frame.time) - origin, frame.to_ndarray(format="rgb24")[:height, :width]
 
 
 def _add_audio_stream(target: Any, audio_wav: Path) -> Any:
