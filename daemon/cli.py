@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--bars", type=int, required=True, metavar="N", help="bars to compose")
     compose.add_argument("--seed", type=int, help="same arguments + seed = same music")
     compose.add_argument(
+        "--seed-track",
+        type=Path,
+        metavar="FILE.mid",
+        help="prime the melody LSTM with a phrase of this MIDI file's top line",
+    )
+    compose.add_argument(
         "-o",
         "--output",
         type=Path,
@@ -583,6 +589,8 @@ def _cmd_compose(args: argparse.Namespace, config: Config) -> int:
 
     if args.seed is not None:
         config = config.replace("composer", seed=args.seed)
+    if args.seed_track is not None:
+        config = config.replace("library", seed_track=str(args.seed_track))
     request = ComposeRequest(
         valence=args.valence,
         arousal=args.arousal,

@@ -93,6 +93,13 @@ def plan_scores(config: Config, request: ComposeRequest) -> list[BarScore]:
         Mood(t_start=0.0, t_end=window, valence=request.valence, arousal=request.arousal)
     )
     composer = Composer(config=config.composer)
+    if config.library.seed_track:
+        from daemon.library.seed import load_seed_phrase, prime_composer
+
+        phrase = load_seed_phrase(
+            Path(config.library.seed_track).expanduser(), notes=config.library.seed_notes
+        )
+        prime_composer(composer, phrase)
     scores = []
     for bar in range(request.bars):
         plan = conductor.plan_for_bar(bar)

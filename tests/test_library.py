@@ -561,3 +561,19 @@ def test_render_with_a_seed_track_changes_the_music(tmp_path: Path) -> None:
         midis.append([m.note for m in lead if m.type == "note_on" and m.velocity > 0])
     plain, primed = midis
     assert plain and primed and plain != primed
+
+
+def test_compose_takes_a_seed_track_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed = _write_seed(tmp_path / "seed.mid")
+    leads = []
+    for extra in ([], ["--seed-track", str(seed)]):
+        midi = tmp_path / f"piece{len(extra)}.mid"
+        args = ["compose", "--valence", "0.5", "--arousal", "0", "--bars", "4", "--seed", "3"]
+        assert main([*args, "-o", str(midi), *extra]) == 0
+        lead = mido.MidiFile(midi).tracks[1]
+        leads.append([m.note for m in lead if m.type == "note_on" and m.velocity > 0])
+    assert leads[0] and leads[1] and leads[0] != leads[1]
+    missing = str(tmp_path / "missing.mid")
+    args = ["compose", "--valence", "0", "--arousal", "0", "--bars", "1", "-o", str(midi)]
+    assert main([*args, "--seed-track", missing]) == 2
+    assert "does not exist" in capsys.readouterr().err
