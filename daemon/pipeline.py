@@ -383,6 +383,10 @@ class Session:
             self._hold_until = None
             self.conductor.release_mood()
             self._show_overrides()
+        await self._plan_and_queue(bar)
+
+    async def _plan_and_queue(self, bar: int) -> None:
+        """Plan ``bar`` from the conductor's present view, write its score, hand it on."""
         plan = self.conductor.plan_for_bar(bar)
         score = await self._write_bar(plan)
         self._scores.append(score)
@@ -412,11 +416,7 @@ class Session:
             downbeat = sounding.audio_time + _bar_seconds(sounding.plan)
             for bar in range(sounding.bar + 1, max(self._planned, default=-1) + 1):
                 if downbeat - self.engine.audio_time >= REPLAN_MARGIN_S:
-                    plan = self.conductor.plan_for_bar(bar)
-                    score = await self._write_bar(plan)
-                    self._scores.append(score)
-                    self._planned[bar] = plan
-                    self.scores.put(score)
+                    await self._plan_and_queue(bar)
                 downbeat += _bar_seconds(self._planned[bar])
 
     # -- live control -----------------------------------------------------------------------

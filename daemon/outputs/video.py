@@ -118,34 +118,18 @@ def mux_mp4(out: Path, *, video: Path, audio_wav: Path) -> None:
 
     Audio streams of ``video`` are dropped: the score replaces them.
     """
-    audio, sample_rate = soundfile.read(str(audio_wav), dtype="float32", always_2d=True)
-    planar = np.ascontiguousarray(audio.T)
-    layout = "stereo" if planar.shape[0] == 2 else "mono"
     out.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(video)) as source, av.open(str(out), "w") as target:
         video_in = source.streams.video[0]
         video_out = target.add_stream_from_template(video_in)
-        audio_out = target.add_stream("aac", rate=sample_rate)
-        audio_out.layout = layout
-        audio_out.bit_rate = AUDIO_BIT_RATE
+        audio_out = _add_audio_stream(target, audio_wav)
         for packet in source.demux(video_in):
             if packet.dts is None:  # the demuxer's flush packet
                 continue
             packet.stream = video_out
             target.mux(packet)
-        time_base = fractions.Fraction(1, sample_rate)
-        chunk = 4096
-        for start in range(0, planar.shape[1], chunk):
-            piece = np.ascontiguousarray(planar[:, start : start + chunk])
-            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
-            frame.sample_rate = sample_rate
-            frame.pts = start
-            frame.time_base = time_base
-            for packet in audio_out.encode(frame):
-                target.mux(packet)
-        for packet in audio_out.encode():
-            target.mux(packet)
-    log.debug("muxed %s (%.2f s of audio)", out, planar.shape[1] / sample_rate)
+        _encode_audio(target, audio_out, audio_wav)
+    log.debug("muxed %s with the audio of %s", out, audio_wav)
 
 
 VisualsMode = str  # "overlay" | "only" (config.CHOICES[("visuals", "render")] without "none")
