@@ -240,7 +240,6 @@ def _dense_plans(config: Config, bars: int) -> list[Any]:
             tonic=2,
             mode="major" if bar % 16 < 8 else "minor",
             density=0.9,
-            scene="default",
             valence=0.5,
             arousal=0.9,
             beats_per_bar=config.conductor.beats_per_bar,

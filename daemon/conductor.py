@@ -73,6 +73,7 @@ class Conductor:
         # The scene the moods name now, and the source time they began naming it.
         self._candidate: tuple[str, float] | None = None
         self._unknown_scenes: set[str] = set()
+        self._bad_file: str | None = None  # the last preset-file problem reported
         self.moods_seen = 0
         # Live-control overrides (None: the mood decides).
         self._held: tuple[float, float] | None = None
@@ -211,7 +212,7 @@ class Conductor:
         valence, arousal = self._held if self._held is not None else self.mood
         level = _clip01((arousal + AROUSAL_SPAN) / (2 * AROUSAL_SPAN))
         h = self._config.hysteresis
-        preset = self.preset
+        preset = self._reread_preset()
 
         bpm_range = preset.bpm_max - preset.bpm_min
         bpm_target = preset.bpm_min + level * bpm_range
@@ -246,11 +247,34 @@ class Conductor:
             tonic=tonic,
             mode=mode,
             density=density,
-            scene=preset.name,
             valence=valence,
             arousal=arousal,
+            preset=preset,
             beats_per_bar=self._config.beats_per_bar,
         )
+
+    def _reread_preset(self) -> ScenePreset:
+        """The preset in force as its file reads now, so an edit made while the music plays
+        reaches the next plan (and through the plan the composer, the engine and MIDI at the
+        same bar). A stat per bar; the file is parsed only when it changed. A preset without a
+        file (built in code) stays as it is; a file that no longer loads keeps the last good
+        preset, with one warning per distinct problem."""
+        current = self.preset
+        try:
+            fresh = get_scene(current.name)
+        except ConfigError as exc:
+            problem = str(exc)
+            if not problem.startswith("no scene preset named") and problem != self._bad_file:
+                self._bad_file = problem
+                log.warning("keeping the last good %s preset: %s", current.name, problem)
+            return current
+        self._bad_file = None
+        if fresh != current:
+            if self._forced is not None:
+                self._forced = fresh
+            else:
+                self._preset = fresh
+        return fresh
 
 
 def _clip(x: float) -> float:

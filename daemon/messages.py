@@ -75,13 +75,67 @@ class Mood:
     expression: Mapping[str, float] = field(default_factory=dict)
 
 
+# The sounds each layer can take (the engine builds one instrument per name).
+LEAD_SOUNDS = ("saw", "square", "flute", "bell")
+BASS_SOUNDS = ("saw", "round", "pluck")
+PAD_SOUNDS = ("strings", "organ", "glass")
+ARP_SOUNDS = ("pluck", "bell", "marimba")
+# Drum patterns: none (the drum layer stays silent), brushes (soft swishes and a light kick),
+# backbeat (pop/rock), four_on_floor (a kick on every beat, offbeat hats), breakbeat
+# (syncopated kicks, ghost snares, 16th hats), march (snare rudiments, kick on 1 and 3).
+DRUM_STYLES = ("none", "brushes", "backbeat", "four_on_floor", "breakbeat", "march")
+# "valence" follows the mood (major when pleasant, minor when not); the others fix the mode.
+PRESET_MODES = ("valence", "major", "minor")
+
+
+@dataclass(frozen=True, slots=True)
+class ScenePreset:
+    """Musical choices for one kind of scene (``scenes/<name>.toml``, read by
+    :mod:`daemon.scenes`).
+
+    bpm_min/bpm_max bound the tempo arousal maps onto; major_tonic/minor_tonic are pitch classes
+    (0 = C) used for positive and negative valence; ``mode`` fixes the mode or lets valence pick
+    it; layers_min/layers_max bound the layer count; lead/bass/pad/arp name each layer's sound
+    and ``drums`` the drum style.
+
+    A :class:`Plan` carries the preset it was made with, frozen: the composer, the engine and
+    every output read the sounds and drum style from the plan, never from ``scenes/``, so a
+    preset edited while the music plays changes everything at the same bar line.
+    """
+
+    name: str
+    description: str = ""
+    bpm_min: float = 60.0
+    bpm_max: float = 180.0
+    major_tonic: int = 2
+    minor_tonic: int = 11
+    mode: str = "valence"
+    layers_min: int = 1
+    layers_max: int = 5
+    lead: str = "saw"
+    bass: str = "saw"
+    pad: str = "strings"
+    arp: str = "pluck"
+    drums: str = "backbeat"
+
+    def sound(self, layer: Layer) -> str:
+        """The sound ``layer`` plays in this preset (``"kit"`` for the drums)."""
+        if layer is Layer.DRUMS:
+            return "kit"
+        return str(getattr(self, layer.value))
+
+
+DEFAULT_PRESET = ScenePreset(name="default")
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The conductor's decision for one bar onwards.
 
     bpm in [60, 180]; layers in [1, 5]; ``tonic`` is a pitch class 0-11 (0 = C); density in
     [0, 1] scales how many notes per beat the composer writes. valence/arousal are the smoothed
-    values the plan was made from.
+    values the plan was made from. ``preset`` is the scene preset in force, resolved once by the
+    conductor; ``scene`` is its name.
     """
 
     bar: int
@@ -90,10 +144,15 @@ class Plan:
     tonic: int
     mode: Mode
     density: float
-    scene: str
     valence: float
     arousal: float
+    preset: ScenePreset = DEFAULT_PRESET
     beats_per_bar: int = 4
+
+    @property
+    def scene(self) -> str:
+        """The name of the scene preset in force."""
+        return self.preset.name
 
     @property
     def key(self) -> str:

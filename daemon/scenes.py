@@ -5,8 +5,10 @@ valence), the layer range, the sound of every layer and the drum style. Every ke
 (the defaults below); an unknown key or value is a :class:`ConfigError` that lists the valid ones.
 ``scenes/default.toml`` documents each key.
 
-The engine and the accompaniment look presets up by name (``Plan.scene``) through
-:func:`get_scene`, which caches each file and rereads it only when it changes.
+Only the conductor reads presets (through :func:`get_scene`, which caches each file and rereads it
+only when it changes); every plan carries its frozen :class:`ScenePreset`, so the composer, the
+engine and the outputs never read ``scenes/`` and a preset edited mid-run reaches all of them at
+the same bar line.
 """
 
 from __future__ import annotations
@@ -14,29 +16,40 @@ from __future__ import annotations
 import dataclasses
 import threading
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from daemon.config import SCENES_DIR
 from daemon.errors import ConfigError
+from daemon.messages import (
+    ARP_SOUNDS,
+    BASS_SOUNDS,
+    DEFAULT_PRESET,
+    DRUM_STYLES,
+    LEAD_SOUNDS,
+    PAD_SOUNDS,
+    PRESET_MODES,
+    ScenePreset,
+)
+
+__all__ = [
+    "ARP_SOUNDS",
+    "BASS_SOUNDS",
+    "DEFAULT_PRESET",
+    "DRUM_STYLES",
+    "LEAD_SOUNDS",
+    "PAD_SOUNDS",
+    "PRESET_MODES",
+    "ScenePreset",
+    "available_scenes",
+    "get_scene",
+    "load_scene",
+]
 
 NOTE_NAMES = {
     "C": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E-": 3, "E": 4, "F": 5, "F#": 6,
     "GB": 6, "G#": 8, "G": 7, "AB": 8, "A-": 8, "A": 9, "A#": 10, "BB": 10, "B-": 10, "B": 11,
 }  # fmt: skip
-
-# The sounds each layer can take (the engine builds one instrument per name).
-LEAD_SOUNDS = ("saw", "square", "flute", "bell")
-BASS_SOUNDS = ("saw", "round", "pluck")
-PAD_SOUNDS = ("strings", "organ", "glass")
-ARP_SOUNDS = ("pluck", "bell", "marimba")
-# Drum patterns: none (the drum layer stays silent), brushes (soft swishes and a light kick),
-# backbeat (pop/rock), four_on_floor (a kick on every beat, offbeat hats), breakbeat
-# (syncopated kicks, ghost snares, 16th hats), march (snare rudiments, kick on 1 and 3).
-DRUM_STYLES = ("none", "brushes", "backbeat", "four_on_floor", "breakbeat", "march")
-# "valence" follows the mood (major when pleasant, minor when not); the others fix the mode.
-MODES = ("valence", "major", "minor")
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "lead": LEAD_SOUNDS,
@@ -44,37 +57,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "pad": PAD_SOUNDS,
     "arp": ARP_SOUNDS,
     "drums": DRUM_STYLES,
-    "mode": MODES,
+    "mode": PRESET_MODES,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ScenePreset:
-    """Musical choices for one kind of scene.
-
-    bpm_min/bpm_max bound the tempo arousal maps onto; major_tonic/minor_tonic are pitch classes
-    (0 = C) used for positive and negative valence; ``mode`` fixes the mode or lets valence pick
-    it; layers_min/layers_max bound the layer count; lead/bass/pad/arp name each layer's sound
-    and ``drums`` the drum style.
-    """
-
-    name: str
-    description: str = ""
-    bpm_min: float = 60.0
-    bpm_max: float = 180.0
-    major_tonic: int = 2
-    minor_tonic: int = 11
-    mode: str = "valence"
-    layers_min: int = 1
-    layers_max: int = 5
-    lead: str = "saw"
-    bass: str = "saw"
-    pad: str = "strings"
-    arp: str = "pluck"
-    drums: str = "backbeat"
-
-
-DEFAULT_PRESET = ScenePreset(name="default")
 
 
 def available_scenes(directory: Path = SCENES_DIR) -> list[str]:
@@ -162,17 +146,6 @@ def get_scene(name: str, directory: Path = SCENES_DIR) -> ScenePreset:
     with _cache_lock:
         _cache[path] = (mtime, preset)
     return preset
-
-
-def scene_or_default(name: str, directory: Path = SCENES_DIR) -> ScenePreset:
-    """:func:`get_scene`, or the built-in defaults when ``name`` has no valid preset file.
-
-    For the audio and composing paths, which must keep playing whatever a plan names.
-    """
-    try:
-        return get_scene(name, directory)
-    except ConfigError:
-        return dataclasses.replace(DEFAULT_PRESET, name=name)
 
 
 def _number(value: object, key: str) -> float:

@@ -136,7 +136,6 @@ def test_engine_plays_live_on_jack(jack_server: str) -> None:
             tonic=9,
             mode="minor",
             density=0.5,
-            scene="default",
             valence=0.0,
             arousal=0.0,
         )

@@ -54,7 +54,6 @@ def make_plan(bar: int = 0, **changes: object) -> Plan:
         tonic=2,
         mode="major",
         density=0.5,
-        scene="default",
         valence=0.3,
         arousal=0.0,
         beats_per_bar=4,

@@ -216,7 +216,7 @@ def _drum_bars(bars: int, bpm: float = 120.0) -> list[BarScore]:
     chord = Chord(root=9, quality="min", pitches=(57, 60, 64))
     scores = []
     for bar in range(bars):
-        plan = Plan(bar, bpm, 3, 9, "minor", 0.5, "default", 0.0, 0.0)
+        plan = Plan(bar, bpm, 3, 9, "minor", 0.5, 0.0, 0.0)
         notes = tuple(NoteEvent(Layer.DRUMS, KICK, 120, float(b), 0.25) for b in range(4))
         notes += (NoteEvent(Layer.LEAD, 69, 90, 0.0, 4.0),)
         scores.append(BarScore(bar, plan, chord, notes))

@@ -49,7 +49,6 @@ def plan(bar: int, *, bpm: float = 120.0, layers: int = 5) -> Plan:
         tonic=9,
         mode="minor",
         density=0.5,
-        scene="default",
         valence=0.0,
         arousal=0.0,
     )

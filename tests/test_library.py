@@ -360,7 +360,7 @@ def _track(name: str, windows: list[tuple[float, float]], tempo: float = 120.0) 
 def _plan(bar: int, valence: float, bpm: float) -> Plan:
     return Plan(
         bar=bar, bpm=bpm, layers=3, tonic=2, mode="major" if valence >= 0 else "minor",
-        density=0.5, scene="default", valence=valence, arousal=0.0,
+        density=0.5, valence=valence, arousal=0.0,
     )  # fmt: skip
 
 
@@ -490,7 +490,7 @@ def test_a_seed_track_draws_the_opening_towards_its_phrase(tmp_path: Path) -> No
     )
     base = load_config(use_user_file=False).composer
     plans = [
-        Plan(bar=b, bpm=110, layers=1, tonic=2, mode="major", density=0.5, scene="default",
+        Plan(bar=b, bpm=110, layers=1, tonic=2, mode="major", density=0.5,
              valence=0.3, arousal=0.0)
         for b in range(4)
     ]  # fmt: skip

@@ -27,6 +27,7 @@ from daemon.outputs.midi import (
     open_port,
     resolve_backend,
 )
+from daemon.scenes import load_scene
 
 SR = 48000
 OFFLINE = BackendChoice("offline", "test")
@@ -41,7 +42,7 @@ def plan(bar: int, bpm: float, *, layers: int = 5, scene: str = "default") -> Pl
         tonic=9,
         mode="minor",
         density=0.5,
-        scene=scene,
+        preset=load_scene(scene),
         valence=0.0,
         arousal=0.0,
     )

@@ -129,7 +129,6 @@ def test_recording_a_render(tmp_path: Path) -> None:
         tonic=0,
         mode="major",
         density=0.5,
-        scene="default",
         valence=0.0,
         arousal=0.0,
     )

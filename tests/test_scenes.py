@@ -144,7 +144,7 @@ def plan(scene: str, *, bar: int = 0, arousal: float = 0.9, layers: int = 5) -> 
         tonic=2,
         mode="major",
         density=0.9,
-        scene=scene,
+        preset=load_scene(scene),
         valence=0.3,
         arousal=arousal,
     )

@@ -15,6 +15,7 @@ from daemon.engine import instruments as instruments_module
 from daemon.engine.envelopes import level_at
 from daemon.engine.sequencer import BarGrid, ScheduledNote
 from daemon.messages import BarScore, Chord, Layer, Mode, NoteEvent, Plan
+from daemon.scenes import load_scene
 
 SR = 48000
 # (bpm, layers, tonic, mode, scene), two bars each: every kind of change, several at once.
@@ -58,7 +59,7 @@ def journey_scores() -> list[BarScore]:
                 tonic=tonic,
                 mode=mode,
                 density=0.6,
-                scene=scene,
+                preset=load_scene(scene),
                 valence=0.2,
                 arousal=0.2,
             )

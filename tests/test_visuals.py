@@ -34,7 +34,7 @@ def timeline() -> VisualTimeline:
     scores = ScoreQueue()
     for bar in range(6):
         plan = Plan(
-            bar=bar, bpm=BPM, layers=5, tonic=2, mode="major", density=0.7, scene="default",
+            bar=bar, bpm=BPM, layers=5, tonic=2, mode="major", density=0.7,
             valence=0.8 if bar < 2 else -0.8, arousal=0.5,
         )  # fmt: skip
         scores.put(composer.compose_bar(plan))
@@ -118,7 +118,7 @@ def test_a_live_timeline_forgets_old_bars() -> None:
 
     for bar in range(40):
         plan = Plan(bar=bar, bpm=120.0, layers=1, tonic=0, mode="major", density=0.5,
-                    scene="default", valence=0.0, arousal=0.0)  # fmt: skip
+                    valence=0.0, arousal=0.0)  # fmt: skip
         live.on_grid(BarGrid.build(bar=bar, start=bar * 96000, sample_rate=48000, plan=plan,
                                    first_beat=bar * 4, bpm_from=120.0, ramp=0.0))  # fmt: skip
     assert live.bars <= 4

@@ -27,7 +27,6 @@ from daemon.messages import (
     NoteEvent,
     Plan,
 )
-from daemon.scenes import scene_or_default
 
 Hit = tuple[int, float, float]  # (GM drum note, offset in beats, velocity)
 
@@ -88,7 +87,7 @@ def drum_notes(plan: Plan, rng: np.random.Generator) -> list[NoteEvent]:
     Every style keeps the downbeat and accents the backbeat; a little velocity jitter (drawn
     from ``rng``) keeps repeated bars from sounding machine-stamped. ``none`` writes no notes.
     """
-    style = scene_or_default(plan.scene).drums
+    style = plan.preset.drums
     if style == "none":
         return []
     pattern = _STYLES.get(style, _backbeat)

@@ -63,7 +63,6 @@ from daemon.messages import (
     Layer,
     Plan,
 )
-from daemon.scenes import available_scenes, scene_or_default
 
 # Stereo placement (pyo Pan: 0 = left, 1 = right).
 _PAN = {Layer.LEAD: 0.57, Layer.BASS: 0.5, Layer.ARP: 0.3}
@@ -1137,10 +1136,9 @@ class Band:
         drums = self.sounds[Layer.DRUMS]["kit"]
         assert isinstance(drums, Drums)
         self.drums = drums
-        # Presets are read here, before the audio starts, so a scene change on the audio thread
-        # is a dictionary look-up; a preset added while running is read when first named.
-        self._presets = {name: scene_or_default(name) for name in available_scenes()}
-        self._scene: str | None = None
+        # The sounds in force (lead, bass, pad, arp, drum style): every plan carries its preset,
+        # so a scene change or an edited preset is a comparison here, never a file read.
+        self._sounds: tuple[str, ...] | None = None
         self._bpm = 0.0
         everything = [inst.output for sounds in self.sounds.values() for inst in sounds.values()]
         dry = pyo.Mix(everything, voices=2)
@@ -1202,22 +1200,14 @@ class Band:
         """Apply a bar's plan at its downbeat: the scene's sounds, layer gains ramping over the
         bar's first beat from the downbeat's exact sample, tempo-synced effects."""
         plan = grid.plan
-        if plan.scene != self._scene:
-            self._scene = plan.scene
-            preset = self._presets.get(plan.scene)
-            if preset is None:
-                preset = self._presets[plan.scene] = scene_or_default(plan.scene)
-            choice = {
-                Layer.LEAD: preset.lead,
-                Layer.BASS: preset.bass,
-                Layer.DRUMS: "kit",
-                Layer.PAD: preset.pad,
-                Layer.ARP: preset.arp,
-            }
-            for layer, name in choice.items():
+        preset = plan.preset
+        sounds_wanted = (preset.lead, preset.bass, preset.pad, preset.arp, preset.drums)
+        if sounds_wanted != self._sounds:
+            self._sounds = sounds_wanted
+            for layer in LAYER_ORDER:
                 sounds = self.sounds[layer]
                 # The old sound's notes ring out on their own; new notes go to the new sound.
-                self.current[layer] = sounds.get(name, next(iter(sounds.values())))
+                self.current[layer] = sounds.get(preset.sound(layer), next(iter(sounds.values())))
             self.drums.style = preset.drums
         beat_s = grid.offset_samples(1) / grid.sample_rate
         self._grid = grid

@@ -51,7 +51,6 @@ FALLBACK_PLAN = Plan(
     tonic=0,
     mode="major",
     density=0.0,
-    scene="default",
     valence=0.0,
     arousal=0.0,
 )

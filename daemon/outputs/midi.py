@@ -36,7 +36,6 @@ from typing import Any, Protocol
 from daemon.engine.sequencer import BarGrid, ScheduledNote
 from daemon.errors import ConfigError, EngineError
 from daemon.messages import LAYER_ORDER, Layer, Plan
-from daemon.scenes import scene_or_default
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +90,8 @@ class GridSource(Protocol):
 
 def program_changes(plan: Plan) -> dict[Layer, int]:
     """The GM program of each pitched layer for the sounds of ``plan``'s scene preset."""
-    preset = scene_or_default(plan.scene)
-    chosen = {Layer.LEAD: preset.lead, Layer.BASS: preset.bass, Layer.PAD: preset.pad}
-    chosen[Layer.ARP] = preset.arp
-    return {layer: PROGRAMS.get((layer, sound), 0) for layer, sound in chosen.items()}
+    pitched = (Layer.LEAD, Layer.BASS, Layer.PAD, Layer.ARP)
+    return {layer: PROGRAMS.get((layer, plan.preset.sound(layer)), 0) for layer in pitched}
 
 
 def key_signature(plan: Plan) -> str:
@@ -237,9 +234,12 @@ def build_midi_file(
         if previous is None or (plan.tonic, plan.mode) != (previous.tonic, previous.mode):
             meta = mido.MetaMessage("key_signature", key=key_signature(plan))
             conductor.append((tick, 2, meta))
+        chosen = program_changes(plan)
         if previous is None or plan.scene != previous.scene:
             conductor.append((tick, 3, mido.MetaMessage("marker", text=f"scene: {plan.scene}")))
-            programs.append((tick, program_changes(plan)))
+        if previous is None or plan.scene != previous.scene or chosen != programs[-1][1]:
+            # A new scene, or its preset edited while the music played.
+            programs.append((tick, chosen))
         previous = plan
     midi = mido.MidiFile(type=1, ticks_per_beat=ticks_per_beat)
     # The tempo track lasts as long as the audio (its reverb tail included), so the file and a
@@ -421,6 +421,7 @@ class MidiPortOutput:
         self._channels: set[int] = set()
         self._clock_started = False
         self._scene: str | None = None
+        self._programs: dict[Layer, int] = {}
         self._thread = threading.Thread(target=self._run, name="moodscore-midi", daemon=True)
         self._thread.start()
 
@@ -439,9 +440,11 @@ class MidiPortOutput:
         import mido
 
         start = grid.time_at(0)
-        if grid.plan.scene != self._scene:
-            self._scene = grid.plan.scene
-            for layer, program in program_changes(grid.plan).items():
+        chosen = program_changes(grid.plan)
+        if grid.plan.scene != self._scene or chosen != self._programs:
+            # A new scene, or its preset edited while the music plays.
+            self._scene, self._programs = grid.plan.scene, chosen
+            for layer, program in chosen.items():
                 channel = CHANNELS[layer]
                 self._push(
                     start - 0.002, mido.Message("program_change", channel=channel, program=program)

@@ -49,7 +49,7 @@ def visuals_figures(
     bar_s = config.conductor.beats_per_bar * 60.0 / 150.0
     for bar in range(int(seconds / bar_s) + 2):
         plan = Plan(
-            bar=bar, bpm=150.0, layers=5, tonic=2, mode="major", density=0.9, scene="default",
+            bar=bar, bpm=150.0, layers=5, tonic=2, mode="major", density=0.9,
             valence=0.5 if bar % 4 < 2 else -0.5, arousal=0.8,
             beats_per_bar=config.conductor.beats_per_bar,
         )  # fmt: skip
