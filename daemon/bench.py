@@ -330,17 +330,16 @@ def _engine_core_fraction(config: Config, *, seconds: float) -> float:
 def _live_manual(config: Config, *, seconds: float) -> dict[str, Any]:
     import asyncio
 
+    from daemon.app import LiveRequest, build_live
     from daemon.engine import BackendChoice
-    from daemon.pipeline import Session
     from daemon.sources import open_source
 
+    # The music alone: no web page, MQTT or MIDI port beside it.
+    config = config.replace("web", enabled=False).replace("mqtt", enabled=False)
+    config = config.replace("midi", enabled=False)
     source = open_source("demo", config.source, paced=True, duration=seconds)
-    session = Session(
-        config=config,
-        source=source,
-        backend=BackendChoice("manual", "bench"),
-        render=False,
-        duration=seconds,
+    session = build_live(
+        config, LiveRequest(duration=seconds), source, BackendChoice("manual", "bench")
     )
     report = asyncio.run(session.run())
     return {

@@ -13,8 +13,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,7 +24,6 @@ from daemon.errors import ConfigError, MoodscoreError
 log = logging.getLogger("moodscore")
 
 EXIT_USAGE = 2
-RENDER_SUFFIXES = (".mp4", ".mov", ".mkv", ".wav")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seed for the composer (default: config)")
     _add_mode_flag(run)
     run.add_argument("--midi", type=Path, metavar="OUT.mid", help="also write the music as MIDI")
+    _add_beats_flag(run)
     run.add_argument(
         "--midi-port",
         nargs="?",
@@ -94,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive_float, metavar="SECONDS", help="length of a `demo` render"
     )
     render.add_argument("--midi", type=Path, metavar="OUT.mid", help="also write the score as MIDI")
+    _add_beats_flag(render)
     _add_mqtt_flag(render)
     render.add_argument(
         "--visuals",
@@ -190,6 +189,15 @@ def _add_mode_flag(parser: argparse.ArgumentParser) -> None:
         "--mode",
         choices=modes,
         help=f"what reads the mood: {' | '.join(modes)} (default: config analysis.mode)",
+    )
+
+
+def _add_beats_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--beats",
+        type=Path,
+        metavar="OUT.json",
+        help="also write the beat map: every bar and beat with its time, tempo, scene, layers",
     )
 
 
@@ -322,8 +330,7 @@ class _Formatter(logging.Formatter):
 
 
 def _cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from daemon.engine import choose_backend
-    from daemon.sources import open_source
+    from daemon.app import LiveRequest, run_live
 
     if args.backend is not None:
         config = config.replace("engine", backend=args.backend)
@@ -338,197 +345,42 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
     config = _with_web(args, config)
     config = _with_library(args, config)
     _check_midi_path(args.midi)
-    backend = choose_backend(config.engine.backend, render=False)
-    source = open_source(args.source or config.source.kind, config.source, paced=True)
-    log.info("source: %s", source.description)
-    log.info("audio: %s (%s)", backend.name, backend.reason)
-    return asyncio.run(_run_live(args, config, source, backend))
-
-
-async def _run_live(args: argparse.Namespace, config: Config, source: Any, backend: Any) -> int:
-    from daemon.control.mqtt import mqtt_bridge
-    from daemon.outputs.timeline import build_timeline, write_timeline
-    from daemon.pipeline import Session, install_signal_handlers
-    from daemon.web import web_server
-
-    record_dir: Path | None = args.record or (
-        Path(config.record.dir) if config.record.dir else None
-    )
-    stem = time.strftime("moodscore-%Y%m%d-%H%M%S")
-    if record_dir is None and backend.name == "manual":
-        log.info("no sound card: the music plays in manual mode; pass --record DIR to keep it")
-    session = Session(
-        config=config,
-        source=source,
-        backend=backend,
-        render=False,
+    _check_beats_path(args.beats)
+    request = LiveRequest(
+        source=args.source,
         duration=args.duration,
-        record_path=record_dir / f"{stem}.wav" if record_dir else None,
+        record_dir=args.record,
+        midi=args.midi,
+        beats=args.beats,
+        web_port_flexible=args.web is None,
     )
-    midi_file, midi_port = _attach_midi(session, config, args.midi, live=True)
-    remove_handlers = install_signal_handlers(session)
-    log.info("playing%s; Ctrl-C stops", f" for {args.duration:g} s" if args.duration else "")
-    try:
-        # MQTT wraps the run: "offline" is published after everything else has stopped; the
-        # web server starts before the music and closes its viewers after the recording.
-        # A busy configured port (a second moodscore) must not stop the music: any free port
-        # then; a port asked for with --web is a one-line error.
-        web = web_server(config, session, any_port_if_busy=args.web is None)
-        async with mqtt_bridge(config.mqtt, session), web:
-            report = await session.run()
-    finally:
-        remove_handlers()
-        if midi_port is not None:
-            midi_port.close()
-    if midi_file is not None and midi_file.close(end_time=report.audio_seconds):
-        log.info("MIDI: %s", midi_file.path)
-    recorder = session.recorder
-    if report.underruns:
-        log.warning("%d bar(s) were late from the composer and repeated", report.underruns)
-    if report.dropped_frames:
-        log.info(
-            "analysis skipped %d frame(s) to keep up (newest frame wins)", report.dropped_frames
-        )
-    if recorder is not None and record_dir is not None:
-        document = build_timeline(
-            report.moods,
-            source=report.source,
-            window_s=config.analysis.window_s,
-            mode=config.analysis.mode,
-            duration=report.audio_seconds,
-            bars=report.bars,
-            source_offset=report.source_offset,
-        )
-        timeline_path = record_dir / f"{stem}.timeline.json"
-        write_timeline(document, timeline_path)
-        log.info(
-            "recorded %.1f s of audio to %s (timeline: %s)",
-            recorder.seconds_written,
-            recorder.path,
-            timeline_path,
-        )
-    return 0
+    return run_live(config, request)
 
 
 # -- render -------------------------------------------------------------------------------
 
 
 def _cmd_render(args: argparse.Namespace, config: Config) -> int:
-    from daemon.engine import choose_backend
-    from daemon.sources import open_source
+    from daemon.app import RenderRequest, check_render, render
 
-    output: Path = args.output
-    if output.suffix.lower() not in RENDER_SUFFIXES:
-        raise ConfigError(f"output {output} must end in {', '.join(RENDER_SUFFIXES)}")
     if args.seed is not None:
         config = config.replace("composer", seed=args.seed)
     config = _with_mode(args, config)
     config = _with_mqtt(args, config)
     config = _with_library(args, config)
     _check_midi_path(args.midi)
-    if args.visuals not in (None, "none") and output.suffix.lower() == ".wav":
-        raise ConfigError("--visuals needs a video output (OUT.mp4); a WAV has no picture")
-    is_demo = args.input == "demo"
-    if args.duration is not None and not is_demo:
-        raise ConfigError("--duration applies to `render demo`; a file renders whole")
-    duration = (args.duration or config.source.demo_cycle_s) if is_demo else None
-    source = open_source(args.input, config.source, paced=False, duration=duration)
-    backend = choose_backend(config.engine.backend, render=True)
-    return asyncio.run(_render(args, config, source, backend, output))
-
-
-async def _render(
-    args: argparse.Namespace, config: Config, source: Any, backend: Any, output: Path
-) -> int:
-    from daemon.control.mqtt import mqtt_bridge
-    from daemon.outputs.timeline import build_timeline, write_timeline
-    from daemon.outputs.video import VideoWriter, can_remux, mux_mp4, write_music_video
-    from daemon.pipeline import Session, install_signal_handlers
-    from daemon.visuals import VisualTimeline
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    wants_video = output.suffix.lower() != ".wav"
-    visuals_mode = args.visuals or config.visuals.render
-    # The music video's visuals are drawn after the render from every bar's grid and notes.
-    visuals = VisualTimeline(keep_s=None) if wants_video and visuals_mode != "none" else None
-    input_path = None if args.input == "demo" else Path(args.input)
-    with tempfile.TemporaryDirectory(prefix="moodscore-render-") as scratch:
-        scratch_dir = Path(scratch)
-        audio_path = output if not wants_video else scratch_dir / "score.wav"
-        writer: VideoWriter | None = None
-        # Visuals alone need no picture of the input: nothing to encode during the render.
-        needs_picture = wants_video and visuals_mode != "only"
-        if needs_picture and (input_path is None or not can_remux(input_path)):
-            writer = VideoWriter(scratch_dir / "video.mp4", fps=source.fps, size=source.size)
-        started = time.perf_counter()
-        try:
-            with _progress_bar(source.duration, "rendering") as progress:
-                session = Session(
-                    config=config,
-                    source=source,
-                    backend=backend,
-                    render=True,
-                    duration=source.duration if input_path is None else None,
-                    record_path=audio_path,
-                    frame_tap=writer.write if writer else None,
-                    on_progress=progress,
-                )
-                midi_file, _ = _attach_midi(session, config, args.midi, live=False)
-                if visuals is not None:
-                    visuals.attach(session.engine)
-                remove_handlers = install_signal_handlers(session)
-                try:
-                    async with mqtt_bridge(config.mqtt, session):
-                        report = await session.run()
-                finally:
-                    remove_handlers()
-                if midi_file is not None and midi_file.close(end_time=report.audio_seconds):
-                    log.info("MIDI: %s", midi_file.path)
-        finally:
-            if writer is not None:
-                writer.close()
-        if report.interrupted:
-            log.warning(
-                "render interrupted at %.1f s; writing what was rendered", report.audio_seconds
-            )
-        if wants_video:
-            video_path = writer.path if writer else input_path
-            if visuals is None:
-                assert video_path is not None
-                mux_mp4(output, video=video_path, audio_wav=audio_path)
-            else:
-                await asyncio.to_thread(
-                    write_music_video,
-                    output,
-                    video=video_path if needs_picture else None,
-                    audio_wav=audio_path,
-                    timeline=visuals,
-                    mode=visuals_mode,
-                    fps=source.fps,
-                    size=source.size,
-                    duration=report.audio_seconds,
-                )
-    elapsed = time.perf_counter() - started
-    if args.timeline is not None:
-        document = build_timeline(
-            report.moods,
-            source=report.source,
-            window_s=config.analysis.window_s,
-            mode=config.analysis.mode,
-            duration=report.audio_seconds,
-            bars=report.bars,
-            seed=config.composer.seed,
-        )
-        png = write_timeline(document, args.timeline)
-        log.info("timeline: %s%s", args.timeline, f" (plot: {png})" if png else "")
-    log.info(
-        "wrote %s: %.1f s in %.1f s (%.1fx real time)",
-        output,
-        report.audio_seconds,
-        elapsed,
-        report.audio_seconds / max(elapsed, 1e-9),
+    _check_beats_path(args.beats)
+    request = RenderRequest(
+        input=args.input,
+        output=args.output,
+        duration=args.duration,
+        timeline=args.timeline,
+        midi=args.midi,
+        beats=args.beats,
+        visuals=args.visuals,
     )
-    return 130 if report.interrupted else 0
+    check_render(request)
+    return render(config, request, progress=lambda total: _progress_bar(total, "rendering"))
 
 
 @contextlib.contextmanager
@@ -557,35 +409,16 @@ def _check_midi_path(path: Path | None) -> None:
         raise ConfigError(f"--midi {path} must end in .mid or .midi")
 
 
-def _attach_midi(session: Any, config: Config, path: Path | None, *, live: bool) -> tuple[Any, Any]:
-    """The session's MIDI outputs: a file writer for ``--midi`` and, live with ``midi.enabled``,
-    the port (opened now, so a wrong port name stops the run before the music starts)."""
-    from daemon.outputs.midi import MidiFileWriter, MidiPortOutput, open_port
-
-    midi_file = None
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        midi_file = MidiFileWriter(path)
-        midi_file.attach(session.engine)
-    midi_port = None
-    if live and config.midi.enabled:
-        port = open_port(config.midi.port, config.midi.backend)
-        log.info("MIDI out: %s%s", port.name, " with clock" if config.midi.clock else "")
-        midi_port = MidiPortOutput(
-            port=port,
-            wall_time=session.engine.wall_time,
-            clock=config.midi.clock,
-            offset_s=config.midi.offset_ms / 1000.0,
-        )
-        midi_port.attach(session.engine)
-    return midi_file, midi_port
+def _check_beats_path(path: Path | None) -> None:
+    if path is not None and path.suffix.lower() != ".json":
+        raise ConfigError(f"--beats {path} must end in .json")
 
 
 # -- compose ------------------------------------------------------------------------------
 
 
 def _cmd_compose(args: argparse.Namespace, config: Config) -> int:
-    from daemon.compose import ComposeRequest, compose
+    from daemon.app import ComposeRequest, compose
 
     if args.seed is not None:
         config = config.replace("composer", seed=args.seed)

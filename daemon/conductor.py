@@ -77,6 +77,7 @@ class Conductor:
         self.moods_seen = 0
         # Live-control overrides (None: the mood decides).
         self._held: tuple[float, float] | None = None
+        self._hold_until: float | None = None  # audio time a timed hold ends
         self._forced: ScenePreset | None = None
         self._fixed_bpm: float | None = None
         self._fixed_layers: int | None = None
@@ -89,15 +90,18 @@ class Conductor:
 
     # -- overrides (live control) ----------------------------------------------------------
 
-    def hold_mood(self, valence: float, arousal: float) -> None:
-        """Plan from this (valence, arousal) until :meth:`release_mood`, whatever is observed."""
+    def hold_mood(self, valence: float, arousal: float, *, until: float | None = None) -> None:
+        """Plan from this (valence, arousal), whatever is observed, until :meth:`release_mood`
+        or, with ``until``, the first plan decided at or after that audio time."""
         self._held = (_clip(valence), _clip(arousal))
+        self._hold_until = until
 
     def release_mood(self) -> None:
         """End a held mood; the smoothed mood carries on from the held one."""
         if self._held is not None:
             self.nudge_mood(*self._held)
         self._held = None
+        self._hold_until = None
 
     def nudge_mood(self, valence: float, arousal: float) -> None:
         """Set the smoothed mood without holding it: the analysis moves it on from here."""
@@ -142,6 +146,8 @@ class Conductor:
         found: dict[str, Any] = {}
         if self._held is not None:
             found["mood"] = {"valence": self._held[0], "arousal": self._held[1]}
+            if self._hold_until is not None:
+                found["mood"]["until_audio_time"] = round(self._hold_until, 3)
         if self._forced is not None:
             found["scene"] = self._forced.name
         if self._fixed_bpm is not None:
@@ -206,9 +212,12 @@ class Conductor:
             return 0.0, 0.0
         return self._smoothed.valence, self._smoothed.arousal
 
-    def plan_for_bar(self, bar: int) -> Plan:
+    def plan_for_bar(self, bar: int, *, at: float | None = None) -> Plan:
         """Decide the plan that governs ``bar`` from the moods observed so far (and the
-        overrides in force)."""
+        overrides in force). ``at`` is the audio time of the decision: a mood held until then
+        is released first."""
+        if self._hold_until is not None and at is not None and at >= self._hold_until:
+            self.release_mood()
         valence, arousal = self._held if self._held is not None else self.mood
         level = _clip01((arousal + AROUSAL_SPAN) / (2 * AROUSAL_SPAN))
         h = self._config.hysteresis

@@ -215,7 +215,7 @@ def _broker(config: Config) -> list[Check]:
 def _midi(config: Config) -> list[Check]:
     import mido
 
-    from daemon.outputs.midi import resolve_backend
+    from daemon.outputs.midi_port import resolve_backend
 
     backend_name = resolve_backend(config.midi.backend)
     try:

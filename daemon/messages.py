@@ -162,6 +162,8 @@ class Plan:
 
 
 PITCH_CLASS_NAMES = ("C", "C#", "D", "E-", "E", "F", "F#", "G", "A-", "A", "B-", "B")
+# Key names as people write them (flats with "b"), for states, payloads and beat maps.
+KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +191,17 @@ class Chord:
 
 @dataclass(frozen=True, slots=True)
 class BarScore:
-    """Everything the engine needs to play one bar: the plan in force, the chord and the notes."""
+    """Everything the engine needs to play one bar: the plan in force, the chord and the notes.
+
+    ``section`` is the label of the form's section the bar belongs to (``"A"``, ``"A'"``), None
+    in free form or when no composer wrote the bar.
+    """
 
     bar: int
     plan: Plan
     chord: Chord
     notes: tuple[NoteEvent, ...]
+    section: str | None = None
 
     @property
     def seconds(self) -> float:

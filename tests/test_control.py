@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from daemon.app import LiveRequest, build_live
 from daemon.conductor import Conductor
 from daemon.config import ConductorConfig, EngineConfig, load_config
 from daemon.control import (
@@ -29,7 +30,6 @@ from daemon.control import (
 )
 from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.messages import KICK, BarScore, BarStarted, Beat, Chord, Layer, Mood, NoteEvent, Plan
-from daemon.pipeline import Session
 from daemon.scenes import available_scenes, load_scene
 from daemon.sources import open_source
 
@@ -301,14 +301,13 @@ async def test_commands_steer_a_live_session_on_the_next_bar_and_switch_sources(
     tmp_path: Path,
 ) -> None:
     config = load_config(use_user_file=False).replace("engine", backend="manual")
+    config = config.replace("web", enabled=False)
     source = open_source("demo", config.source, paced=True)
-    session = Session(
-        config=config,
-        source=source,
-        backend=BackendChoice("manual", "test"),
-        render=False,
-        duration=9.0,
-        record_path=tmp_path / "live.wav",
+    session = build_live(
+        config,
+        LiveRequest(duration=9.0, record_dir=tmp_path),
+        source,
+        BackendChoice("manual", "test"),
     )
     hub = session.control
     results: dict[str, object] = {}

@@ -10,17 +10,11 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
+from daemon.clock import STEPS_PER_BEAT, BarGrid, ScheduledNote, bar_length_samples
 from daemon.config import EngineConfig
 from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.engine.envelopes import EnvShape, envelope_points, level_at
-from daemon.engine.sequencer import (
-    STEPS_PER_BEAT,
-    BarGrid,
-    Missing,
-    ScheduledNote,
-    Sequencer,
-    bar_length_samples,
-)
+from daemon.engine.sequencer import Missing, Sequencer
 from daemon.errors import EngineError
 from daemon.messages import (
     CLOSED_HAT,

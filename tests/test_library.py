@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from daemon.app import ComposeRequest, compose
 from daemon.cli import main
-from daemon.compose import ComposeRequest, compose
 from daemon.composer import Composer
 from daemon.conductor import Conductor
 from daemon.config import load_config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -14,19 +15,13 @@ import mido
 import numpy as np
 import pytest
 
+from daemon.clock import BarGrid, ScheduledCall, ScheduledNote, WallScheduler
 from daemon.config import EngineConfig
 from daemon.engine import BackendChoice, Engine, ScoreQueue, jack_running
-from daemon.engine.sequencer import BarGrid, ScheduledNote
 from daemon.errors import ConfigError, EngineError
 from daemon.messages import KICK, SNARE, BarScore, Beat, Chord, Layer, NoteEvent, Plan
-from daemon.outputs.midi import (
-    CHANNELS,
-    MidiFileWriter,
-    MidiPortOutput,
-    build_midi_file,
-    open_port,
-    resolve_backend,
-)
+from daemon.outputs.midi import CHANNELS, MidiFileOutput, build_midi_file
+from daemon.outputs.midi_port import MidiPortOutput, open_port, resolve_backend
 from daemon.scenes import load_scene
 
 SR = 48000
@@ -67,7 +62,7 @@ def perform(
         queue.put(score)
     queue.close()
     engine = Engine(config=EngineConfig(), backend=OFFLINE, scores=queue, realtime=False)
-    writer = MidiFileWriter(path)
+    writer = MidiFileOutput(path)
     writer.attach(engine)
     blocks: list[np.ndarray] = []
     beats: list[Beat] = []
@@ -80,7 +75,8 @@ def perform(
     assert engine.wait(60)
     engine.stop()
     assert engine.error is None
-    assert writer.close(end_time=engine.audio_time) == path
+    asyncio.run(writer.aclose())
+    assert writer.written == path
     return np.concatenate(blocks), beats, notes
 
 
@@ -225,11 +221,16 @@ class RecordingPort(mido.ports.BaseOutput):
 
 
 class FakeEngine:
-    """Hands a MIDI output the grids and notes an engine would, at times of our choosing."""
+    """Hands a MIDI output the grids and notes an engine would, at times of our choosing, and
+    schedules on the clock's thread as the engine does (the real :class:`WallScheduler`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wall_time: Callable[[float], float | None]) -> None:
         self.grid_listeners: list[Callable[[BarGrid], None]] = []
         self.note_listeners: list[Callable[[Sequence[ScheduledNote]], None]] = []
+        self.scheduler = WallScheduler(wall_time)
+
+    def call_at(self, audio_time: float, fn: Callable[[], object], **_: Any) -> ScheduledCall:
+        return self.scheduler.call_at(audio_time, fn)
 
     def add_grid_listener(self, fn: Callable[[BarGrid], None]) -> None:
         self.grid_listeners.append(fn)
@@ -252,9 +253,9 @@ class FakeEngine:
 def test_port_output_plays_in_step_with_clock_start_and_panic() -> None:
     port = RecordingPort()
     t0 = time.perf_counter() + 0.1
-    output = MidiPortOutput(port=port, wall_time=lambda t: t0 + t, clock=True)
-    engine = FakeEngine()
-    output.attach(engine)
+    output = MidiPortOutput(port=port, clock=True)
+    engine = FakeEngine(lambda t: t0 + t)
+    output.attach(engine)  # type: ignore[arg-type]
     grid = BarGrid.build(
         bar=0, start=0, sample_rate=SR, plan=plan(0, 240.0), first_beat=0, bpm_from=None, ramp=1
     )
@@ -263,8 +264,9 @@ def test_port_output_plays_in_step_with_clock_start_and_panic() -> None:
     lead = NoteEvent(Layer.LEAD, 69, 90, 2.0, 1.0)
     engine.bar(grid, [held, kick, lead])
     time.sleep(0.1 + 1.0 + 0.15)  # the whole 4-beat bar at 240 bpm, and a little more
-    output.close()
-    output.close()
+    asyncio.run(output.aclose())
+    asyncio.run(output.aclose())
+    engine.scheduler.close()
     got = [(t - t0, m) for t, m in port.received]
     types = [m.type for _, m in got]
     assert types[:4] == ["program_change"] * 4
@@ -409,15 +411,15 @@ def _clock_intervals(jack_server: str, *, bpm: float, seconds: float) -> np.ndar
         scores=queue,
         realtime=True,
     )
-    output = MidiPortOutput(port=port, wall_time=engine.wall_time, clock=True)
+    output = MidiPortOutput(port=port, clock=True)
     output.attach(engine)
     subprocess.run(["jack_connect", _jack_port("moodscore-midi:"), _jack_port("desk:")], check=True)
     try:
         engine.start()
         time.sleep(seconds + 1.5)
     finally:
+        asyncio.run(output.aclose())  # the panic comes before pyo stops, as in a session
         engine.stop()
-        output.close()
         time.sleep(0.05)  # a few JACK cycles for the last messages to arrive
         listener.close()
     statuses = [status for _, status in arrivals]

@@ -21,17 +21,18 @@ import numpy as np
 import pytest
 import soundfile
 
+from daemon.app import LiveRequest, build_live
 from daemon.config import Config, load_config
 from daemon.control.mqtt import (
     MqttBridge,
     discovery_configs,
-    mqtt_bridge,
     parse_broker,
     wled_state,
 )
 from daemon.engine import BackendChoice
 from daemon.errors import ConfigError
-from daemon.pipeline import Session, SessionReport
+from daemon.outputs.recorder import RecordingOutput
+from daemon.session import Session, SessionReport
 from daemon.sources import open_source
 
 os.environ.setdefault("PYO_GUI_WX", "0")
@@ -206,24 +207,23 @@ async def run_live(
     prepare: Callable[[Session], None] | None = None,
     during: Callable[[Session, MqttBridge], Coroutine[Any, Any, None]] | None = None,
 ) -> LiveRun:
-    """A live ``manual`` session on the demo with the MQTT bridge, as ``moodscore run`` does."""
+    """A live ``manual`` session on the demo with the MQTT bridge, built as ``moodscore run``
+    builds it (no web page); ``record`` receives the recording."""
     source = open_source("demo", config.source, paced=True)
-    session = Session(
-        config=config,
-        source=source,
-        backend=BackendChoice("manual", "test"),
-        render=False,
-        duration=seconds,
-        record_path=record,
+    request = LiveRequest(duration=seconds, record_dir=record.parent if record else None)
+    session = build_live(
+        config.replace("web", enabled=False), request, source, BackendChoice("manual", "test")
     )
+    bridge = next(o for o in session.outputs if isinstance(o, MqttBridge))
     if prepare is not None:
         prepare(session)
-    async with mqtt_bridge(config.mqtt, session) as bridge:
-        assert bridge is not None
-        task = asyncio.create_task(during(session, bridge)) if during else None
-        report = await session.run()
-        if task is not None:
-            await task
+    task = asyncio.create_task(during(session, bridge)) if during else None
+    report = await session.run()
+    if task is not None:
+        await task
+    if record is not None:
+        recording = next(o for o in session.outputs if isinstance(o, RecordingOutput))
+        recording.path.rename(record)
     return LiveRun(report, session, bridge)
 
 
@@ -303,7 +303,7 @@ async def test_beats_reach_mosquitto_sub_ahead_of_the_sound(
     sub = subscribers(broker, [BASE + "event/beat"])
 
     def at_120(session: Session) -> None:
-        session.conductor.fix_tempo(120.0)
+        session.planner.conductor.fix_tempo(120.0)
 
     run = await run_live(live_config(broker.port), seconds=30.0, prepare=at_120)
     lines = sub.stop()

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import soundfile
 
+from daemon.app import build_core, build_session
 from daemon.cli import main
 from daemon.config import load_config
 from daemon.engine import choose_backend
-from daemon.pipeline import Session
 from daemon.sources import open_source
 from tests.clips import write_clip
 
@@ -119,9 +119,8 @@ async def test_same_input_and_seed_give_the_same_notes(tmp_path: Path) -> None:
 
     async def render_notes(seed_config: object) -> list[object]:
         source = open_source(str(clip), config.source, paced=False)
-        session = Session(
-            config=config, source=source, backend=choose_backend("auto", render=True), render=True
-        )
+        core = build_core(config, backend=choose_backend("auto", render=True), render=True)
+        session = build_session(config, core, source=source, outputs=[], render=True, duration=None)
         report = await session.run()
         assert report.audio_seconds == pytest.approx(12.0, abs=1e-3)
         return [(s.bar, s.plan, s.chord, s.notes) for s in report.scores]

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from daemon.clock import BarGrid, ScheduledNote
 from daemon.config import EngineConfig
 from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.engine import instruments as instruments_module
 from daemon.engine.envelopes import level_at
-from daemon.engine.sequencer import BarGrid, ScheduledNote
 from daemon.messages import BarScore, Chord, Layer, Mode, NoteEvent, Plan
 from daemon.scenes import load_scene
 

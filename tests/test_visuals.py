@@ -114,7 +114,7 @@ def test_bars_that_have_not_started_are_not_shown(timeline: VisualTimeline) -> N
 
 def test_a_live_timeline_forgets_old_bars() -> None:
     live = VisualTimeline(keep_s=4.0)
-    from daemon.engine.sequencer import BarGrid
+    from daemon.clock import BarGrid
 
     for bar in range(40):
         plan = Plan(bar=bar, bpm=120.0, layers=1, tonic=0, mode="major", density=0.5,

@@ -1,54 +1,54 @@
-"""The JSON API and its access rules against a real aiohttp server, and the CLI's web flags."""
+"""The JSON API and its access rules against the daemon's own web server (built as ``moodscore
+run`` builds it), and the CLI's web flags."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import aiohttp
 import ifaddr
 import pytest
 
 from daemon.cli import main
-from daemon.config import VisualsConfig, WebConfig
-from daemon.control.commands import ControlHub, TempoCommand
-from daemon.web.latency import ClickEngine
+from daemon.session import Session
 from daemon.web.server import WebServer, parse_address
+from tests.live import build, live_config, running, web_of
 
 
-def _server(control: ControlHub | None, *, host: str = "127.0.0.1", token: str = "") -> WebServer:
-    session = SimpleNamespace(
-        engine=ClickEngine(), board=SimpleNamespace(history=[]), control=control
+def _server(*, host: str = "127.0.0.1", token: str = "") -> WebServer:
+    """The web server of a live session built as ``moodscore run`` builds it, attached to its
+    engine but with the music not started (for the HTTP rules alone)."""
+    config = live_config(
+        web={"host": host, "port": 0, "token": token},
+        visuals={"width": 160, "height": 90, "fps": 10},
     )
-    return WebServer(
-        session=session,
-        web_config=WebConfig(host=host, port=0, token=token),
-        visuals=VisualsConfig(width=160, height=90, fps=10),
-    )
+    session = build(config)
+    server = web_of(session)
+    server.attach(session.engine)
+    return server
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[WebServer, ControlHub]]:
-    hub = ControlHub()
-    server = _server(hub)
-    await server.start()
-    try:
-        yield server, hub
-    finally:
-        await server.close()
+async def served() -> AsyncIterator[tuple[WebServer, Session]]:
+    """The live daemon playing the demo, its web server on a free port."""
+    session = build(live_config(visuals={"width": 160, "height": 90, "fps": 10}), seconds=30.0)
+    async with running(session):
+        yield web_of(session), session
 
 
-async def test_commands_reach_the_control_hub_and_bad_ones_say_why(
-    served: tuple[WebServer, ControlHub],
+async def test_commands_change_the_music_at_the_next_bar_and_bad_ones_say_why(
+    served: tuple[WebServer, Session],
 ) -> None:
-    server, hub = served
+    server, session = served
     base = f"http://127.0.0.1:{server.port}"
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{base}/api/tempo", json={"bpm": 100}) as response:
             assert response.status == 200
             assert await response.json() == {"ok": True, "message": "ok"}
+        sent_in = session.control.state()["bar"]
         async with http.post(f"{base}/api/tempo", data="500") as response:
             assert response.status == 400
             answer = await response.json()
@@ -60,12 +60,20 @@ async def test_commands_reach_the_control_hub_and_bad_ones_say_why(
             state = await response.json()
         async with http.get(f"{base}/api/info") as response:
             info = await response.json()
-    assert hub.take_all() == [TempoCommand(bpm=100.0)]
     assert {"bpm", "scene", "layers", "valence", "arousal", "viewers", "audio_time"} <= set(state)
+    assert state["overrides"] == {"bpm": 100.0}
     assert "combat" in info["scenes"] and info["layers"][0] == "lead"
+    # The tempo lands on the next bar line (or the one after, within 0.3 s of it).
+    planner = session.planner
+    for _ in range(100):
+        if planner.sounding is not None and planner.sounding.plan.bpm == 100.0:
+            break
+        await asyncio.sleep(0.1)
+    assert planner.sounding is not None and planner.sounding.plan.bpm == 100.0
+    assert planner.sounding.bar <= sent_in + 2
 
 
-async def test_pages_are_served(served: tuple[WebServer, ControlHub]) -> None:
+async def test_pages_are_served(served: tuple[WebServer, Session]) -> None:
     server, _ = served
     async with aiohttp.ClientSession() as http:
         for path, needle in [
@@ -90,7 +98,7 @@ async def test_clients_beyond_this_machine_need_the_token() -> None:
     address = _lan_address()
     if address is None:
         pytest.skip("this machine has no network address besides loopback")
-    server = _server(ControlHub(), host="0.0.0.0", token="s3cret")
+    server = _server(host="0.0.0.0", token="s3cret")
     await server.start()
     try:
         async with aiohttp.ClientSession() as http:
@@ -105,11 +113,11 @@ async def test_clients_beyond_this_machine_need_the_token() -> None:
             async with http.get(f"http://127.0.0.1:{server.port}/api/state") as response:
                 assert response.status == 200  # this machine itself needs none
     finally:
-        await server.close()
+        await server.aclose()
 
 
 def test_listening_beyond_loopback_without_a_token_makes_one() -> None:
-    server = _server(None, host="0.0.0.0")
+    server = _server(host="0.0.0.0")
     assert len(server.token) >= 12
     assert f"?token={server.token}" in server.url
 

@@ -101,7 +101,7 @@ class AnalysisStage:
     ----------
     config : the ``[analysis]`` section.
     model : the analysis mode's window model (default: the ``frame`` mode); see
-        :func:`daemon.analysis.make_window_model`. The stage does not close it.
+        :func:`daemon.analysis.make_window_model`. :meth:`close` closes it.
 
     Attributes
     ----------
@@ -138,6 +138,11 @@ class AnalysisStage:
         for mood in analyzer.flush(end):
             emit(mood)
         return self.frames
+
+    def close(self) -> None:
+        """Release the window model (mediapipe, torch); blocking, so call it off the loop."""
+        if self._model is not None:
+            self._model.close()
 
     async def _every_frame(self, source: FrameSource) -> AsyncIterator[Frame]:
         while True:

@@ -37,6 +37,10 @@ class MelodyWriter(Protocol):
 
     def write(self, plan: Plan) -> tuple[SoundingNote, ...]: ...
 
+    def section(self, bar: int) -> str | None:
+        """The label of the form's section ``bar`` belongs to; None in free form."""
+        ...
+
 
 @functools.lru_cache(maxsize=4)
 def load_melody_model(path: Path = DEFAULT_WEIGHTS) -> NgramMelodyModel:
@@ -180,7 +184,13 @@ class Composer:
             notes.extend(pad_notes(chord, plan))
         if Layer.ARP.order <= plan.layers:
             notes.extend(arp_notes(chord, plan))
-        return BarScore(bar=plan.bar, plan=plan, chord=chord, notes=tuple(notes))
+        return BarScore(
+            bar=plan.bar,
+            plan=plan,
+            chord=chord,
+            notes=tuple(notes),
+            section=self._melody.section(plan.bar),
+        )
 
     def _lead_events(self, plan: Plan, melody: tuple[SoundingNote, ...]) -> list[NoteEvent]:
         base = 72 + 16 * (plan.arousal + 1.0) / 2.0

@@ -22,6 +22,11 @@ class Section:
     letter: str
     variation: int
 
+    @property
+    def label(self) -> str:
+        """The section as written in the structure: ``"A"``, ``"A'"``, ``"A''"``."""
+        return self.letter + "'" * self.variation
+
 
 @dataclass(frozen=True, slots=True)
 class BarRole:

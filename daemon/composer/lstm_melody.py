@@ -99,6 +99,11 @@ class LstmMelodyWriter:
         """The sampler the melody streams from; feeding it notes primes what comes next."""
         return self._sampler
 
+    def section(self, bar: int) -> str | None:
+        """The label of the form's section ``bar`` belongs to (``"A'"``); None in free form."""
+        role = self.form.role(bar)
+        return None if role is None else role.section.label
+
     def write(self, plan: Plan) -> tuple[SoundingNote, ...]:
         """The lead of ``plan.bar``: notes and rests filling the bar exactly, offsets in beats."""
         role = self.form.role(plan.bar)

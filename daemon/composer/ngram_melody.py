@@ -69,6 +69,10 @@ class NgramMelodyWriter:
         self._relative = codec.relative_pitches()
         self._rest_id = codec.rest_id
 
+    def section(self, bar: int) -> str | None:
+        """Always None: the n-gram writer follows no imposed form."""
+        return None
+
     def write(self, plan: Plan) -> tuple[SoundingNote, ...]:
         """The lead of ``plan.bar``: notes and rests filling the bar exactly, offsets in beats."""
         bar_length = plan.beats_per_bar * 4

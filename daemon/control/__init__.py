@@ -1,11 +1,14 @@
-"""Control of a running session: command schemas, the control hub, MQTT."""
+"""Control of a running session: command schemas, the control hub, the router, MQTT.
+
+The router (:mod:`daemon.control.router`) and the MQTT bridge are imported from their modules;
+this package exports only the light names front ends share.
+"""
 
 from daemon.control.commands import (
     COMMAND_NAMES,
     Command,
     CommandError,
     CommandResult,
-    ControlHub,
     KeyCommand,
     LayersCommand,
     MoodCommand,
@@ -16,6 +19,7 @@ from daemon.control.commands import (
     TransportCommand,
     parse_command,
 )
+from daemon.control.hub import ControlHub
 
 __all__ = [
     "COMMAND_NAMES",

@@ -70,23 +70,21 @@ def mqtt_figures(config: Config, *, seconds: float) -> dict[str, Any] | None:
 async def _session(config: Config, port: int, seconds: float) -> dict[str, Any]:
     import aiomqtt
 
-    from daemon.control.mqtt import mqtt_bridge
+    from daemon.app import LiveRequest, build_live
+    from daemon.control.mqtt import MqttBridge
     from daemon.engine import BackendChoice
-    from daemon.pipeline import Session
     from daemon.sources import open_source
 
     config = config.replace(
         "mqtt", enabled=True, host="127.0.0.1", port=port, instance="bench", discovery=False
     )
+    config = config.replace("web", enabled=False).replace("midi", enabled=False)
     source = open_source("demo", config.source, paced=True, duration=seconds)
-    session = Session(
-        config=config,
-        source=source,
-        backend=BackendChoice("manual", "bench"),
-        render=False,
-        duration=seconds,
+    session = build_live(
+        config, LiveRequest(duration=seconds), source, BackendChoice("manual", "bench")
     )
-    session.conductor.fix_tempo(120.0)
+    bridge = next(o for o in session.outputs if isinstance(o, MqttBridge))
+    session.planner.conductor.fix_tempo(120.0)
     round_trips: list[float] = []
 
     async def commands() -> None:
@@ -103,11 +101,9 @@ async def _session(config: Config, port: int, seconds: float) -> dict[str, Any]:
                 await asyncio.sleep(0.02)
             await client.publish(base, "auto")
 
-    async with mqtt_bridge(config.mqtt, session) as bridge:
-        assert bridge is not None
-        driver = asyncio.create_task(commands())
-        await session.run()
-        await driver
+    driver = asyncio.create_task(commands())
+    await session.run()
+    await driver
     return {
         "seconds": seconds,
         "lead_setting_ms": config.mqtt.beat_lead_ms,

@@ -1,4 +1,4 @@
-"""Control commands: their schemas, the parser every front end shares, and the control hub.
+"""Control commands: their schemas and the parser every front end shares.
 
 Every way of steering the music (MQTT ``cmd/<name>``, the web panel's ``/api/<name>``, tests)
 sends a command *name* and a *payload*; :func:`parse_command` validates the payload against the
@@ -6,30 +6,24 @@ command's pydantic model and returns a frozen command, or raises :class:`Command
 line a user can act on. Payloads are JSON objects, or, where one value says it all, that bare
 value: ``cmd/tempo`` ``120``, ``cmd/scene`` ``combat``, ``cmd/transport`` ``stop``.
 
-:class:`ControlHub` is what front ends hold (``session.control``): :meth:`ControlHub.execute`
-validates and enqueues a command and answers with a :class:`CommandResult`; it never raises for
-bad input. The session takes the commands off a bounded queue (on overflow the oldest is dropped,
-with a warning) and applies each on the musical grid: mood, scene, tempo, layers and key at the
-next bar the conductor plans, a mute as a one-beat fade from the next beat, transport at the
-next bar line. :meth:`ControlHub.state` is the snapshot every front end shows and publishes.
+Front ends hand commands to the :class:`~daemon.control.hub.ControlHub`; the
+:class:`~daemon.control.router.Router` applies them on the musical grid.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Protocol, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from daemon.engine.sequencer import RateLimitedLog
-from daemon.messages import LAYER_ORDER, Layer
+from daemon.errors import MoodscoreError
+from daemon.messages import KEY_NAMES, LAYER_ORDER, Layer
 from daemon.scenes import available_scenes
 
 log = logging.getLogger("moodscore.control")
@@ -37,15 +31,11 @@ log = logging.getLogger("moodscore.control")
 # Payloads larger than this are refused before parsing: no command needs more, and a flood of
 # huge payloads must cost nothing but the answer.
 MAX_PAYLOAD_BYTES = 4096
-# Commands waiting for the session; a flood beyond this drops the oldest (the newest wins).
-DEFAULT_QUEUE_SIZE = 64
 # Longest error text sent back; pydantic can be wordy about a deeply wrong payload.
 MAX_MESSAGE_CHARS = 300
 # Words that release an override, as a bare payload.
 RELEASE_WORDS = ("auto", "release", "none", "null", "")
 
-# Key names as people write them (flats with "b"); index = pitch class.
-KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _KEY_PITCH = {
     "C": 0, "C#": 1, "DB": 1, "D": 2, "D#": 3, "EB": 3, "E": 4, "FB": 4, "E#": 5, "F": 5,
     "F#": 6, "GB": 6, "G": 7, "G#": 8, "AB": 8, "A": 9, "A#": 10, "BB": 10, "B": 11, "CB": 11,
@@ -54,7 +44,7 @@ _KEY_RE = re.compile(r"^\s*([A-Ga-g])([#b♯♭-]?)\s*(major|minor|maj|min|m)?\s
 _SCENE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class CommandError(ValueError):
+class CommandError(MoodscoreError):
     """A command was refused: unknown name, malformed payload or a value out of range.
 
     ``str(error)`` is one line that says what to send instead.
@@ -355,182 +345,6 @@ def _describe(exc: ValidationError, name: str) -> str:
         parts.append(f"{where}: {message}" if where else message)
     text = "; ".join(parts)
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
-
-
-# --------------------------------------------------------------------------- the hub
-
-
-StateListener = Callable[[dict[str, Any]], None]
-
-
-class SourceSwitcher(Protocol):
-    """What switches the live source (the session): opens ``spec``, then replaces the old one.
-
-    Raises a :class:`~daemon.errors.MoodscoreError` (the old source keeps running) when ``spec``
-    cannot be opened.
-    """
-
-    def __call__(self, spec: str) -> Awaitable[str]: ...
-
-
-class ControlHub:
-    """Where commands come in and the state every front end shows comes out.
-
-    Parameters
-    ----------
-    queue_size : commands that may wait for the session; beyond it the oldest is dropped.
-    switch_source : opens and switches to a new source (the session sets it); None refuses
-        ``source`` commands.
-
-    Front ends call :meth:`execute`, :meth:`state` and :meth:`add_state_listener`, all on the
-    event loop. The session calls :meth:`next_command` and :meth:`update`.
-    """
-
-    def __init__(
-        self,
-        *,
-        queue_size: int = DEFAULT_QUEUE_SIZE,
-        switch_source: SourceSwitcher | None = None,
-    ) -> None:
-        if queue_size < 1:
-            raise ValueError("queue_size must be at least 1")
-        self._queue: collections.deque[Command] = collections.deque()
-        self._queue_size = queue_size
-        self._waiting = asyncio.Event()
-        self._switch_source = switch_source
-        self._source_lock = asyncio.Lock()
-        self._listeners: list[StateListener] = []
-        self._drop_log = RateLimitedLog(log)
-        self._reject_log = RateLimitedLog(log)
-        self.dropped = 0  # commands dropped because the queue was full
-        self.rejected = 0  # commands refused as malformed
-        self._state: dict[str, Any] = {
-            "valence": 0.0,
-            "arousal": 0.0,
-            "scene": None,
-            "bpm": None,
-            "layers": None,
-            "key": None,
-            "mode": None,
-            "source": None,
-            "overrides": {},
-            "muted": [],
-            "playing": True,
-            "bar": None,
-        }
-
-    # -- front ends ------------------------------------------------------------------------
-
-    async def execute(
-        self, name: str, payload: bytes | str | Mapping[str, Any] | None
-    ) -> CommandResult:
-        """Validate the command and hand it to the session; never raises for bad input.
-
-        Returns ``CommandResult(True, "ok")`` once the command is queued (it takes effect on the
-        grid: see the module's docstring), or ``ok=False`` with the reason. A ``source``
-        command returns once the new source is open, or with the error that kept it from
-        opening (the old source then keeps running).
-        """
-        try:
-            command = parse_command(name, payload)
-        except CommandError as exc:
-            self.rejected += 1
-            self._reject_log.warning("command refused: %s", exc)
-            return CommandResult(False, str(exc))
-        if isinstance(command, SourceCommand):
-            return await self._switch(command.source)
-        self.submit(command)
-        return OK
-
-    def submit(self, command: Command) -> None:
-        """Queue an already-validated command (drop the oldest when full)."""
-        if len(self._queue) >= self._queue_size:
-            self._queue.popleft()
-            self.dropped += 1
-            self._drop_log.warning(
-                "control: more than %d commands waiting; dropped the oldest (%d so far)",
-                self._queue_size,
-                self.dropped,
-            )
-        self._queue.append(command)
-        self._waiting.set()
-
-    def state(self) -> dict[str, Any]:
-        """A copy of the state: valence, arousal, scene, bpm, layers, key, mode, source,
-        overrides, muted, playing, bar."""
-        state = dict(self._state)
-        state["overrides"] = dict(state["overrides"])
-        state["muted"] = list(state["muted"])
-        return state
-
-    def add_state_listener(self, fn: StateListener) -> None:
-        """Call ``fn(state)`` on the event loop whenever the state changes."""
-        self._listeners = [*self._listeners, fn]
-
-    def remove_state_listener(self, fn: StateListener) -> None:
-        """Stop calling ``fn``; unknown listeners are ignored."""
-        self._listeners = [f for f in self._listeners if f is not fn]
-
-    # -- the session -----------------------------------------------------------------------
-
-    def set_source_switcher(self, switch_source: SourceSwitcher | None) -> None:
-        """Set (or clear) what ``source`` commands call."""
-        self._switch_source = switch_source
-
-    @property
-    def pending(self) -> int:
-        """Commands waiting for the session."""
-        return len(self._queue)
-
-    def take_all(self) -> list[Command]:
-        """Every waiting command, oldest first, without waiting."""
-        taken = list(self._queue)
-        self._queue.clear()
-        self._waiting.clear()
-        return taken
-
-    async def next_command(self) -> Command:
-        """Wait for the next command (oldest first)."""
-        while not self._queue:
-            self._waiting.clear()
-            await self._waiting.wait()
-        command = self._queue.popleft()
-        if not self._queue:
-            self._waiting.clear()
-        return command
-
-    def update(self, **fields: Any) -> None:
-        """Change state fields; listeners hear of it once, and only if something changed."""
-        unknown = set(fields) - set(self._state)
-        if unknown:
-            raise KeyError(f"unknown state field(s): {', '.join(sorted(unknown))}")
-        changed = {k: v for k, v in fields.items() if self._state.get(k) != v}
-        if not changed:
-            return
-        self._state.update(changed)
-        snapshot = self.state()
-        for fn in self._listeners:
-            try:
-                fn(snapshot)
-            except Exception:
-                log.exception("state listener %r failed; it keeps being called", fn)
-
-    async def _switch(self, spec: str) -> CommandResult:
-        from daemon.errors import MoodscoreError
-
-        if self._switch_source is None:
-            return CommandResult(False, "source: this session cannot switch sources (a render)")
-        async with self._source_lock:
-            try:
-                description = await self._switch_source(spec)
-            except MoodscoreError as exc:
-                log.warning("source switch to %r refused: %s", spec[:80], exc)
-                return CommandResult(False, f"source: {exc}")
-            except Exception as exc:  # a driver's own error type: still one line back
-                log.exception("source switch to %r failed", spec[:80])
-                return CommandResult(False, f"source: could not switch to {spec[:80]!r}: {exc}")
-        log.info("source: %s", description)
-        return OK
 
 
 def layer_names(layers: Collection[Layer]) -> list[str]:

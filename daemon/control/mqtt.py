@@ -18,14 +18,15 @@ Home Assistant discovery configs are retained under ``<discovery_prefix>/...`` a
 whenever ``<discovery_prefix>/status`` says ``online``. With ``wled_topic`` set, each bar sends a
 colour, effect and speed from the mood and tempo to ``<wled_topic>/api`` (rate-limited).
 
-The bridge runs beside the session and never holds the music up: the engine's listeners only
-hand events to the event loop; a broker that goes away is reconnected to with backoff while the
-music plays on, and on reconnect the status, state and discovery are published again. Events are
-best effort (dropped while disconnected); state and status are retained, QoS 1.
+The bridge is an output of the session (closed last, so ``offline`` means the music has gone)
+and never holds the music up: the clock's listeners only schedule on the event loop; a broker
+that goes away is reconnected to with backoff while the music plays on, and on reconnect the
+status, state and discovery are published again. Events are best effort (dropped while
+disconnected); state and status are retained, QoS 1.
 
 Timing. The engine announces each beat from the audio block that contains it, which in
 ``manual`` mode is up to ``engine.live_ahead_s`` (100 ms) before the beat is heard; the bridge
-schedules the publication at ``engine.wall_time(beat) - beat_lead_ms`` on the event loop. With a
+schedules the publication with the clock's ``call_at(beat - beat_lead_ms, loop=...)``. With a
 sound card (``device``/``jack``) beats are known only about one audio buffer ahead, so they are
 published as soon as they are known (with less lead than asked for).
 """
@@ -33,37 +34,50 @@ published as soon as they are known (with less lead than asked for).
 from __future__ import annotations
 
 import asyncio
-import colorsys
 import contextlib
 import json
 import logging
 import random
-import re
-import socket
-import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiomqtt
 
-from daemon import __version__
+from daemon.clock import MusicClock, ScheduledNote
 from daemon.config import MqttConfig
-from daemon.control.commands import COMMAND_NAMES, KEY_NAMES, ControlHub
-from daemon.engine.sequencer import RateLimitedLog, ScheduledNote
-from daemon.errors import ConfigError
-from daemon.messages import BarStarted, Beat
+from daemon.control.commands import COMMAND_NAMES
+from daemon.control.hub import ControlHub
+from daemon.control.mqtt_topics import (
+    NAME_RE,
+    base_topic,
+    check_config,
+    discovery_configs,
+    instance_name,
+    parse_broker,
+    tls_context,
+    wled_state,
+)
+from daemon.logs import RateLimitedLog
+from daemon.messages import KEY_NAMES, BarStarted, Beat
+from daemon.outputs.base import Output, Stage
 from daemon.scenes import available_scenes
 
-if TYPE_CHECKING:
-    from daemon.engine import Engine
-    from daemon.pipeline import Session
+__all__ = [
+    "BridgeStats",
+    "MqttBridge",
+    "base_topic",
+    "check_config",
+    "discovery_configs",
+    "instance_name",
+    "parse_broker",
+    "tls_context",
+    "wled_state",
+]
 
 log = logging.getLogger("moodscore.mqtt")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # How long the connection task waits for the broker to acknowledge a QoS 1 publication.
 _ACK_TIMEOUT_S = 5.0
 # First reconnect delay; it doubles up to mqtt.reconnect_max_s.
@@ -74,211 +88,6 @@ _INCOMING_QUEUE = 4096
 # off the beat are worse than one missed flash. (In manual mode that is the session's very first
 # beat: the clock starts at audio time 0 the moment the engine runs, so it is never known ahead.)
 LATE_DROP_S = 0.0
-
-
-def instance_name(config: MqttConfig) -> str:
-    """The topic level naming this daemon: ``mqtt.instance``, or the host name made safe."""
-    if config.instance:
-        if not _NAME_RE.match(config.instance):
-            raise ConfigError(
-                f"mqtt.instance {config.instance!r} may hold only letters, digits, '-' and '_'"
-            )
-        return config.instance
-    host = socket.gethostname().split(".")[0]
-    return re.sub(r"[^A-Za-z0-9_-]", "-", host)[:64] or "moodscore"
-
-
-def base_topic(config: MqttConfig) -> str:
-    """``<prefix>/<instance>/``, checked: no wildcards, no empty levels."""
-    prefix = config.prefix.strip("/")
-    if not prefix or any(c in prefix for c in "+#\0") or "//" in prefix:
-        raise ConfigError(
-            f"mqtt.prefix {config.prefix!r} must be a topic without wildcards (+ #) or empty "
-            "levels, e.g. moodscore"
-        )
-    return f"{prefix}/{instance_name(config)}/"
-
-
-def parse_broker(text: str) -> tuple[str, int | None]:
-    """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port or None).
-
-    Raises
-    ------
-    ConfigError
-        An empty host or a port that is not a number in 1-65535.
-    """
-    text = text.strip()
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host:
-        raise ConfigError(f"--mqtt {text!r}: give a broker host, e.g. --mqtt localhost:1883")
-    if not port_text:
-        return host, None
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(f"--mqtt {text!r}: the port must be a number from 1 to 65535")
-    return host, int(port_text)
-
-
-def check_config(config: MqttConfig) -> None:
-    """Raise :class:`ConfigError` for a bad prefix, instance or TLS file, before a run starts."""
-    base_topic(config)
-    tls_context(config)
-
-
-def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
-    """The TLS context ``mqtt.tls``/``ca_file``/``cert_file``/``key_file`` ask for, or None.
-
-    Raises
-    ------
-    ConfigError
-        A certificate or key file that does not load.
-    """
-    if not config.tls:
-        return None
-    try:
-        context = ssl.create_default_context(cafile=config.ca_file or None)
-        if config.cert_file:
-            context.load_cert_chain(config.cert_file, config.key_file or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"MQTT TLS files do not load ({exc}); check mqtt.ca_file, cert_file and key_file"
-        ) from exc
-    return context
-
-
-def wled_state(*, valence: float, arousal: float, bpm: float, layers: int) -> dict[str, Any]:
-    """A WLED JSON API state for one bar.
-
-    Colour: hue from valence (unpleasant = blue-violet, neutral = green-teal, pleasant = warm
-    amber), saturation and brightness rising with arousal. Effect by arousal: Breathe (2) when
-    calm, Running (15) in between, Sparkle+ (22) when intense; its speed follows the tempo
-    (60 bpm = 0, 180 bpm = 255); intensity follows the layer count.
-    """
-    hue = 0.72 - 0.64 * (max(-1.0, min(1.0, valence)) + 1.0) / 2.0  # 0.72 violet .. 0.08 amber
-    level = (max(-1.0, min(1.0, arousal)) + 1.0) / 2.0
-    r, g, b = colorsys.hsv_to_rgb(hue % 1.0, 0.55 + 0.45 * level, 1.0)
-    effect = 2 if level < 0.35 else 15 if level < 0.7 else 22
-    return {
-        "on": True,
-        "bri": round(70 + 185 * level),
-        "transition": 7,  # tenths of a second
-        "seg": [
-            {
-                "col": [[round(r * 255), round(g * 255), round(b * 255)]],
-                "fx": effect,
-                "sx": round(255 * max(0.0, min(1.0, (bpm - 60.0) / 120.0))),
-                "ix": round(255 * max(1, min(5, layers)) / 5),
-            }
-        ],
-    }
-
-
-def discovery_configs(
-    *, base: str, instance: str, discovery_prefix: str, scenes: Sequence[str]
-) -> list[tuple[str, dict[str, Any]]]:
-    """Home Assistant MQTT discovery: (config topic, payload) for sensors of valence, arousal,
-    scene and bpm, numbers for tempo and layers, a select for the scene and a play switch."""
-    node = f"moodscore_{instance}".replace("-", "_")
-    device = {
-        "identifiers": [node],
-        "name": f"moodscore {instance}",
-        "manufacturer": "moodscore",
-        "model": "live soundtrack daemon",
-        "sw_version": __version__,
-    }
-    common = {
-        "availability_topic": base + "status",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "state_topic": base + "state",
-        "device": device,
-    }
-
-    def entry(component: str, key: str, **fields: Any) -> tuple[str, dict[str, Any]]:
-        payload = {**common, "unique_id": f"{node}_{key}", "object_id": f"{node}_{key}", **fields}
-        return f"{discovery_prefix}/{component}/{node}/{key}/config", payload
-
-    return [
-        entry(
-            "sensor",
-            "valence",
-            name="Valence",
-            value_template="{{ value_json.valence }}",
-            icon="mdi:emoticon-happy-outline",
-        ),
-        entry(
-            "sensor",
-            "arousal",
-            name="Arousal",
-            value_template="{{ value_json.arousal }}",
-            icon="mdi:lightning-bolt",
-        ),
-        entry(
-            "sensor",
-            "scene",
-            name="Scene",
-            value_template="{{ value_json.scene }}",
-            icon="mdi:movie-open",
-        ),
-        entry(
-            "sensor",
-            "bpm",
-            name="Tempo",
-            value_template="{{ value_json.bpm }}",
-            unit_of_measurement="bpm",
-            icon="mdi:metronome",
-        ),
-        entry(
-            "number",
-            "tempo",
-            name="Tempo override",
-            command_topic=base + "cmd/tempo",
-            value_template="{{ value_json.bpm }}",
-            min=60,
-            max=180,
-            step=1,
-            mode="slider",
-            unit_of_measurement="bpm",
-            icon="mdi:metronome",
-        ),
-        entry(
-            "number",
-            "layers",
-            name="Layers override",
-            command_topic=base + "cmd/layers",
-            value_template="{{ value_json.layers }}",
-            min=1,
-            max=5,
-            step=1,
-            mode="slider",
-            icon="mdi:layers-triple",
-        ),
-        entry(
-            "select",
-            "scene_select",
-            name="Scene override",
-            command_topic=base + "cmd/scene",
-            value_template="{{ value_json.overrides.scene | default('auto') }}",
-            options=["auto", *scenes],
-            icon="mdi:movie-open-cog",
-        ),
-        entry(
-            "switch",
-            "play",
-            name="Play",
-            command_topic=base + "cmd/transport",
-            payload_on="play",
-            payload_off="stop",
-            value_template="{{ 'play' if value_json.playing else 'stop' }}",
-            state_on="play",
-            state_off="stop",
-            icon="mdi:play-pause",
-        ),
-    ]
 
 
 @dataclass
@@ -292,19 +101,17 @@ class BridgeStats:
     beat_leads_ms: list[float] = field(default_factory=list)
 
 
-class MqttBridge:
-    """Connects a session's engine and control hub to an MQTT broker.
+class MqttBridge(Output):
+    """Connects a session's clock and control hub to an MQTT broker (an output, closed last).
 
     Parameters
     ----------
     config : the ``[mqtt]`` section (broker, credentials, TLS, topics, lead, rates).
     hub : the session's control hub: its state is published, commands go to it.
-    engine : the session's engine: beats, bars and notes are announced from its listeners
-        (added here, so make the bridge before the engine starts).
 
-    Use as ``async with MqttBridge(...):`` around the session's run: entering starts the
-    connection task (it returns at once; the broker may come later), leaving publishes
-    ``offline`` and disconnects.
+    :meth:`attach` subscribes to the clock's beats, bars (and notes); :meth:`start` starts the
+    connection task (it returns at once; the broker may come later); :meth:`aclose` publishes
+    ``offline`` and disconnects, after everything else has stopped.
 
     Raises
     ------
@@ -312,10 +119,12 @@ class MqttBridge:
         A bad prefix or instance name, or TLS files that do not load.
     """
 
-    def __init__(self, *, config: MqttConfig, hub: ControlHub, engine: Engine) -> None:
+    stage = Stage.ANNOUNCE
+    name = "MQTT"
+
+    def __init__(self, *, config: MqttConfig, hub: ControlHub) -> None:
         self.config = config
         self.hub = hub
-        self.engine = engine
         self.base = base_topic(config)
         self.instance = instance_name(config)
         self._tls = tls_context(config)
@@ -324,7 +133,6 @@ class MqttBridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._closed = False
         self._state_dirty = asyncio.Event()
         self._last_scene: str | None = None
         self._last_wled = -float("inf")
@@ -332,33 +140,24 @@ class MqttBridge:
         self._was_connected = False
         self.connected = asyncio.Event()
         self.stats = BridgeStats()
-        engine.add_beat_listener(self._beat_from_engine)
-        engine.add_bar_listener(self._bar_from_engine)
-        if config.note_events:
-            engine.add_note_listener(self._notes_from_engine)
-        hub.add_state_listener(self._state_changed)
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> MqttBridge:
-        self.start()
-        return self
+    def _attach(self, clock: MusicClock) -> None:
+        clock.add_beat_listener(self._beat_from_clock)
+        clock.add_bar_listener(self._bar_from_clock)
+        if self.config.note_events:
+            clock.add_note_listener(self._notes_from_clock)
+        self.hub.add_state_listener(self._state_changed)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start connecting (and reconnecting) in the background."""
+        log.info("MQTT: topics under %s on %s:%d", self.base, self.config.host, self.config.port)
         self._loop = asyncio.get_running_loop()
         self._task = self._loop.create_task(self._run(), name="mqtt")
 
-    async def close(self) -> None:
-        """Publish ``offline`` (retained), disconnect and stop; idempotent."""
+    async def _aclose(self) -> None:
+        """Publish ``offline`` (retained), disconnect and stop."""
         self.hub.remove_state_listener(self._state_changed)
         client = self._client
         if client is not None and self.connected.is_set():
@@ -375,7 +174,6 @@ class MqttBridge:
         self._task = None
         self._tasks.clear()
         self.connected.clear()
-        self._closed = True
 
     # -- the connection --------------------------------------------------------------------
 
@@ -484,7 +282,7 @@ class MqttBridge:
 
     def _answer(self, name: str, text: str) -> None:
         # The result topic of an unknown or odd name still answers, on a name safe to use.
-        leaf = name if name in COMMAND_NAMES or _NAME_RE.match(name) else "_invalid"
+        leaf = name if name in COMMAND_NAMES or NAME_RE.match(name) else "_invalid"
         self._publish_now(f"{self.base}cmd/{leaf}/result", text)
 
     # -- state, scene events, discovery ----------------------------------------------------
@@ -534,40 +332,32 @@ class MqttBridge:
 
     # -- beat, bar and note events ---------------------------------------------------------
 
-    def _beat_from_engine(self, beat: Beat) -> None:
-        # Engine thread: decide here (the transport of this bar is the engine's own state),
-        # then hand over to the loop. A stopped transport announces no beats.
-        if self._loop is None or not self.engine.playing:
-            return
-        self._loop.call_soon_threadsafe(self._schedule_beat, beat)
+    def _beat_from_clock(self, beat: Beat) -> None:
+        # The clock's audio thread: decide here (the transport of this bar is the engine's own
+        # state), then let the clock call the loop. A stopped transport announces no beats.
+        if self.clock.playing:
+            self._at_sound(beat.audio_time, self._publish_beat, beat)
 
-    def _bar_from_engine(self, started: BarStarted) -> None:
-        if self._loop is None or not self.engine.playing:
-            return
-        self._loop.call_soon_threadsafe(self._schedule_bar, started)
+    def _bar_from_clock(self, started: BarStarted) -> None:
+        if self.clock.playing:
+            self._at_sound(started.audio_time, self._publish_bar, started)
 
-    def _notes_from_engine(self, notes: Sequence[ScheduledNote]) -> None:
-        if self._loop is None or not self.engine.playing:
-            return
-        self._loop.call_soon_threadsafe(self._schedule_notes, tuple(notes))
+    def _notes_from_clock(self, notes: Sequence[ScheduledNote]) -> None:
+        if self.clock.playing:
+            for note in notes:
+                self._at_sound(note.time, self._publish_note, note)
 
-    def _at_sound(self, audio_time: float, fn: Any, *args: Any) -> None:
-        """Call ``fn(*args, wall)`` ``beat_lead_ms`` before ``audio_time`` is heard (at once
-        when that has passed, or in a render, which has no wall clock)."""
-        assert self._loop is not None
-        wall = self.engine.wall_time(audio_time)
-        if wall is None:
-            fn(*args, None)
+    def _at_sound(self, audio_time: float, fn: Any, item: Any) -> None:
+        """Call ``fn(item, wall)`` on the loop ``beat_lead_ms`` before ``audio_time`` is heard
+        (at once when that has passed, or in a render, which has no wall clock)."""
+        loop, clock = self._loop, self.clock
+        if loop is None:
             return
-        delay = wall - self._lead_s - time.perf_counter()
-        if delay <= 0:
-            fn(*args, wall)
-        else:
-            # The loop's timer: the engine's clock says when, the loop only waits for it.
-            self._loop.call_later(delay, fn, *args, wall)
 
-    def _schedule_beat(self, beat: Beat) -> None:
-        self._at_sound(beat.audio_time, self._publish_beat, beat)
+        def publish() -> None:
+            fn(item, clock.wall_time(audio_time))
+
+        clock.call_at(audio_time - self._lead_s, publish, loop=loop)
 
     def _publish_beat(self, beat: Beat, wall: float | None) -> None:
         payload: dict[str, Any] = {
@@ -589,9 +379,6 @@ class MqttBridge:
             self.stats.beats_published += 1
             if "lead_ms" in payload:
                 self.stats.beat_leads_ms.append(payload["lead_ms"])
-
-    def _schedule_bar(self, started: BarStarted) -> None:
-        self._at_sound(started.audio_time, self._publish_bar, started)
 
     def _publish_bar(self, started: BarStarted, wall: float | None) -> None:
         plan = started.plan
@@ -619,10 +406,6 @@ class MqttBridge:
                 )
                 self._publish_now(self.config.wled_topic.rstrip("/") + "/api", json.dumps(state))
 
-    def _schedule_notes(self, notes: tuple[ScheduledNote, ...]) -> None:
-        for note in notes:
-            self._at_sound(note.time, self._publish_note, note)
-
     def _publish_note(self, note: ScheduledNote, wall: float | None) -> None:
         payload: dict[str, Any] = {
             "layer": note.note.layer.value,
@@ -641,7 +424,7 @@ class MqttBridge:
     def _publish_now(self, topic: str, payload: str) -> bool:
         """Best effort, QoS 0, at once: dropped when not connected."""
         client = self._client
-        if client is None or self._closed or not self.connected.is_set():
+        if client is None or self.closed or not self.connected.is_set():
             return False
         # paho's own publish, synchronously: the packet is queued now and written as soon as
         # the loop sees the socket writable. aiomqtt's coroutine would need a task and a loop
@@ -655,16 +438,3 @@ class MqttBridge:
         task = self._loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-@contextlib.asynccontextmanager
-async def mqtt_bridge(config: MqttConfig, session: Session) -> AsyncIterator[MqttBridge | None]:
-    """``async with mqtt_bridge(config.mqtt, session):`` around ``session.run()``: a running
-    :class:`MqttBridge` when ``mqtt.enabled``, else nothing."""
-    if not config.enabled:
-        yield None
-        return
-    bridge = MqttBridge(config=config, hub=session.control, engine=session.engine)
-    log.info("MQTT: topics under %s on %s:%d", bridge.base, config.host, config.port)
-    async with bridge:
-        yield bridge

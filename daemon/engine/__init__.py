@@ -4,6 +4,7 @@ pyo itself is imported only when an :class:`Engine` starts, so choosing a backen
 :class:`ScoreQueue` never loads it.
 """
 
+from daemon.clock import BarGrid, ScheduledNote
 from daemon.engine.backends import (
     BackendChoice,
     choose_backend,
@@ -11,7 +12,6 @@ from daemon.engine.backends import (
     probe_audio_devices,
 )
 from daemon.engine.engine import Engine, ScoreQueue
-from daemon.engine.sequencer import BarGrid, ScheduledNote
 
 __all__ = [
     "BackendChoice",

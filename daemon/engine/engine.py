@@ -17,6 +17,7 @@ to the audio listeners. Other threads talk to the engine only through thread-saf
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import dataclasses
 import logging
@@ -27,20 +28,28 @@ from typing import Any
 
 import numpy as np
 
+from daemon.clock import (
+    AudioListener,
+    BarGrid,
+    BarListener,
+    BeatListener,
+    GridListener,
+    NoteListener,
+    ScheduledCall,
+    ScheduledNote,
+    WallScheduler,
+    call_on_loop,
+)
 from daemon.config import EngineConfig
 from daemon.engine.backends import BackendChoice
 from daemon.engine.envelopes import STOP_FADE_S
-from daemon.engine.sequencer import BarGrid, Missing, RateLimitedLog, ScheduledNote, Sequencer
+from daemon.engine.sequencer import Missing, Sequencer
 from daemon.errors import EngineError
+from daemon.logs import RateLimitedLog
 from daemon.messages import LAYER_ORDER, BarScore, BarStarted, Beat, Layer
 
 log = logging.getLogger(__name__)
 
-BeatListener = Callable[[Beat], None]
-BarListener = Callable[[BarStarted], None]
-AudioListener = Callable[[np.ndarray, float], None]
-GridListener = Callable[[BarGrid], None]
-NoteListener = Callable[[Sequence[ScheduledNote]], None]
 
 # After the score queue closes with no end time set, let notes and reverb ring this long.
 CLOSED_TAIL_S = 2.0
@@ -144,7 +153,8 @@ class ScoreQueue:
 
 
 class Engine:
-    """Plays bar scores through the pyo band on one sample clock.
+    """Plays bar scores through the pyo band on one sample clock; the
+    :class:`~daemon.clock.MusicClock` every output follows.
 
     Parameters
     ----------
@@ -227,6 +237,11 @@ class Engine:
         self._playing = True  # what the bar now sounding does
         self._transport_pending = False
         self._block_position = 0  # first sample of the block being prepared
+        # The clock's thread (daemon.clock.WallScheduler), made on the first call_at that needs
+        # it, closed when the engine stops.
+        self._scheduler: WallScheduler | None = None
+        self._scheduler_lock = threading.Lock()
+        self._scheduler_closed = False
 
     # ------------------------------------------------------------------ listeners
 
@@ -279,6 +294,39 @@ class Engine:
         if offset is None:
             return None
         return audio_time + offset
+
+    def call_at(
+        self,
+        audio_time: float,
+        fn: Callable[[], object],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> ScheduledCall:
+        """Run ``fn()`` when ``audio_time`` is heard (see :class:`daemon.clock.MusicClock`): on
+        ``loop``'s timer when given, else on the clock's thread; at once in a render (no wall
+        clock) or when the time has passed. Any thread."""
+        if loop is not None:
+            call = ScheduledCall(audio_time, fn)
+            call_on_loop(loop, call, self.wall_time)
+            return call
+        with self._scheduler_lock:
+            if self._scheduler_closed:
+                call = ScheduledCall(audio_time, fn)
+                call.cancel()  # the engine has stopped: nothing is heard any more
+                return call
+            if self._scheduler is None:
+                self._scheduler = WallScheduler(self.wall_time)
+            return self._scheduler.call_at(audio_time, fn)
+
+    @property
+    def end_time(self) -> float | None:
+        """The audio time the engine stops at, once one is set (see :meth:`set_end_time`)."""
+        return self._end_seconds
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested (the stop fade is playing or has played)."""
+        return self._stop_requested.is_set()
 
     @property
     def muted(self) -> frozenset[Layer]:
@@ -370,6 +418,7 @@ class Engine:
         self._stop_requested.set()
         if not self._started:
             self._finished.set()
+            self._close_scheduler()
             return
         if threading.get_ident() in (self._engine_thread_id, self._audio_thread_id):
             return
@@ -383,6 +432,14 @@ class Engine:
                     log.error("engine thread did not end within 10 s of stop()")
             else:
                 self._stop_callback_server()
+            self._close_scheduler()
+
+    def _close_scheduler(self) -> None:
+        with self._scheduler_lock:
+            scheduler, self._scheduler = self._scheduler, None
+            self._scheduler_closed = True
+        if scheduler is not None:
+            scheduler.close()
 
     # ------------------------------------------------------------------ shared tick
 

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 import pyo
 
+from daemon.clock import BarGrid
 from daemon.engine.envelopes import (
     STOP_FADE_S,
     Envelope,
@@ -47,7 +48,6 @@ from daemon.engine.envelopes import (
     midi_to_hz,
     velocity_gain,
 )
-from daemon.engine.sequencer import BarGrid
 from daemon.messages import (
     CLAP,
     CLOSED_HAT,

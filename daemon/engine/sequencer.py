@@ -6,11 +6,8 @@ takes each bar's score when the bar starts, lays the bar out on the sample clock
 (:class:`BarGrid`), emits ``BarStarted`` and ``Beat`` for events inside the block, and hands every
 note whose onset falls inside the block to the instrument sink with its exact onset sample.
 
-Tempo changes ramp. A bar whose plan asks for a new tempo moves from the tempo in force at its
-downbeat to the new one over its first ``ramp`` bars' worth of beats (at most the whole bar), in
-16th-note steps of constant tempo. Every beat, note onset and MIDI clock tick is placed by
-integrating that staircase exactly, and a MIDI file's tempo map of the same steps reproduces the
-audio's beat times to the microsecond.
+Tempo changes ramp (see :class:`daemon.clock.BarGrid`): every beat, note onset and MIDI clock tick
+is placed by integrating the grid's staircase exactly.
 """
 
 from __future__ import annotations
@@ -19,19 +16,14 @@ import dataclasses
 import enum
 import heapq
 import logging
-import math
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from daemon.messages import BarScore, BarStarted, Beat, Chord, Layer, NoteEvent, Plan
+from daemon.clock import BarGrid, ScheduledNote
+from daemon.logs import RateLimitedLog
+from daemon.messages import BarScore, BarStarted, Beat, Chord, Layer, Plan
 
 log = logging.getLogger(__name__)
-
-# A tempo ramp moves in 16th-note steps: fine enough to sound continuous, coarse enough that a
-# MIDI tempo map of the same steps stays small (16 tempo events for a ramping 4/4 bar).
-STEPS_PER_BEAT = 4
 
 
 class Missing(enum.Enum):
@@ -57,155 +49,6 @@ FALLBACK_PLAN = Plan(
 FALLBACK_CHORD = Chord(root=0, quality="maj", pitches=(60, 64, 67))
 
 
-@dataclass(frozen=True, slots=True)
-class BarGrid:
-    """Where one bar's beats fall on the sample clock, its tempo ramp included.
-
-    The tempo starts at ``bpm_from`` on the downbeat and reaches ``plan.bpm`` after
-    ``ramp_steps`` 16th-note steps, each of constant tempo (the linear ramp's value at the step's
-    middle); after the ramp it stays at ``plan.bpm``. Positions are in beats from the downbeat;
-    positions past the bar's end continue at ``plan.bpm`` (a note held over the bar line).
-
-    Attributes
-    ----------
-    bar : the bar number.
-    start : absolute sample of the downbeat.
-    sample_rate : samples per second of the clock.
-    plan : the plan in force for the bar.
-    first_beat : global index of the downbeat's beat (beats counted from the session start).
-    bpm_from : the tempo at the downbeat (the previous bar's final tempo).
-    ramp_steps : 16th-note steps over which the tempo moves; 0 for a bar of constant tempo.
-    """
-
-    bar: int
-    start: int
-    sample_rate: int
-    plan: Plan
-    first_beat: int
-    bpm_from: float
-    ramp_steps: int
-    _bounds: tuple[float, ...]  # seconds from the downbeat at each ramp step's start, and its end
-
-    @classmethod
-    def build(
-        cls,
-        *,
-        bar: int,
-        start: int,
-        sample_rate: int,
-        plan: Plan,
-        first_beat: int,
-        bpm_from: float | None,
-        ramp: float,
-    ) -> BarGrid:
-        """Lay out ``bar`` starting at sample ``start``.
-
-        Parameters
-        ----------
-        bpm_from : the tempo in force before this bar (None for the first bar: no ramp).
-        ramp : the fraction of the bar over which a tempo change ramps, in [0, 1]; 0 jumps to
-            the new tempo on the downbeat.
-        """
-        bpm_to = plan.bpm
-        if bpm_from is None or math.isclose(bpm_from, bpm_to) or ramp <= 0:
-            return cls(bar, start, sample_rate, plan, first_beat, bpm_to, 0, (0.0,))
-        steps = max(1, round(min(ramp, 1.0) * plan.beats_per_bar * STEPS_PER_BEAT))
-        bounds = [0.0]
-        step_beats = 1.0 / STEPS_PER_BEAT
-        for k in range(steps):
-            bpm = bpm_from + (bpm_to - bpm_from) * (k + 0.5) / steps
-            bounds.append(bounds[-1] + step_beats * 60.0 / bpm)
-        return cls(bar, start, sample_rate, plan, first_beat, bpm_from, steps, tuple(bounds))
-
-    @property
-    def bpm(self) -> float:
-        """The tempo the bar arrives at (the plan's)."""
-        return self.plan.bpm
-
-    @property
-    def beats(self) -> int:
-        """Beats in the bar."""
-        return self.plan.beats_per_bar
-
-    @property
-    def ramp_beats(self) -> float:
-        """Beats from the downbeat to the end of the tempo ramp (0 without one)."""
-        return self.ramp_steps / STEPS_PER_BEAT
-
-    def step_bpm(self, k: int) -> float:
-        """The constant tempo of ramp step ``k`` (``plan.bpm`` past the ramp)."""
-        if k >= self.ramp_steps:
-            return self.plan.bpm
-        return self.bpm_from + (self.plan.bpm - self.bpm_from) * (k + 0.5) / self.ramp_steps
-
-    def bpm_at(self, beat: float) -> float:
-        """The tempo in force at ``beat`` beats from the downbeat."""
-        return self.step_bpm(math.floor(max(beat, 0.0) * STEPS_PER_BEAT + 1e-9))
-
-    def seconds_at(self, beat: float) -> float:
-        """Exact seconds from the downbeat to ``beat`` beats into the bar."""
-        beat = max(beat, 0.0)
-        ramp_end = self.ramp_beats
-        if beat >= ramp_end:
-            return self._bounds[-1] + (beat - ramp_end) * 60.0 / self.plan.bpm
-        k = min(int(beat * STEPS_PER_BEAT), self.ramp_steps - 1)
-        into = beat - k / STEPS_PER_BEAT
-        return self._bounds[k] + into * 60.0 / self.step_bpm(k)
-
-    def offset_samples(self, beat: float) -> int:
-        """Samples from the downbeat to ``beat`` beats into the bar (rounded once)."""
-        return round(self.seconds_at(beat) * self.sample_rate)
-
-    def sample_at(self, beat: float) -> int:
-        """Absolute sample of ``beat`` beats into the bar."""
-        return self.start + self.offset_samples(beat)
-
-    def time_at(self, beat: float) -> float:
-        """Audio time (seconds) of ``beat`` beats into the bar, on the sample grid."""
-        return self.sample_at(beat) / self.sample_rate
-
-    @property
-    def length(self) -> int:
-        """Samples from this downbeat to the next, rounded once per bar so bars never drift."""
-        return self.offset_samples(self.beats)
-
-    @property
-    def end(self) -> int:
-        """Absolute sample of the next bar's downbeat."""
-        return self.start + self.length
-
-    def tempo_segments(self) -> list[tuple[float, float, float]]:
-        """The bar's spans of constant tempo as ``(first beat, last beat, bpm)``, in order."""
-        segments = [
-            (k / STEPS_PER_BEAT, (k + 1) / STEPS_PER_BEAT, self.step_bpm(k))
-            for k in range(min(self.ramp_steps, self.beats * STEPS_PER_BEAT))
-        ]
-        if self.ramp_beats < self.beats:
-            segments.append((self.ramp_beats, float(self.beats), self.plan.bpm))
-        return segments
-
-
-def bar_length_samples(plan: Plan, sample_rate: int) -> int:
-    """Samples from a constant-tempo bar's downbeat to the next."""
-    return round(plan.beats_per_bar * 60.0 / plan.bpm * sample_rate)
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduledNote:
-    """A note of the score placed on the sample clock (what MIDI outputs mirror).
-
-    ``onset``/``end`` are absolute samples of its start and its note-off; ``time``/``end_time``
-    the same in seconds of audio time.
-    """
-
-    note: NoteEvent
-    bar: int
-    onset: int
-    end: int
-    time: float
-    end_time: float
-
-
 class NoteSink(Protocol):
     """What plays the notes: the pyo band in the engine, a recorder of calls in tests."""
 
@@ -221,28 +64,6 @@ class NoteSink(Protocol):
     ) -> None: ...
 
     def bar(self, grid: BarGrid, *, block_start: int, first: bool) -> None: ...
-
-
-class RateLimitedLog:
-    """Log a repeating warning at most once per ``interval`` seconds, with how often it happened."""
-
-    def __init__(self, logger: logging.Logger, interval: float = 5.0) -> None:
-        self._logger = logger
-        self._interval = interval
-        self._last = -float("inf")
-        self._suppressed = 0
-
-    def warning(self, message: str, *args: object, exc_info: bool = False) -> None:
-        """Log ``message % args`` unless the last report was less than ``interval`` ago."""
-        now = time.monotonic()
-        if now - self._last < self._interval:
-            self._suppressed += 1
-            return
-        if self._suppressed:
-            message += f" ({self._suppressed} more since the last report)"
-        self._logger.warning(message, *args, exc_info=exc_info)
-        self._last = now
-        self._suppressed = 0
 
 
 class Sequencer:
@@ -357,6 +178,7 @@ class Sequencer:
             first_beat=self._beat_index,
             bpm_from=None if self.grid is None else self.grid.bpm,
             ramp=self._ramp,
+            section=score.section,
         )
         self._sink.bar(grid, block_start=self._block_start, first=self.plan is None)
         self.bar = bar

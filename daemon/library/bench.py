@@ -39,7 +39,7 @@ def library_figures(config: Config, *, quick: bool = False) -> dict[str, Any]:
     import numpy as np
     import soundfile
 
-    from daemon.compose import ComposeRequest, compose
+    from daemon.app import ComposeRequest, compose
     from daemon.conductor import Conductor
     from daemon.library.index import LibraryIndex
     from daemon.library.recommend import (

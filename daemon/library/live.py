@@ -37,12 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from daemon.clock import MusicClock
 from daemon.config import LibraryConfig
 from daemon.engine.envelopes import STOP_FADE_S, Points, level_at
 from daemon.errors import ConfigError
 from daemon.library.index import LibraryIndex, Track, index_path
 from daemon.library.recommend import Target, emd, plan_target
 from daemon.messages import BarScore, BarStarted, Chord, Plan
+from daemon.outputs.base import Output, Stage
 
 log = logging.getLogger("moodscore.library")
 
@@ -144,7 +146,8 @@ class LibraryPlayer:
 
     Parameters
     ----------
-    engine : the session's :class:`~daemon.engine.Engine` (not started yet).
+    engine : the session's :class:`~daemon.engine.Engine` (not started yet): the player's pyo
+        objects join its server, and it follows its end time, stop and transport.
     crossfade_s : seconds of each crossfade, from the downbeat.
     gain : output level of the tracks (the engine's master gain).
     """
@@ -157,9 +160,7 @@ class LibraryPlayer:
         self._requests: dict[int, tuple[Path, float]] = {}  # bar -> (file, start seconds)
         self._voices: list[_Voice] = []
         self._master: Any = None
-        self._fade_requested = False
         self._faded = False
-        self._end_time: float | None = None
         self._playing = True
         engine.add_bar_listener(self._on_bar)
         engine.add_audio_listener(self._tick)
@@ -171,14 +172,6 @@ class LibraryPlayer:
         line, if it already has)."""
         with self._lock:
             self._requests[bar] = (path, start)
-
-    def end_at(self, seconds: float) -> None:
-        """The engine stops at ``seconds`` of audio: fade out to reach silence there."""
-        self._end_time = seconds
-
-    def fade_out(self) -> None:
-        """Fade out over the engine's stop fade (the session is stopping)."""
-        self._fade_requested = True
 
     # -- the engine's thread ---------------------------------------------------------------
 
@@ -251,9 +244,10 @@ class LibraryPlayer:
             return
         sr = self._engine.sample_rate
         position = round(audio_time * sr) + len(block)  # the next block's first sample
-        end = self._end_time
+        # The engine's stop fade and end time, mirrored.
+        end = self._engine.end_time
         if not self._faded:
-            if self._fade_requested:
+            if self._engine.stopping:
                 self._faded = True
                 self._master.time = STOP_FADE_S
                 self._master.value = 0.0
@@ -282,8 +276,11 @@ class LibraryPlayer:
         self._master = None
 
 
-class LibraryMode:
+class LibraryMode(Output):
     """The library mode of a session: a director, a player and the decoded-file scratch folder.
+
+    An output of the session: the planner asks :meth:`bar` for each bar's score, the player
+    follows the engine; closed after pyo stopped (the player's pyo objects, the decoded files).
 
     Parameters
     ----------
@@ -295,6 +292,9 @@ class LibraryMode:
     ------
     ConfigError : the index holds no audio track (under ``library.dir`` when set).
     """
+
+    stage = Stage.RECORDING
+    name = "library"
 
     def __init__(self, *, config: LibraryConfig, engine: Any, gain: float) -> None:
         path = index_path(config.index)
@@ -315,7 +315,10 @@ class LibraryMode:
         self.director = LibraryDirector(
             tracks=tracks, min_hold_bars=config.min_hold_bars, switch_margin=config.switch_margin
         )
-        self.player = LibraryPlayer(engine=engine, crossfade_s=config.crossfade_s, gain=gain)
+        self._engine = engine
+        self._crossfade_s = config.crossfade_s
+        self._gain = gain
+        self.player: LibraryPlayer | None = None
         self._scratch = Path(tempfile.mkdtemp(prefix="moodscore-library-"))
         self._decoded: dict[Path, Path] = {}
         self._sample_rate = engine.config.sample_rate
@@ -336,6 +339,7 @@ class LibraryMode:
                 choice.distance,
                 plan_target(plan).label,
             )
+            assert self.player is not None, "attach the library mode to the engine first"
             self.player.schedule(plan.bar, self._playable(choice.track.path), choice.start)
         played = dataclasses.replace(plan, bpm=choice.bpm)
         chord = Chord(root=plan.tonic, quality="maj" if plan.mode == "major" else "min", pitches=())
@@ -356,15 +360,14 @@ class LibraryMode:
             self._decoded[path] = decoded
         return decoded
 
-    def end_at(self, seconds: float) -> None:
-        """Mirror the engine's end time (see :meth:`LibraryPlayer.end_at`)."""
-        self.player.end_at(seconds)
+    def _attach(self, clock: MusicClock) -> None:
+        # The player's pyo objects join the engine's server: it needs the engine itself.
+        self.player = LibraryPlayer(
+            engine=self._engine, crossfade_s=self._crossfade_s, gain=self._gain
+        )
 
-    def fade_out(self) -> None:
-        """Mirror the engine's stop fade."""
-        self.player.fade_out()
-
-    def close(self) -> None:
+    async def _aclose(self) -> None:
         """After the engine stopped: drop the pyo objects and the decoded files."""
-        self.player.release()
+        if self.player is not None:
+            self.player.release()
         shutil.rmtree(self._scratch, ignore_errors=True)

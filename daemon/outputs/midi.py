@@ -1,41 +1,35 @@
-"""MIDI out: the performance mirrored note for note, live to a port with MIDI clock, and to a file.
+"""MIDI out, the shared part and the file: channels, General MIDI programs, and the session as a
+Standard MIDI File.
 
-Both outputs listen to the engine (``Engine.add_grid_listener``, ``Engine.add_note_listener``): at
-every bar start they learn where the bar's beats fall on the sample clock (tempo ramp
-included) and every note of the bar with its onset and note-off in audio time. The engine calls
-them on its audio thread, so they only append to a queue and return.
+Both MIDI outputs (this file's :class:`MidiFileOutput` and
+:class:`~daemon.outputs.midi_port.MidiPortOutput`) listen to the clock's grids and notes: at every
+bar start they learn where the bar's beats fall on the sample clock (tempo ramp included) and
+every note of the bar with its onset and note-off in audio time. The clock calls them on its
+audio thread, so they only append and return.
 
-- :class:`MidiPortOutput` sends to a named port (or a virtual one) through mido, on a thread of its
-  own that waits for each event's wall-clock time (``Engine.wall_time`` maps audio time to the
-  clock the audio is heard on): notes, note-offs, program changes when a scene changes the sounds,
-  and, with ``clock``, MIDI clock at 24 PPQN placed on the beat grid, Song Position Pointer and
-  Start at the first bar and Stop at the end. :meth:`MidiPortOutput.close` is the panic: pending
-  events are dropped, every sounding note is released and each channel gets All Notes Off.
-- :class:`MidiFileWriter` keeps the whole session and writes a Standard MIDI File (type 1: a tempo
-  track, then one track per layer) when closed. Its tempo map has one tempo per constant-tempo
-  span of the grid, chosen so that the file's time at every span boundary equals the audio's to
-  within a microsecond, so beats in a DAW land where the rendered audio has them.
+:class:`MidiFileOutput` keeps the whole session and writes a Standard MIDI File (type 1: a tempo
+track, then one track per layer) once the engine has stopped. Its tempo map has one tempo per
+constant-tempo span of the grid, chosen so that the file's time at every span boundary equals the
+audio's to within a microsecond, so beats in a DAW land where the rendered audio has them.
 
 Channels (1-based, as users count them): lead 1, bass 2, pad 3, arp 4, drums 10.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
-import collections
-import heapq
 import itertools
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from daemon.engine.sequencer import BarGrid, ScheduledNote
-from daemon.errors import ConfigError, EngineError
+from daemon.clock import BarGrid, MusicClock, ScheduledNote
 from daemon.messages import LAYER_ORDER, Layer, Plan
+from daemon.outputs.base import Output, Stage
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +59,8 @@ PROGRAMS: dict[tuple[Layer, str], int] = {
     (Layer.ARP, "marimba"): 12,  # Marimba
 }
 TICKS_PER_BEAT = 480
-CLOCKS_PER_BEAT = 24  # MIDI clock: 24 pulses per quarter note
-SPP_MAX = 16383  # Song Position Pointer is 14 bits of 16th notes
-_FLUSH_S = 0.03  # after the panic, before the port closes
-
-BACKENDS = {
-    "jack": "mido.backends.rtmidi/UNIX_JACK",
-    "alsa": "mido.backends.rtmidi/LINUX_ALSA",
-}
-VIRTUAL_PORT = "moodscore"
-CLIENT_NAME = "moodscore-midi"  # the JACK/ALSA client (pyo's JACK client is "moodscore")
-
 _KEY_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _MINOR_KEY_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
-
-
-class GridSource(Protocol):
-    """What a MIDI output listens to: the engine (or a test's stand-in)."""
-
-    def add_grid_listener(self, fn: Callable[[BarGrid], None]) -> None: ...
-
-    def add_note_listener(self, fn: Callable[[Sequence[ScheduledNote]], None]) -> None: ...
 
 
 def program_changes(plan: Plan) -> dict[Layer, int]:
@@ -110,48 +85,58 @@ class _Recording:
     notes: list[ScheduledNote] = field(default_factory=list)
 
 
-class MidiFileWriter:
-    """Records the performance and writes it as a Standard MIDI File (type 1) on :meth:`close`.
+class MidiFileOutput(Output):
+    """Records the performance and writes it as a Standard MIDI File (type 1) once the engine
+    has stopped (notes cut at the end of the audio).
 
     Parameters
     ----------
-    path : where the file goes (written on close; its folder must exist).
+    path : where the file goes (its folder is made before the music starts).
     ticks_per_beat : the file's time resolution.
+
+    Attributes
+    ----------
+    written : the path once the file was written; None while running, or when nothing played.
     """
 
+    stage = Stage.RECORDING
+    name = "MIDI file"
+
     def __init__(self, path: Path, *, ticks_per_beat: int = TICKS_PER_BEAT) -> None:
-        self.path = path
+        self.path = Path(path)
         self.ticks_per_beat = ticks_per_beat
+        self.written: Path | None = None
         self._lock = threading.Lock()
         self._recording = _Recording()
-        self._closed = False
 
-    def attach(self, engine: GridSource) -> None:
-        """Listen to ``engine``'s bars and notes."""
-        engine.add_grid_listener(self.on_grid)
-        engine.add_note_listener(self.on_notes)
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def on_grid(self, grid: BarGrid) -> None:
-        """Engine thread: remember a bar's grid (an append)."""
-        with self._lock:
+    def _attach(self, clock: MusicClock) -> None:
+        clock.add_grid_listener(self._on_grid)
+        clock.add_note_listener(self._on_notes)
+
+    def _on_grid(self, grid: BarGrid) -> None:
+        with self._lock:  # the audio thread: an append
             self._recording.grids.append(grid)
 
-    def on_notes(self, notes: Sequence[ScheduledNote]) -> None:
-        """Engine thread: remember a bar's notes (an append)."""
+    def _on_notes(self, notes: Sequence[ScheduledNote]) -> None:
         with self._lock:
             self._recording.notes.extend(notes)
 
-    def close(self, *, end_time: float | None = None) -> Path | None:
-        """Write the file; notes are cut at ``end_time`` (seconds of audio) when given.
+    async def _aclose(self) -> None:
+        end_time = self.clock.audio_time
+        self.written = await asyncio.to_thread(self.write, end_time=end_time)
+        if self.written is not None:
+            log.info("MIDI: %s", self.written)
 
-        Returns the path, or None when nothing was played (no file is written then). A second
-        call does nothing.
+    def write(self, *, end_time: float | None = None) -> Path | None:
+        """Write the file now; notes are cut at ``end_time`` (seconds of audio) when given.
+
+        Returns the path, or None when nothing was played (no file is written then).
         """
         with self._lock:
-            if self._closed:
-                return None
-            self._closed = True
-            recording = self._recording
+            recording = _Recording(list(self._recording.grids), list(self._recording.notes))
         if not recording.grids:
             return None
         midi = build_midi_file(
@@ -304,262 +289,3 @@ def _track(name: str, events: list[tuple[int, int, Any]], *, end_tick: int | Non
     end = now if end_tick is None else max(end_tick, now)
     track.append(mido.MetaMessage("end_of_track", time=end - now))
     return track
-
-
-# --------------------------------------------------------------------------- the port
-
-
-def resolve_backend(name: str) -> str:
-    """The mido backend module string for ``midi.backend``: ``auto`` (JACK when a JACK server
-    runs, else rtmidi's default, ALSA on Linux), ``jack``, ``alsa``, or a mido backend string
-    such as ``mido.backends.rtmidi/UNIX_JACK``.
-
-    Raises
-    ------
-    ConfigError
-        The name is none of those.
-    """
-    if name == "auto":
-        from daemon.engine.backends import jack_running
-
-        return BACKENDS["jack"] if jack_running() else "mido.backends.rtmidi"
-    if name in BACKENDS:
-        return BACKENDS[name]
-    if name.startswith("mido.backends."):
-        return name
-    raise ConfigError(
-        f"unknown MIDI backend {name!r}; use auto, jack, alsa or a mido backend such as "
-        "mido.backends.rtmidi/UNIX_JACK"
-    )
-
-
-def open_port(port: str, backend: str) -> Any:
-    """Open a mido output port.
-
-    Parameters
-    ----------
-    port : a port name, matched exactly or as a unique case-insensitive part of a name; empty
-        for a virtual port called ``moodscore`` that other programs connect to.
-    backend : as for :func:`resolve_backend`.
-
-    Raises
-    ------
-    EngineError
-        The backend does not work here (e.g. ALSA without ``/dev/snd/seq``).
-    ConfigError
-        No output port matches ``port``; the message lists the ports there are.
-    """
-    import mido
-
-    module = resolve_backend(backend)
-    try:
-        mido_backend = mido.Backend(module, load=True)
-        if not port:
-            return mido_backend.open_output(VIRTUAL_PORT, virtual=True, client_name=CLIENT_NAME)
-        names = list(mido_backend.get_output_names())
-    except Exception as exc:  # rtmidi raises SystemError, RuntimeError, OSError, ImportError
-        if "JACK" in module:
-            hint = "start a JACK server (`jackd -d dummy` needs no sound card)"
-        elif "ALSA" in module or module == "mido.backends.rtmidi":
-            hint = "start a JACK server and use --midi-backend jack"
-        else:
-            hint = "check that backend is installed"
-        raise EngineError(f"MIDI backend {module} does not work here ({exc}); {hint}") from exc
-    chosen = _match_port(port, names)
-    if chosen is None:
-        available = ", ".join(repr(n) for n in names) or "none"
-        raise ConfigError(
-            f"no MIDI output port {port!r} on {module}; available: {available} "
-            "(or leave midi.port empty for a virtual port)"
-        )
-    try:
-        return mido_backend.open_output(chosen)
-    except Exception as exc:
-        raise EngineError(f"could not open MIDI port {chosen!r}: {exc}") from exc
-
-
-def _match_port(wanted: str, names: Sequence[str]) -> str | None:
-    if wanted in names:
-        return wanted
-    close = [n for n in names if wanted.lower() in n.lower()]
-    return close[0] if len(close) == 1 else None
-
-
-class MidiPortOutput:
-    """Mirrors the performance to a MIDI port in step with the audio, with MIDI clock.
-
-    Parameters
-    ----------
-    port : an open mido output port (see :func:`open_port`), or anything with ``send(msg)``
-        and ``close()``.
-    wall_time : maps audio time to the ``time.perf_counter()`` at which it is heard
-        (``Engine.wall_time``); None while unknown, and events wait.
-    clock : send MIDI clock (24 PPQN), Song Position Pointer, Start and Stop.
-    offset_s : shift every event later (positive) or earlier (negative) than the audio, to
-        match a receiver's latency.
-    """
-
-    def __init__(
-        self,
-        *,
-        port: Any,
-        wall_time: Callable[[float], float | None],
-        clock: bool = True,
-        offset_s: float = 0.0,
-    ) -> None:
-        self.port = port
-        self.clock = clock
-        self.offset_s = offset_s
-        self.sent = 0
-        self.late = 0  # events sent more than 5 ms after their time
-        self._wall_time = wall_time
-        self._inbox: collections.deque[tuple[float, int, Any]] = collections.deque()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._seq = itertools.count()
-        self._sounding: collections.Counter[tuple[int, int]] = collections.Counter()
-        self._channels: set[int] = set()
-        self._clock_started = False
-        self._scene: str | None = None
-        self._programs: dict[Layer, int] = {}
-        self._thread = threading.Thread(target=self._run, name="moodscore-midi", daemon=True)
-        self._thread.start()
-
-    def attach(self, engine: GridSource) -> None:
-        """Listen to ``engine``'s bars and notes."""
-        engine.add_grid_listener(self.on_grid)
-        engine.add_note_listener(self.on_notes)
-
-    # -- engine thread: append and return ---------------------------------------------------
-
-    def _push(self, audio_time: float, message: Any) -> None:
-        self._inbox.append((audio_time, next(self._seq), message))
-
-    def on_grid(self, grid: BarGrid) -> None:
-        """Engine thread: queue the bar's clock pulses (and Start, program changes)."""
-        import mido
-
-        start = grid.time_at(0)
-        chosen = program_changes(grid.plan)
-        if grid.plan.scene != self._scene or chosen != self._programs:
-            # A new scene, or its preset edited while the music plays.
-            self._scene, self._programs = grid.plan.scene, chosen
-            for layer, program in chosen.items():
-                channel = CHANNELS[layer]
-                self._push(
-                    start - 0.002, mido.Message("program_change", channel=channel, program=program)
-                )
-        if self.clock:
-            if not self._clock_started:
-                self._clock_started = True
-                position = min(grid.first_beat * 4, SPP_MAX)
-                self._push(start - 0.002, mido.Message("songpos", pos=position))
-                self._push(start - 0.001, mido.Message("start" if position == 0 else "continue"))
-            pulse = mido.Message("clock")
-            for k in range(grid.beats * CLOCKS_PER_BEAT):
-                self._push(grid.time_at(k / CLOCKS_PER_BEAT), pulse)
-        self._wake.set()
-
-    def on_notes(self, notes: Sequence[ScheduledNote]) -> None:
-        """Engine thread: queue the bar's note-ons and note-offs at their audio times."""
-        import mido
-
-        for scheduled in notes:
-            note = scheduled.note
-            channel = CHANNELS[note.layer]
-            self._push(
-                scheduled.time,
-                mido.Message("note_on", channel=channel, note=note.pitch, velocity=note.velocity),
-            )
-            # A note-off sorts before a note-on at the same time (its sequence number is later,
-            # but _run sends note-offs of a batch first).
-            self._push(
-                scheduled.end_time, mido.Message("note_off", channel=channel, note=note.pitch)
-            )
-        self._wake.set()
-
-    # -- the sender thread ----------------------------------------------------------------------
-
-    def _run(self) -> None:
-        heap: list[tuple[float, int, Any]] = []
-        try:
-            while not self._stopping.is_set():
-                self._wake.clear()
-                while self._inbox:
-                    heapq.heappush(heap, self._inbox.popleft())
-                if not heap:
-                    self._wake.wait(0.25)
-                    continue
-                wall = self._wall_time(heap[0][0])
-                if wall is None:
-                    self._wake.wait(0.005)
-                    continue
-                delay = wall + self.offset_s - time.perf_counter()
-                if delay > 0:
-                    # Wakes early when the engine queues something sooner.
-                    self._wake.wait(min(delay, 0.05))
-                    continue
-                due = [heapq.heappop(heap)]
-                while heap and heap[0][0] <= due[0][0] + 1e-6:
-                    due.append(heapq.heappop(heap))
-                if delay < -0.005:
-                    self.late += len(due)
-                # At one instant: note-offs before note-ons, so a repeated pitch sounds again.
-                for _, _, message in sorted(due, key=lambda e: e[2].type != "note_off"):
-                    self._send(message)
-        except Exception:
-            log.exception("the MIDI sender failed; MIDI output stopped")
-
-    def _send(self, message: Any) -> None:
-        if message.type == "note_on":
-            key = (message.channel, message.note)
-            if self._sounding[key]:
-                # The same pitch again while it sounds: strike it anew. It ends with the last
-                # of its note-offs.
-                self.port.send(message.copy(type="note_off", velocity=0))
-            self._sounding[key] += 1
-            self._channels.add(message.channel)
-        elif message.type == "note_off":
-            key = (message.channel, message.note)
-            if self._sounding[key] == 0:
-                return
-            self._sounding[key] -= 1
-            if self._sounding[key]:
-                return
-            del self._sounding[key]
-        self.port.send(message)
-        self.sent += 1
-
-    # -- shutdown ---------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Panic and close: drop what is pending, release sounding notes, All Notes Off on every
-        channel used, Stop the clock, close the port. Idempotent."""
-        import mido
-
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        self._wake.set()
-        self._thread.join(timeout=2.0)
-        try:
-            if self.clock and self._clock_started:
-                self.port.send(mido.Message("stop"))
-            for channel, note in sorted(self._sounding):
-                self.port.send(mido.Message("note_off", channel=channel, note=note))
-            self._sounding.clear()
-            for channel in sorted(self._channels | set(CHANNELS.values())):
-                self.port.send(mido.Message("control_change", channel=channel, control=64, value=0))
-                self.port.send(
-                    mido.Message("control_change", channel=channel, control=123, value=0)
-                )
-            # JACK and ALSA ports hand messages over in their next cycle; closing at once
-            # could drop the panic.
-            time.sleep(_FLUSH_S)
-        except Exception:
-            log.warning("MIDI panic failed", exc_info=True)
-        finally:
-            try:
-                self.port.close()
-            except Exception:
-                log.warning("closing the MIDI port failed", exc_info=True)

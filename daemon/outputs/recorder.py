@@ -15,6 +15,7 @@ calling :meth:`WavRecorder.close`, the file is still valid up to roughly the las
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -22,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from daemon.clock import MusicClock
+from daemon.errors import MoodscoreError
+from daemon.outputs.base import Output, Stage
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +190,58 @@ class WavRecorder:
             sf._snd.sf_command(handle, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
         except AttributeError:
             return
+
+
+class RecordingOutput(Output):
+    """The session's audio to a WAV file: an :class:`~daemon.outputs.base.Output` around a
+    :class:`WavRecorder`, finalised after pyo stopped.
+
+    The file is opened on the first audio block, when the clock's real sample rate is known
+    (JACK imposes its own); the folder is made (and checked writable) before the music starts.
+
+    Parameters
+    ----------
+    path : the WAV file to write.
+    subtype : as for :class:`WavRecorder`.
+    """
+
+    stage = Stage.RECORDING
+    name = "recording"
+
+    def __init__(self, path: Path, *, subtype: str = "PCM_16") -> None:
+        self.path = Path(path)
+        self._subtype = subtype
+        self.recorder: WavRecorder | None = None
+
+    @property
+    def seconds_written(self) -> float:
+        """Seconds of audio in the file so far."""
+        return 0.0 if self.recorder is None else self.recorder.seconds_written
+
+    async def start(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MoodscoreError(
+                f"cannot record into {self.path.parent}: {exc.strerror or exc}; pass a writable "
+                "folder"
+            ) from exc
+
+    def _attach(self, clock: MusicClock) -> None:
+        clock.add_audio_listener(self._write)
+
+    def _write(self, block: np.ndarray, audio_time: float) -> None:
+        # One file open on the audio thread, once, at the very start.
+        if self.recorder is None:
+            self.recorder = WavRecorder(
+                self.path, sample_rate=self.clock.sample_rate, subtype=self._subtype
+            )
+        self.recorder.write(block, audio_time)
+
+    async def _aclose(self) -> None:
+        if self.recorder is None:
+            return
+        try:
+            await asyncio.to_thread(self.recorder.close)
+        except OSError as exc:  # e.g. the disk filled up: the file holds what was written
+            raise MoodscoreError(str(exc)) from exc

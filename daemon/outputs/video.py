@@ -16,17 +16,17 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import av
 import numpy as np
 import soundfile
 
+from daemon.clock import MusicClock
 from daemon.errors import MoodscoreError
 from daemon.messages import Frame
-
-if TYPE_CHECKING:
-    from daemon.visuals import VisualTimeline
+from daemon.outputs.base import Output, Stage
+from daemon.visuals import VisualTimeline
 
 log = logging.getLogger("moodscore.outputs")
 
@@ -249,3 +249,25 @@ def _encode_audio(target: Any, stream: Any, audio_wav: Path) -> None:
             target.mux(packet)
     for packet in stream.encode():
         target.mux(packet)
+
+
+class VisualsCapture(Output):
+    """Keeps every bar's grid and notes of a render, for the music video's visuals (drawn after
+    the render, by :func:`write_music_video`).
+
+    Attributes
+    ----------
+    timeline : everything the visuals draw from, kept whole.
+    """
+
+    stage = Stage.RECORDING
+    name = "visuals"
+
+    def __init__(self) -> None:
+        self.timeline = VisualTimeline(keep_s=None)
+
+    def _attach(self, clock: MusicClock) -> None:
+        self.timeline.attach(clock)
+
+    async def _aclose(self) -> None:
+        pass  # the timeline is read after the session

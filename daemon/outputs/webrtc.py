@@ -3,16 +3,16 @@
 Audio. The engine hands every block to :meth:`AudioRing.write` on its own thread: one lock and
 one copy of 256 frames, nothing else, so viewers never reach the audio path. Each viewer gets its
 own :class:`EngineAudioTrack` (one track instance per peer, as aiortc wants) with its own read
-cursor into the shared ring. A track hands aiortc 20 ms frames (the Opus frame) when the wall
-clock reaches their audio time (``Engine.wall_time``), so what the browser hears is what the
-engine's clock says is sounding; the live manual engine renders ``engine.live_ahead_s`` ahead,
-so the audio is always in the ring before it is due. A viewer that stalls (a busy event loop)
-skips ahead to the present instead of drifting behind.
+cursor into the shared ring. A track hands aiortc 20 ms frames (the Opus frame) when their audio
+time is heard (it waits with the music clock's ``call_at``, :func:`daemon.clock.until`), so what
+the browser hears is what the engine's clock says is sounding; the live manual engine renders
+``engine.live_ahead_s`` ahead, so the audio is always in the ring before it is due. A viewer
+that stalls (a busy event loop) skips ahead to the present instead of drifting behind.
 
-Video. :class:`LiveVisuals` draws the frame of each slot (``fps`` per second of wall clock) and
+Video. :class:`LiveVisuals` draws the frame of each slot (``fps`` per second of audio time) and
 encodes it to VP8 once, off the event loop, and hands the packets to every viewer's
-:class:`VisualsTrack`: three viewers cost what one does, bar packetising. The frame shows the
-audio time that is sounding at that wall time. A transparent stream packs colour and alpha side
+:class:`VisualsTrack` when the slot's audio time is heard: three viewers cost what one does, bar
+packetising. A transparent stream packs colour and alpha side
 by side (video codecs carry no alpha); the page recombines them.
 
 :class:`PeerHub` owns the peer connections: a browser's offer in, the answer out, and every
@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import av
 import cv2
@@ -45,7 +44,8 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from daemon.engine.sequencer import RateLimitedLog
+from daemon.clock import MusicClock, until
+from daemon.logs import RateLimitedLog
 from daemon.visuals import EMPTY_STATE, VisualTimeline, pack_alpha, render_frame
 
 log = logging.getLogger("moodscore.webrtc")
@@ -70,20 +70,6 @@ VP8_CODECS = [
     for c in RTCRtpSender.getCapabilities("video").codecs
     if c.mimeType.lower() in ("video/vp8", "video/rtx")
 ]
-
-# Returns the time.perf_counter() at audio time 0, or None before the engine's clock runs.
-ClockOffset = Callable[[], float | None]
-
-
-class WallClock(Protocol):
-    """What the tracks pace by: an :class:`~daemon.engine.Engine`."""
-
-    def wall_time(self, audio_time: float) -> float | None: ...
-
-
-def engine_clock(engine: WallClock) -> ClockOffset:
-    """The :data:`ClockOffset` of an :class:`~daemon.engine.Engine` (``wall_time(0)``)."""
-    return lambda: engine.wall_time(0.0)
 
 
 class AudioRing:
@@ -164,12 +150,12 @@ def to_s16(block: np.ndarray) -> np.ndarray:
 
 class EngineAudioTrack(MediaStreamTrack):
     """One viewer's audio: 20 ms stereo s16 frames from an :class:`AudioRing`, paced by the
-    engine's clock. Silence before the engine's clock runs and when the ring has no audio for
-    the frame (the engine stopped or fell behind)."""
+    music clock. Silence before the clock runs and when the ring has no audio for the frame
+    (the engine stopped or fell behind)."""
 
     kind = "audio"
 
-    def __init__(self, ring: AudioRing, clock: ClockOffset) -> None:
+    def __init__(self, ring: AudioRing, clock: MusicClock) -> None:
         super().__init__()
         self._ring = ring
         self._clock = clock
@@ -190,7 +176,7 @@ class EngineAudioTrack(MediaStreamTrack):
             self._rate = self._ring.sample_rate
             self._samples = round(self._rate * FRAME_S)
             self._cursor = None
-        offset = self._clock()
+        offset = self._clock.wall_time(0.0)
         if offset is None:
             # No engine clock yet: paced silence on our own clock.
             now = time.perf_counter()
@@ -209,9 +195,7 @@ class EngineAudioTrack(MediaStreamTrack):
             skipped = (present - self._cursor) // self._samples
             self.skipped += skipped
             self._cursor += skipped * self._samples
-        due = offset + self._cursor / self._rate
-        if due > now:
-            await asyncio.sleep(due - now)
+        await until(self._clock, self._cursor / self._rate)
         block = self._ring.read(self._cursor, self._samples)
         self._cursor += self._samples
         return self._frame(block)
@@ -351,28 +335,31 @@ class LiveVisuals:
     """Renders and encodes the visuals of each video slot once and shares the packets between
     viewers.
 
-    Slot ``k`` is due at wall time ``origin + k / fps`` (``origin`` is when this object was made)
-    and shows the audio time sounding then. While anyone watches, a producer task per stream
-    kind (opaque, transparent) renders and encodes each slot off the event loop, starting one
-    slot ahead, and hands the VP8 packets to every viewer at the slot's due time. Drawing and
-    encoding cost the same for one viewer or ten: only packetising is per viewer. A keyframe
-    goes out when a viewer joins or falls behind, and every :data:`KEYFRAME_INTERVAL_S` (so a
-    lost packet heals without a keyframe request, which shared packets cannot answer).
+    Slot ``k`` shows audio time ``k / fps`` and is handed on when that time is heard (the music
+    clock's ``call_at``, through :func:`daemon.clock.until`). While anyone watches, a producer task
+    per stream kind (opaque, transparent) renders and encodes each slot off the event loop,
+    starting one slot ahead, and hands the VP8 packets to every viewer at the slot's time.
+    Drawing and encoding cost the same for one viewer or ten: only packetising is per viewer. A
+    keyframe goes out when a viewer joins or falls behind, and every
+    :data:`KEYFRAME_INTERVAL_S` (so a lost packet heals without a keyframe request, which shared
+    packets cannot answer). Before the music starts, empty frames go out at the frame rate.
 
     Parameters
     ----------
     timeline : bar grids and notes from the engine.
-    clock : the engine's clock offset.
+    clock : the music clock.
     video : frame size and rate.
     """
 
-    def __init__(self, *, timeline: VisualTimeline, clock: ClockOffset, video: VideoFormat):
+    def __init__(self, *, timeline: VisualTimeline, clock: MusicClock, video: VideoFormat):
         self.timeline = timeline
         # yuv420p needs even sizes.
         self.video = dataclasses.replace(
             video, width=video.width // 2 * 2, height=video.height // 2 * 2
         )
         self._clock = clock
+        # The stream's own epoch: frame timestamps are wall time since it, so they only grow,
+        # from the empty frames before the music into the music.
         self.origin = time.perf_counter()
         self._streams = {False: _Stream(), True: _Stream()}
         self.rendered = 0  # slots drawn and encoded
@@ -380,13 +367,13 @@ class LiveVisuals:
         self.late_slots = 0  # slots skipped because drawing fell behind the clock
         self._closed = False
 
-    def slot_time(self, slot: int) -> float:
-        """Wall time (perf_counter) at which slot ``slot`` is due."""
-        return self.origin + slot / self.video.fps
-
-    def current_slot(self) -> int:
-        """The slot due now or next."""
-        return max(0, math.ceil((time.perf_counter() - self.origin) * self.video.fps - 1e-6))
+    def current_slot(self) -> int | None:
+        """The slot heard now or next; None before the music clock runs."""
+        offset = self._clock.wall_time(0.0)
+        if offset is None:
+            return None
+        heard = time.perf_counter() - offset
+        return max(0, math.ceil(heard * self.video.fps - 1e-6))
 
     def subscribe(self, *, transparent: bool) -> VideoFeed:
         """A new viewer's feed of the shared stream; starts the producer when it is the first.
@@ -424,19 +411,20 @@ class LiveVisuals:
             for feed in stream.feeds:
                 feed.end()
 
-    def render(self, slot: int, transparent: bool) -> av.VideoFrame:
-        """The frame of ``slot`` (yuv420p, pts on the 90 kHz clock); a pure function of the
-        slot, the engine's clock and the timeline."""
-        offset = self._clock()
-        if offset is None:
-            t, state = 0.0, EMPTY_STATE
+    def render(self, slot: int | None, transparent: bool) -> av.VideoFrame:
+        """The frame of ``slot`` (yuv420p, pts on the 90 kHz clock): a pure function of the
+        slot, the clock and the timeline. ``None``: an empty frame for now (before the music).
+        """
+        offset = self._clock.wall_time(0.0)
+        if slot is None or offset is None:
+            t, state, wall = 0.0, EMPTY_STATE, time.perf_counter()
         else:
-            t = self.slot_time(slot) - offset
-            state = self.timeline.state_at(t)
+            t = slot / self.video.fps
+            state, wall = self.timeline.state_at(t), offset + t
         width, height = self.video.width, self.video.height
         rgba = render_frame(t, state, width=width, height=height, transparent=transparent)
         frame = yuv420_frame(pack_alpha(rgba) if transparent else rgba)
-        frame.pts = round(slot * VIDEO_CLOCK / self.video.fps)
+        frame.pts = max(0, round((wall - self.origin) * VIDEO_CLOCK))
         frame.time_base = VIDEO_TIME_BASE
         return frame
 
@@ -449,11 +437,11 @@ class LiveVisuals:
             bitrate=stream_bitrate(width, self.video.height, self.video.fps),
         )
         period = 1.0 / self.video.fps
-        next_key = 0
-        slot = self.current_slot()
+        next_key: int | None = None
+        slot: int | None = None
         trouble = RateLimitedLog(log)
 
-        def render_and_encode(slot: int, keyframe: bool) -> list[av.Packet]:
+        def render_and_encode(slot: int | None, keyframe: bool) -> list[av.Packet]:
             started = time.perf_counter()
             packets = encoder.encode(self.render(slot, transparent), keyframe=keyframe)
             self.render_seconds += time.perf_counter() - started
@@ -461,16 +449,25 @@ class LiveVisuals:
             return packets
 
         while stream.feeds:
-            # Start a slot ahead of its due time, so its packets are ready when it is due.
-            delay = self.slot_time(slot) - period - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
             present = self.current_slot()
+            if present is None:
+                # Before the music: an empty frame a period, on our own pacing.
+                keyframe, stream.keyframe_wanted = stream.keyframe_wanted, False
+                packets = await asyncio.to_thread(render_and_encode, None, keyframe)
+                for feed in list(stream.feeds):
+                    feed.put(packets)
+                await asyncio.sleep(period)
+                continue
+            if slot is None:
+                slot, next_key = present, present
+            # Start a slot ahead of its time, so its packets are ready when it is heard.
+            await until(self._clock, (slot - 1) / self.video.fps)
+            present = self.current_slot() or slot
             if present > slot + 1:
                 # Drawing fell behind (a busy machine): skip to the present, never queue up.
                 self.late_slots += present - slot
                 slot = present
-            keyframe = stream.keyframe_wanted or slot >= next_key
+            keyframe = stream.keyframe_wanted or slot >= (next_key or 0)
             stream.keyframe_wanted = False
             try:
                 packets = await asyncio.to_thread(render_and_encode, slot, keyframe)
@@ -480,9 +477,7 @@ class LiveVisuals:
                 continue
             if keyframe:
                 next_key = slot + max(1, round(KEYFRAME_INTERVAL_S * self.video.fps))
-            delay = self.slot_time(slot) - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await until(self._clock, slot * period)
             for feed in list(stream.feeds):
                 feed.put(packets)
             slot += 1
@@ -556,10 +551,10 @@ class PeerHub:
     ----------
     ring : the engine's audio, shared by every viewer.
     visuals : the shared visuals renderer.
-    clock : the engine's clock offset.
+    clock : the music clock the audio tracks are paced by.
     """
 
-    def __init__(self, *, ring: AudioRing, visuals: LiveVisuals, clock: ClockOffset) -> None:
+    def __init__(self, *, ring: AudioRing, visuals: LiveVisuals, clock: MusicClock) -> None:
         self.ring = ring
         self.visuals = visuals
         self._clock = clock

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from daemon.config import SourceConfig
 from daemon.errors import SourceError
-from daemon.sources.base import FrameSource, ThreadedSource, VideoInfo
+from daemon.sources.base import FrameSource, TappedSource, ThreadedSource, VideoInfo
 from daemon.sources.demo import DemoSource, demo_intensity, draw_demo_frame
 from daemon.sources.video import VideoFileSource, probe_video
 from daemon.sources.webcam import WebcamSource
@@ -20,6 +20,7 @@ from daemon.sources.webcam import WebcamSource
 __all__ = [
     "DemoSource",
     "FrameSource",
+    "TappedSource",
     "ThreadedSource",
     "VideoFileSource",
     "VideoInfo",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -189,3 +190,30 @@ class ThreadedSource(FrameSource):
             await asyncio.sleep(delay)
         elif delay < -MAX_PACING_LAG_S:
             self._clock_origin -= delay
+
+
+class TappedSource(FrameSource):
+    """A source that hands every frame to an async tap before passing it on (a render's video
+    writer sees exactly the frames the analysis reads).
+
+    Parameters
+    ----------
+    inner : the source read (closed with this one).
+    tap : awaited with every frame.
+    """
+
+    def __init__(self, inner: FrameSource, tap: Callable[[Frame], Awaitable[None]]) -> None:
+        self._inner = inner
+        self._tap = tap
+        self.description = inner.description
+        self.fps = inner.fps
+        self.size = inner.size
+        self.duration = inner.duration
+
+    async def recv(self) -> Frame:
+        frame = await self._inner.recv()
+        await self._tap(frame)
+        return frame
+
+    async def close(self) -> None:
+        await self._inner.close()

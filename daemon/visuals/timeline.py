@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from daemon.engine.sequencer import BarGrid, ScheduledNote
+from daemon.clock import BarGrid, ScheduledNote
 from daemon.messages import Layer
 
 # How much of the past the state carries: notes scroll off the left edge after PAST_S; beats

@@ -23,12 +23,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from daemon.clock import ScheduledCall, call_on_loop
 from daemon.config import VisualsConfig, WebConfig
+from daemon.control.hub import ControlHub
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless Chromium for tests and the bench: no network services, no GPU, media allowed without
@@ -74,8 +75,33 @@ class ClickEngine:
     def add_note_listener(self, fn: Any) -> None:
         pass
 
+    def add_beat_listener(self, fn: Any) -> None:
+        pass
+
+    def add_bar_listener(self, fn: Any) -> None:
+        pass
+
+    @property
+    def playing(self) -> bool:
+        return True
+
     def wall_time(self, audio_time: float) -> float | None:
         return None if self._offset is None else audio_time + self._offset
+
+    def call_at(
+        self,
+        audio_time: float,
+        fn: Callable[[], object],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> ScheduledCall:
+        """As the engine's: on ``loop`` when the click at ``audio_time`` is heard (only the
+        loop form: the web server needs nothing else)."""
+        call = ScheduledCall(audio_time, fn)
+        if loop is None:
+            raise NotImplementedError("the click engine schedules on an event loop only")
+        call_on_loop(loop, call, self.wall_time)
+        return call
 
     @property
     def audio_time(self) -> float:
@@ -133,12 +159,12 @@ async def _measure(seconds: float) -> dict[str, Any]:
     from daemon.web.server import WebServer
 
     engine = ClickEngine()
-    session = SimpleNamespace(engine=engine, board=SimpleNamespace(history=[]), control=None)
     server = WebServer(
-        session=session,
+        hub=ControlHub(),
         web_config=WebConfig(host="127.0.0.1", port=0),
         visuals=VisualsConfig(width=320, height=180, fps=15),
     )
+    server.attach(engine)
     await server.start()
     engine.start()
     try:
@@ -160,7 +186,7 @@ async def _measure(seconds: float) -> dict[str, Any]:
                     await browser.close()
     finally:
         engine.stop()
-        await server.close()
+        await server.aclose()
     beats = np.array(engine.beat_wall_times(engine.audio_time))
     latencies = []
     for onset in onsets:

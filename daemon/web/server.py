@@ -39,29 +39,30 @@ token is configured, a random one is made and logged with the URL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import hmac
 import ipaddress
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from daemon.config import Config, VisualsConfig, WebConfig
-from daemon.control.commands import COMMAND_NAMES, ControlHub
+from daemon.clock import MusicClock
+from daemon.config import VisualsConfig, WebConfig
+from daemon.control.commands import COMMAND_NAMES
+from daemon.control.hub import ControlHub
 from daemon.errors import ConfigError, MoodscoreError
-from daemon.messages import LAYER_ORDER
+from daemon.messages import LAYER_ORDER, Mood
+from daemon.outputs.base import Output, Stage
 from daemon.outputs.webrtc import (
     AudioRing,
     LiveVisuals,
     PeerHub,
     VideoFormat,
     allow_loopback_candidates,
-    engine_clock,
 )
 from daemon.scenes import available_scenes
 from daemon.visuals import VisualTimeline
@@ -105,49 +106,78 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class WebServer:
-    """The aiohttp app with the WebRTC hub of one live session.
+class WebServer(Output):
+    """The aiohttp app and the WebRTC viewers of one live session: an output of its clock.
 
     Parameters
     ----------
-    session : the running :class:`~daemon.pipeline.Session` (its engine, board and control).
+    hub : the session's control hub (commands, state, a browser camera as the source).
     web_config : host, port and token.
     visuals : size and rate of the visuals stream.
+    latest_mood : the newest analysis window (the panel shows it before smoothing).
+    any_port_if_busy : when the configured port is taken, warn and listen on a free port
+        instead (for the configured default; a port the user asked for is an error).
+
+    :meth:`attach` taps the clock's audio for the viewers and its grids and notes for the
+    visuals; :meth:`start` listens (before the music starts); :meth:`aclose` closes every
+    viewer, then stops serving.
     """
 
-    def __init__(self, *, session: Any, web_config: WebConfig, visuals: VisualsConfig) -> None:
-        self.session = session
+    stage = Stage.PEERS
+    name = "web"
+
+    def __init__(
+        self,
+        *,
+        hub: ControlHub,
+        web_config: WebConfig,
+        visuals: VisualsConfig,
+        latest_mood: Callable[[], Mood | None] = lambda: None,
+        any_port_if_busy: bool = False,
+    ) -> None:
+        self.control = hub
         self.host = web_config.host
         self.port = web_config.port
         self.token = web_config.token
         if not self.token and not is_loopback(self.host):
             self.token = secrets.token_urlsafe(12)
-        engine = session.engine
-        clock = engine_clock(engine)
-        self.ring = AudioRing(sample_rate=engine.sample_rate)
+        self._video = VideoFormat(width=visuals.width, height=visuals.height, fps=visuals.fps)
+        self._latest_mood = latest_mood
+        self._any_port_if_busy = any_port_if_busy
+        self.ring = AudioRing(sample_rate=48000)
         self.timeline = VisualTimeline(keep_s=30.0)
-        self.timeline.attach(engine)
-        self.visuals = LiveVisuals(
-            timeline=self.timeline,
-            clock=clock,
-            video=VideoFormat(width=visuals.width, height=visuals.height, fps=visuals.fps),
-        )
-        self.peers = PeerHub(ring=self.ring, visuals=self.visuals, clock=clock)
-        engine.add_audio_listener(self._tap)
+        self._visuals: LiveVisuals | None = None
+        self._peers: PeerHub | None = None
         self._camera_tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.app = self._build_app()
 
+    def _attach(self, clock: MusicClock) -> None:
+        self.ring.configure(clock.sample_rate)
+        self.timeline.attach(clock)
+        self._visuals = LiveVisuals(timeline=self.timeline, clock=clock, video=self._video)
+        self._peers = PeerHub(ring=self.ring, visuals=self._visuals, clock=clock)
+        clock.add_audio_listener(self._tap)
+
+    @property
+    def visuals(self) -> LiveVisuals:
+        """The shared visuals stream (once attached)."""
+        if self._visuals is None:
+            raise RuntimeError("the web server is not attached to a clock")
+        return self._visuals
+
+    @property
+    def peers(self) -> PeerHub:
+        """The viewers' connections (once attached)."""
+        if self._peers is None:
+            raise RuntimeError("the web server is not attached to a clock")
+        return self._peers
+
     def _tap(self, block: Any, audio_time: float) -> None:
         if audio_time == 0.0:
             # The first block: only now is the engine's real rate known (JACK imposes its own).
-            self.ring.configure(self.session.engine.sample_rate)
+            self.ring.configure(self.clock.sample_rate)
         self.ring.write(block, audio_time)
-
-    @property
-    def control(self) -> ControlHub | None:
-        """The session's control hub."""
-        return getattr(self.session, "control", None)
 
     @property
     def url(self) -> str:
@@ -223,8 +253,6 @@ class WebServer:
         return web.json_response({"sdp": answer.sdp, "type": answer.type})
 
     async def _camera(self, request: web.Request) -> web.Response:
-        if not callable(getattr(self.session, "use_source", None)):
-            return web.json_response({"error": "this session takes no camera"}, status=503)
         try:
             body = await request.json()
             sdp, kind = str(body["sdp"]), str(body["type"])
@@ -245,14 +273,13 @@ class WebServer:
         handed_over = False
         try:
             await camera.wait_ready()
-            description = await self.session.use_source(camera)
+            description = await self.control.use_source(camera)
             handed_over = True
             log.info("source: %s (sent by a browser)", description)
             await camera.ended.wait()
-            control = self.control
-            if control is not None and control.state().get("source") == description:
+            if self.control.state().get("source") == description:
                 # The browser stopped sending (not a switch to another source): say so.
-                control.update(source=f"{description} (stopped)")
+                self.control.update(source=f"{description} (stopped)")
         except MoodscoreError as exc:
             log.warning("%s", exc)
         finally:
@@ -261,22 +288,20 @@ class WebServer:
 
     def state(self) -> dict[str, Any]:
         """The state the panel shows (see the module docstring)."""
-        control = self.control
-        state: dict[str, Any] = control.state() if control is not None else {}
-        history = self.session.board.history
-        latest = history[-1] if history else None
+        state: dict[str, Any] = self.control.state()
+        latest = self._latest_mood()
         state["analysis"] = (
             None
             if latest is None
             else {"valence": round(latest.valence, 3), "arousal": round(latest.arousal, 3)}
         )
-        state["audio_time"] = round(self.session.engine.audio_time, 3)
+        state["audio_time"] = round(self.clock.audio_time, 3) if self._clock else 0.0
         state["viewers"] = self.peers.viewers
         state["connections"] = self.peers.connections
         # Visuals streams being drawn and encoded now (opaque, transparent): 0 with no viewer.
         state["video_streams"] = self.visuals.producing
         # Blocks the live engine handed on late (audible gaps in real time); 0 when healthy.
-        state["late_blocks"] = getattr(self.session.engine, "late_blocks", 0)
+        state["late_blocks"] = getattr(self._clock, "late_blocks", 0)
         return state
 
     async def _state(self, request: web.Request) -> web.Response:
@@ -295,28 +320,18 @@ class WebServer:
 
     async def _command(self, request: web.Request) -> web.Response:
         name = request.match_info["command"]
-        control = self.control
         if name not in COMMAND_NAMES:
             return web.json_response(
                 {"ok": False, "message": f"unknown command; use one of {', '.join(COMMAND_NAMES)}"},
                 status=404,
             )
-        if control is None:
-            return web.json_response(
-                {"ok": False, "message": "this session takes no commands"}, status=503
-            )
-        result = await control.execute(name, await request.read())
+        result = await self.control.execute(name, await request.read())
         return web.json_response(result.to_json(), status=200 if result.ok else 400)
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self, *, any_port_if_busy: bool = False) -> None:
+    async def start(self) -> None:
         """Listen; the OBS page's URL is logged.
-
-        Parameters
-        ----------
-        any_port_if_busy : when the port is taken, warn and listen on a free port instead (the
-            configured default port; a port given on the command line is an error).
 
         Raises
         ------
@@ -330,7 +345,9 @@ class WebServer:
             try:
                 site = await self._listen(runner, self.port)
             except OSError as exc:
-                if not (any_port_if_busy and exc.errno == errno.EADDRINUSE and self.port != 0):
+                if not (
+                    self._any_port_if_busy and exc.errno == errno.EADDRINUSE and self.port != 0
+                ):
                     raise
                 log.warning(
                     "port %d is taken (another moodscore?); serving on a free port instead "
@@ -356,37 +373,13 @@ class WebServer:
         await site.start()
         return site
 
-    async def close(self) -> None:
-        """Close every viewer's connection, then stop serving (idempotent)."""
+    async def _aclose(self) -> None:
+        """Close every viewer's connection, then stop serving."""
         for task in list(self._camera_tasks):
             task.cancel()
         await asyncio.gather(*self._camera_tasks, return_exceptions=True)
-        await self.peers.close()
+        if self._peers is not None:
+            await self._peers.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-
-@contextlib.asynccontextmanager
-async def serve(
-    session: Any, web_config: WebConfig, visuals: VisualsConfig, *, any_port_if_busy: bool = False
-) -> AsyncIterator[WebServer]:
-    """Serve the web page for ``session`` while the block runs; viewers are closed on exit.
-    ``any_port_if_busy``: see :meth:`WebServer.start`."""
-    server = WebServer(session=session, web_config=web_config, visuals=visuals)
-    await server.start(any_port_if_busy=any_port_if_busy)
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-def web_server(
-    config: Config, session: Any, *, any_port_if_busy: bool = False
-) -> contextlib.AbstractAsyncContextManager[WebServer | None]:
-    """:func:`serve` when ``web.enabled``, else a context that serves nothing (yields None).
-    ``any_port_if_busy``: the port is the configured one, not one the user just asked for (see
-    :meth:`WebServer.start`)."""
-    if not config.web.enabled:
-        return contextlib.nullcontext(None)
-    return serve(session, config.web, config.visuals, any_port_if_busy=any_port_if_busy)

@@ -1,0 +1,233 @@
+"""The control hub: where commands come in and the state every front end shows comes out.
+
+Front ends (MQTT, the web API and panel, tests) call :meth:`ControlHub.execute`: the payload is
+validated (:func:`~daemon.control.commands.parse_command`) and queued, and the answer is a
+:class:`~daemon.control.commands.CommandResult`; bad input never raises. The
+:class:`~daemon.control.router.Router` takes the commands off the bounded queue (on overflow the
+oldest is dropped, with a warning) and applies each on the musical grid.
+:meth:`ControlHub.state` is the snapshot every front end shows and publishes; the router and the
+session keep it current with :meth:`ControlHub.update`.
+
+``source`` commands do not queue: they open the new source at once (the session's
+:class:`SourceSwitcher`), so the answer says whether it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from daemon.control.commands import (
+    OK,
+    Command,
+    CommandError,
+    CommandResult,
+    SourceCommand,
+    parse_command,
+)
+from daemon.errors import MoodscoreError
+from daemon.logs import RateLimitedLog
+
+if TYPE_CHECKING:
+    from daemon.sources import FrameSource
+
+log = logging.getLogger("moodscore.control")
+
+# Commands waiting for the router; a flood beyond this drops the oldest (the newest wins).
+DEFAULT_QUEUE_SIZE = 64
+
+StateListener = Callable[[dict[str, Any]], None]
+
+
+class SourceSwitcher(Protocol):
+    """What switches the live source: the running session.
+
+    Both raise a :class:`~daemon.errors.MoodscoreError` when the switch cannot happen; the old
+    source keeps running then.
+    """
+
+    def switch_source(self, spec: str) -> Awaitable[str]:
+        """Open ``spec`` (``demo``, ``webcam:N``, a file), then replace the running source with
+        it; its description."""
+        ...
+
+    def use_source(self, source: FrameSource) -> Awaitable[str]:
+        """Replace the running source with ``source``, already open (a browser's camera); its
+        description. ``source`` is closed when it cannot be used."""
+        ...
+
+
+class ControlHub:
+    """Where commands come in and the state every front end shows comes out.
+
+    Parameters
+    ----------
+    queue_size : commands that may wait for the router; beyond it the oldest is dropped.
+
+    Front ends call :meth:`execute`, :meth:`use_source`, :meth:`state` and
+    :meth:`add_state_listener`, all on the event loop. The router calls :meth:`next_command`;
+    the router and the session call :meth:`update`; a running live session sets itself as the
+    :class:`SourceSwitcher` (:meth:`set_source_switcher`).
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self._queue: collections.deque[Command] = collections.deque()
+        self._queue_size = queue_size
+        self._waiting = asyncio.Event()
+        self._sources: SourceSwitcher | None = None
+        self._source_lock = asyncio.Lock()
+        self._listeners: list[StateListener] = []
+        self._drop_log = RateLimitedLog(log)
+        self._reject_log = RateLimitedLog(log)
+        self.dropped = 0  # commands dropped because the queue was full
+        self.rejected = 0  # commands refused as malformed
+        self._state: dict[str, Any] = {
+            "valence": 0.0,
+            "arousal": 0.0,
+            "scene": None,
+            "bpm": None,
+            "layers": None,
+            "key": None,
+            "mode": None,
+            "source": None,
+            "overrides": {},
+            "muted": [],
+            "playing": True,
+            "bar": None,
+        }
+
+    # -- front ends ------------------------------------------------------------------------
+
+    async def execute(
+        self, name: str, payload: bytes | str | Mapping[str, Any] | None
+    ) -> CommandResult:
+        """Validate the command and hand it to the session; never raises for bad input.
+
+        Returns ``CommandResult(True, "ok")`` once the command is queued (it takes effect on the
+        grid: see the module's docstring), or ``ok=False`` with the reason. A ``source``
+        command returns once the new source is open, or with the error that kept it from
+        opening (the old source then keeps running).
+        """
+        try:
+            command = parse_command(name, payload)
+        except CommandError as exc:
+            self.rejected += 1
+            self._reject_log.warning("command refused: %s", exc)
+            return CommandResult(False, str(exc))
+        if isinstance(command, SourceCommand):
+            return await self._switch(command.source)
+        self.submit(command)
+        return OK
+
+    def submit(self, command: Command) -> None:
+        """Queue an already-validated command (drop the oldest when full)."""
+        if len(self._queue) >= self._queue_size:
+            self._queue.popleft()
+            self.dropped += 1
+            self._drop_log.warning(
+                "control: more than %d commands waiting; dropped the oldest (%d so far)",
+                self._queue_size,
+                self.dropped,
+            )
+        self._queue.append(command)
+        self._waiting.set()
+
+    def state(self) -> dict[str, Any]:
+        """A copy of the state: valence, arousal, scene, bpm, layers, key, mode, source,
+        overrides, muted, playing, bar."""
+        state = dict(self._state)
+        state["overrides"] = dict(state["overrides"])
+        state["muted"] = list(state["muted"])
+        return state
+
+    def add_state_listener(self, fn: StateListener) -> None:
+        """Call ``fn(state)`` on the event loop whenever the state changes."""
+        self._listeners = [*self._listeners, fn]
+
+    def remove_state_listener(self, fn: StateListener) -> None:
+        """Stop calling ``fn``; unknown listeners are ignored."""
+        self._listeners = [f for f in self._listeners if f is not fn]
+
+    # -- the session -----------------------------------------------------------------------
+
+    def set_source_switcher(self, sources: SourceSwitcher | None) -> None:
+        """Set (or clear, None) what ``source`` commands and :meth:`use_source` call."""
+        self._sources = sources
+
+    async def use_source(self, source: FrameSource) -> str:
+        """Hand an opened source (a browser's camera) to the running session; its description.
+
+        Raises
+        ------
+        MoodscoreError
+            No live session is running (``source`` is closed).
+        """
+        sources = self._sources
+        if sources is None:
+            await source.close()
+            raise MoodscoreError("no live session is running; a camera can only join one")
+        async with self._source_lock:
+            return await sources.use_source(source)
+
+    @property
+    def pending(self) -> int:
+        """Commands waiting for the router."""
+        return len(self._queue)
+
+    def take_all(self) -> list[Command]:
+        """Every waiting command, oldest first, without waiting."""
+        taken = list(self._queue)
+        self._queue.clear()
+        self._waiting.clear()
+        return taken
+
+    async def next_command(self) -> Command:
+        """Wait for the next command (oldest first)."""
+        while not self._queue:
+            self._waiting.clear()
+            await self._waiting.wait()
+        command = self._queue.popleft()
+        if not self._queue:
+            self._waiting.clear()
+        return command
+
+    def update(self, **fields: Any) -> None:
+        """Change state fields; listeners hear of it once, and only if something changed."""
+        unknown = set(fields) - set(self._state)
+        if unknown:
+            raise KeyError(f"unknown state field(s): {', '.join(sorted(unknown))}")
+        changed = {k: v for k, v in fields.items() if self._state.get(k) != v}
+        if not changed:
+            return
+        self._state.update(changed)
+        snapshot = self.state()
+        for fn in self._listeners:
+            try:
+                fn(snapshot)
+            except Exception:
+                log.exception("state listener %r failed; it keeps being called", fn)
+
+    async def _switch(self, spec: str) -> CommandResult:
+        sources = self._sources
+        if sources is None:
+            return CommandResult(False, "source: this session cannot switch sources (a render)")
+        async with self._source_lock:
+            try:
+                description = await sources.switch_source(spec)
+            except MoodscoreError as exc:
+                log.warning("source switch to %r refused: %s", spec[:80], exc)
+                return CommandResult(False, f"source: {exc}")
+            except Exception as exc:  # a driver's own error type: still one line back
+                log.exception("source switch to %r failed", spec[:80])
+                return CommandResult(False, f"source: could not switch to {spec[:80]!r}: {exc}")
+        log.info("source: %s", description)
+        return OK

@@ -1,0 +1,153 @@
+"""The control router: every command, from every front end, applied on the musical grid.
+
+MQTT, the web API and panel (and OSC, a Stream Deck, tests) send typed commands to the
+:class:`~daemon.control.hub.ControlHub`; the :class:`Router` takes them off its queue and calls
+the conductor and the engine through narrow interfaces:
+
+- ``mood``, ``scene``, ``tempo``, ``layers``, ``key`` -> the :class:`~daemon.conductor.Conductor`'s
+  overrides, then one re-plan of the bars already composed ahead (so the change lands on the
+  next bar line, not after the look-ahead);
+- ``mute`` -> the :class:`Transport` (a one-beat fade from the next beat);
+- ``transport`` -> the :class:`Transport` (stop or play at the next bar line; the clock runs on).
+
+A burst of commands costs one re-composition. The router also keeps the hub's state current:
+the overrides after each command, and the plan of each bar as it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from daemon.conductor import Conductor
+from daemon.control.commands import (
+    Command,
+    KeyCommand,
+    LayersCommand,
+    MoodCommand,
+    MuteCommand,
+    SceneCommand,
+    TempoCommand,
+    TransportCommand,
+    layer_names,
+)
+from daemon.control.hub import ControlHub
+from daemon.messages import KEY_NAMES, BarStarted, Layer
+from daemon.scenes import get_scene
+
+log = logging.getLogger("moodscore.control")
+
+
+class Transport(Protocol):
+    """What the router asks of the engine: its clock, mutes and transport (any thread)."""
+
+    @property
+    def audio_time(self) -> float: ...
+
+    @property
+    def muted(self) -> frozenset[Layer]: ...
+
+    @property
+    def playing(self) -> bool: ...
+
+    def set_muted(self, layer: Layer, muted: bool) -> None: ...
+
+    def set_playing(self, playing: bool) -> None: ...
+
+
+class Router:
+    """Applies the hub's commands to the conductor and the engine.
+
+    Parameters
+    ----------
+    hub : where the commands come from and the state goes.
+    conductor : takes the mood, scene, tempo, layer and key overrides.
+    transport : the engine's mutes and transport.
+    replan : re-plans the bars composed but not started yet (the planner's); awaited once per
+        burst of commands that change the plan.
+    """
+
+    def __init__(
+        self,
+        *,
+        hub: ControlHub,
+        conductor: Conductor,
+        transport: Transport,
+        replan: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.hub = hub
+        self._conductor = conductor
+        self._transport = transport
+        self._replan = replan
+
+    async def run(self) -> None:
+        """Take commands as they come, forever (a task of the session)."""
+        while True:
+            first = await self.hub.next_command()
+            # Apply what has gathered in one go, then re-plan once: a burst of commands costs
+            # one re-composition, not one each.
+            replan = False
+            for command in [first, *self.hub.take_all()]:
+                try:
+                    replan |= self.apply(command)
+                except Exception:
+                    log.exception("control: applying %r failed; the music goes on", command)
+            if replan:
+                await self._replan()
+
+    def apply(self, command: Command) -> bool:
+        """Apply one command; True when the plan of the coming bars changes."""
+        conductor = self._conductor
+        replan = True
+        if isinstance(command, MoodCommand):
+            if command.hold_s > 0:
+                until = self._transport.audio_time + command.hold_s
+                conductor.hold_mood(command.valence, command.arousal, until=until)
+            else:
+                conductor.release_mood()
+                conductor.nudge_mood(command.valence, command.arousal)
+        elif isinstance(command, SceneCommand):
+            conductor.force_scene(None if command.scene is None else get_scene(command.scene))
+        elif isinstance(command, TempoCommand):
+            conductor.fix_tempo(command.bpm)
+        elif isinstance(command, LayersCommand):
+            conductor.fix_layers(command.layers)
+        elif isinstance(command, KeyCommand):
+            conductor.fix_key(command.tonic_mode)
+        elif isinstance(command, MuteCommand):
+            self._transport.set_muted(command.layer, command.muted)
+            self.hub.update(muted=layer_names(self._transport.muted))
+            replan = False
+        elif isinstance(command, TransportCommand):
+            self._transport.set_playing(command.action == "play")
+            replan = False
+        self.show_overrides()
+        return replan
+
+    def show_overrides(self) -> None:
+        """Publish the conductor's overrides in the hub's state (keys spelt as people write
+        them)."""
+        overrides = self._conductor.overrides
+        key = overrides.get("key")
+        if key is not None:
+            overrides["key"] = f"{KEY_NAMES[key['tonic']]} {key['mode']}"
+        self.hub.update(overrides=overrides)
+
+    def show_bar(self, event: BarStarted) -> None:
+        """Publish the plan of the bar that just started (and the overrides, which a mood hold
+        running out changes at a bar)."""
+        plan = event.plan
+        self.hub.update(
+            valence=round(plan.valence, 3),
+            arousal=round(plan.arousal, 3),
+            scene=plan.scene,
+            bpm=plan.bpm,
+            layers=plan.layers,
+            key=KEY_NAMES[plan.tonic],
+            mode=plan.mode,
+            playing=self._transport.playing,
+            muted=layer_names(self._transport.muted),
+            bar=event.bar,
+        )
+        self.show_overrides()
