@@ -38,7 +38,7 @@ from daemon.outputs.progress import ProgressOutput
 from daemon.outputs.recorder import RecordingOutput
 from daemon.outputs.timeline import build_timeline, write_timeline
 from daemon.planner import BarPlanner, BarWriter
-from daemon.scenes import load_scene
+from daemon.scenes import PresetLibrary
 from daemon.session import Session, SessionReport, install_signal_handlers
 from daemon.sources import FrameSource, TappedSource, open_source
 
@@ -82,8 +82,11 @@ def build_core(
         A missing scene preset, model file, seed track or library index; before any music.
     """
     board = MoodBoard()
+    presets = PresetLibrary(config.conductor.preset_dirs)
     conductor = Conductor(
-        config=config.conductor, preset=load_scene(scene or config.conductor.scene)
+        config=config.conductor,
+        preset=presets.get(scene or config.conductor.scene),
+        presets=presets,
     )
     scores = ScoreQueue()
     # The library mode's bar clock follows each track's tempo: no ramps between tracks.
@@ -118,7 +121,7 @@ def build_core(
         clock=lambda: engine.audio_time,
         last_bar=last_bar,
     )
-    hub = ControlHub()
+    hub = ControlHub(scenes=presets.names)
     router = Router(hub=hub, conductor=conductor, transport=engine, replan=planner.replan)
     return Core(board, conductor, engine, planner, hub, router, library)
 

@@ -40,7 +40,7 @@ from typing import Any
 from daemon.config import ConductorConfig
 from daemon.errors import ConfigError
 from daemon.messages import Mode, Mood, Plan
-from daemon.scenes import ScenePreset, get_scene
+from daemon.scenes import BUILT_IN, PresetLibrary, ScenePreset
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,15 @@ class Conductor:
     ----------
     config : the ``[conductor]`` section.
     preset : the scene preset in force at the start.
+    presets : where scene names are looked up (the user's folders, then the built-in ones).
     """
 
-    def __init__(self, *, config: ConductorConfig, preset: ScenePreset) -> None:
+    def __init__(
+        self, *, config: ConductorConfig, preset: ScenePreset, presets: PresetLibrary = BUILT_IN
+    ) -> None:
         self._config = config
         self._preset = preset
+        self.presets = presets
         self._smoothed: _Smoothed | None = None
         self._bpm: float | None = None
         self._layers: int | None = None
@@ -194,7 +198,7 @@ class Conductor:
         if mood.t_end - self._candidate[1] < self._config.scene_hold_s:
             return
         try:
-            preset = get_scene(name)
+            preset = self.presets.get(name)
         except ConfigError as exc:
             if name not in self._unknown_scenes:
                 self._unknown_scenes.add(name)
@@ -270,7 +274,7 @@ class Conductor:
         preset, with one warning per distinct problem."""
         current = self.preset
         try:
-            fresh = get_scene(current.name)
+            fresh = self.presets.get(current.name)
         except ConfigError as exc:
             problem = str(exc)
             if not problem.startswith("no scene preset named") and problem != self._bad_file:

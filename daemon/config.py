@@ -75,6 +75,7 @@ class ConductorConfig:
     hysteresis: float = 0.08
     beats_per_bar: int = 4
     scene_hold_s: float = 2.0
+    preset_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +349,11 @@ def _merge_section(current: Any, section: str, values: Mapping[str, Any], origin
 
 def _coerce(value: Any, hint: Any, name: str, origin: str) -> Any:
     origin_type = typing.get_origin(hint)
+    if origin_type is tuple and typing.get_args(hint)[-1] is Ellipsis:
+        item_type = typing.get_args(hint)[0]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{origin}: {name} must be a list")
+        return tuple(_coerce(v, item_type, name, origin) for v in value)
     if origin_type is tuple:
         item_types = typing.get_args(hint)
         if not isinstance(value, list | tuple) or len(value) != len(item_types):

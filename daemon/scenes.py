@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,13 @@ from daemon.messages import (
 __all__ = [
     "ARP_SOUNDS",
     "BASS_SOUNDS",
+    "BUILT_IN",
     "DEFAULT_PRESET",
     "DRUM_STYLES",
     "LEAD_SOUNDS",
     "PAD_SOUNDS",
     "PRESET_MODES",
+    "PresetLibrary",
     "ScenePreset",
     "available_scenes",
     "get_scene",
@@ -124,28 +127,76 @@ def _parse(name: str, data: dict[str, Any], path: Path) -> ScenePreset:
     return preset
 
 
-_cache: dict[Path, tuple[float, ScenePreset]] = {}
+_cache: dict[Path, tuple[tuple[int, int], ScenePreset]] = {}
 _cache_lock = threading.Lock()
 
 
 def get_scene(name: str, directory: Path = SCENES_DIR) -> ScenePreset:
-    """The preset ``name``, cached: the file is read again only when its mtime changes.
+    """The preset ``name``, cached: the file is read again only when it changes.
 
     Raises :class:`ConfigError` like :func:`load_scene`.
     """
     path = directory / f"{name}.toml"
     try:
-        mtime = path.stat().st_mtime
+        stat = path.stat()
     except OSError:
         return load_scene(name, directory)  # raises the clear "no scene preset" error
+    stamp = (stat.st_mtime_ns, stat.st_size)
     with _cache_lock:
         cached = _cache.get(path)
-        if cached is not None and cached[0] == mtime:
+        if cached is not None and cached[0] == stamp:
             return cached[1]
     preset = load_scene(name, directory)
     with _cache_lock:
-        _cache[path] = (mtime, preset)
+        _cache[path] = (stamp, preset)
     return preset
+
+
+class PresetLibrary:
+    """The scene presets a session can use, by name, from a search path.
+
+    The user's folders come first, then the built-in ``scenes/``: a preset in an earlier folder
+    hides one of the same name later (edit a copy of ``combat.toml`` in your own folder to make
+    combat yours). Files are read when first asked for and again only when they change, so a
+    preset edited while the music plays reaches the next plan.
+
+    Parameters
+    ----------
+    folders : the user's preset folders, searched in order before the built-in ones (missing
+        folders are skipped).
+    """
+
+    def __init__(self, folders: Sequence[Path | str] = ()) -> None:
+        own = [Path(folder).expanduser() for folder in folders]
+        self.folders: tuple[Path, ...] = (*own, SCENES_DIR)
+
+    def names(self) -> list[str]:
+        """Every preset name on the search path, sorted."""
+        found = {name for folder in self.folders for name in available_scenes(folder)}
+        return sorted(found)
+
+    def folder_of(self, name: str) -> Path | None:
+        """The folder whose file ``name`` is used (the first on the path), or None."""
+        return next((f for f in self.folders if (f / f"{name}.toml").is_file()), None)
+
+    def get(self, name: str) -> ScenePreset:
+        """The preset ``name`` as its file reads now (cached while unchanged).
+
+        Raises
+        ------
+        ConfigError
+            No such preset on the search path (the message lists the names there are), or the
+            file is invalid.
+        """
+        folder = self.folder_of(name)
+        if folder is None:
+            raise ConfigError(
+                f"no scene preset named {name!r}; available: {', '.join(self.names()) or 'none'}"
+            )
+        return get_scene(name, folder)
+
+
+BUILT_IN = PresetLibrary()
 
 
 def _number(value: object, key: str) -> float:

@@ -16,11 +16,18 @@ import json
 import logging
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from daemon.errors import MoodscoreError
 from daemon.messages import KEY_NAMES, LAYER_ORDER, Layer
@@ -79,10 +86,13 @@ class SceneCommand(_Command):
 
     @field_validator("scene")
     @classmethod
-    def _known_scene(cls, value: str | None) -> str | None:
+    def _known_scene(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value.lower() in RELEASE_WORDS:
             return None
-        names = available_scenes()
+        # The session's presets (the user's folders too) when the hub says which; else the
+        # built-in ones.
+        context = info.context or {}
+        names = list(context.get("scenes") or available_scenes())
         if not _SCENE_NAME_RE.match(value) or value not in names:
             shown = value if len(value) <= 40 else value[:40] + "..."
             raise ValueError(
@@ -221,7 +231,12 @@ def parse_key(text: str) -> tuple[int, Literal["major", "minor"]]:
     return tonic, "minor" if minor else "major"
 
 
-def parse_command(name: str, payload: bytes | str | Mapping[str, Any] | None) -> Command:
+def parse_command(
+    name: str,
+    payload: bytes | str | Mapping[str, Any] | None,
+    *,
+    scenes: Sequence[str] | None = None,
+) -> Command:
     """Validate ``payload`` as the command ``name``.
 
     Parameters
@@ -230,6 +245,7 @@ def parse_command(name: str, payload: bytes | str | Mapping[str, Any] | None) ->
     payload : a JSON object (bytes or text), a bare value where one says it all (``"120"`` for
         tempo, ``"combat"`` for scene, ``"stop"`` for transport, ``"drums"`` to mute a layer,
         ``"0.5,-0.2"`` for valence,arousal), or an already-decoded mapping.
+    scenes : the scene names a ``scene`` command may name (default: the built-in presets).
 
     Raises
     ------
@@ -242,7 +258,7 @@ def parse_command(name: str, payload: bytes | str | Mapping[str, Any] | None) ->
         raise CommandError(f"unknown command {shown!r}; commands: {', '.join(COMMAND_NAMES)}")
     data = _decode(name, payload)
     try:
-        command = model.model_validate(data)
+        command = model.model_validate(data, context={"scenes": scenes})
     except ValidationError as exc:
         raise CommandError(f"{name}: {_describe(exc, name)}") from None
     return cast(Command, command)

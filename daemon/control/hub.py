@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.control.commands import (
@@ -30,6 +30,7 @@ from daemon.control.commands import (
 )
 from daemon.errors import MoodscoreError
 from daemon.logs import RateLimitedLog
+from daemon.scenes import available_scenes
 
 if TYPE_CHECKING:
     from daemon.sources import FrameSource
@@ -66,6 +67,7 @@ class ControlHub:
     Parameters
     ----------
     queue_size : commands that may wait for the router; beyond it the oldest is dropped.
+    scenes : the scene preset names ``scene`` commands may name (the session's preset library).
 
     Front ends call :meth:`execute`, :meth:`use_source`, :meth:`state` and
     :meth:`add_state_listener`, all on the event loop. The router calls :meth:`next_command`;
@@ -77,6 +79,7 @@ class ControlHub:
         self,
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        scenes: Callable[[], Sequence[str]] = available_scenes,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -84,6 +87,7 @@ class ControlHub:
         self._queue_size = queue_size
         self._waiting = asyncio.Event()
         self._sources: SourceSwitcher | None = None
+        self.scene_names = scenes
         self._source_lock = asyncio.Lock()
         self._listeners: list[StateListener] = []
         self._drop_log = RateLimitedLog(log)
@@ -118,7 +122,7 @@ class ControlHub:
         opening (the old source then keeps running).
         """
         try:
-            command = parse_command(name, payload)
+            command = parse_command(name, payload, scenes=self.scene_names())
         except CommandError as exc:
             self.rejected += 1
             self._reject_log.warning("command refused: %s", exc)

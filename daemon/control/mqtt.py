@@ -62,7 +62,6 @@ from daemon.control.mqtt_topics import (
 from daemon.logs import RateLimitedLog
 from daemon.messages import KEY_NAMES, BarStarted, Beat
 from daemon.outputs.base import Output, Stage
-from daemon.scenes import available_scenes
 
 __all__ = [
     "BridgeStats",
@@ -326,7 +325,7 @@ class MqttBridge(Output):
             base=self.base,
             instance=self.instance,
             discovery_prefix=self.config.discovery_prefix,
-            scenes=available_scenes(),
+            scenes=list(self.hub.scene_names()),
         ):
             await client.publish(topic, json.dumps(payload), qos=1, retain=True)
 

@@ -34,7 +34,6 @@ from daemon.control.commands import (
 )
 from daemon.control.hub import ControlHub
 from daemon.messages import KEY_NAMES, BarStarted, Layer
-from daemon.scenes import get_scene
 
 log = logging.getLogger("moodscore.control")
 
@@ -108,7 +107,8 @@ class Router:
                 conductor.release_mood()
                 conductor.nudge_mood(command.valence, command.arousal)
         elif isinstance(command, SceneCommand):
-            conductor.force_scene(None if command.scene is None else get_scene(command.scene))
+            scene = None if command.scene is None else conductor.presets.get(command.scene)
+            conductor.force_scene(scene)
         elif isinstance(command, TempoCommand):
             conductor.fix_tempo(command.bpm)
         elif isinstance(command, LayersCommand):

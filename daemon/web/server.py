@@ -64,7 +64,6 @@ from daemon.outputs.webrtc import (
     VideoFormat,
     allow_loopback_candidates,
 )
-from daemon.scenes import available_scenes
 from daemon.visuals import VisualTimeline
 from daemon.web.camera import BrowserCamera, answer_camera
 
@@ -311,7 +310,7 @@ class WebServer(Output):
         video = self.visuals.video
         return web.json_response(
             {
-                "scenes": available_scenes(),
+                "scenes": list(self.control.scene_names()),
                 "layers": [layer.value for layer in LAYER_ORDER],
                 "commands": list(COMMAND_NAMES),
                 "video": {"width": video.width, "height": video.height, "fps": video.fps},

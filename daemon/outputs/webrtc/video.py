@@ -1,22 +1,10 @@
-"""WebRTC media for the OBS page: the engine's audio and the beat-synced visuals as aiortc tracks.
+"""WebRTC video: the beat-synced visuals, drawn and encoded once, shared by every viewer.
 
-Audio. The engine hands every block to :meth:`AudioRing.write` on its own thread: one lock and
-one copy of 256 frames, nothing else, so viewers never reach the audio path. Each viewer gets its
-own :class:`EngineAudioTrack` (one track instance per peer, as aiortc wants) with its own read
-cursor into the shared ring. A track hands aiortc 20 ms frames (the Opus frame) when their audio
-time is heard (it waits with the music clock's ``call_at``, :func:`daemon.clock.until`), so what
-the browser hears is what the engine's clock says is sounding; the live manual engine renders
-``engine.live_ahead_s`` ahead, so the audio is always in the ring before it is due. A viewer
-that stalls (a busy event loop) skips ahead to the present instead of drifting behind.
-
-Video. :class:`LiveVisuals` draws the frame of each slot (``fps`` per second of audio time) and
-encodes it to VP8 once, off the event loop, and hands the packets to every viewer's
-:class:`VisualsTrack` when the slot's audio time is heard: three viewers cost what one does, bar
-packetising. A transparent stream packs colour and alpha side
-by side (video codecs carry no alpha); the page recombines them.
-
-:class:`PeerHub` owns the peer connections: a browser's offer in, the answer out, and every
-peer closed on shutdown.
+:class:`LiveVisuals` draws the frame of each slot (``fps`` per second of audio time) and encodes
+it to VP8 once, off the event loop, and hands the packets to every viewer's :class:`VisualsTrack`
+when the slot's audio time is heard: three viewers cost what one does, bar packetising. A
+transparent stream packs colour and alpha side by side (video codecs carry no alpha); the page
+recombines them.
 """
 
 from __future__ import annotations
@@ -27,7 +15,6 @@ import dataclasses
 import fractions
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,13 +22,7 @@ from dataclasses import dataclass
 import av
 import cv2
 import numpy as np
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCSessionDescription,
-)
+from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from daemon.clock import MusicClock, until
@@ -50,168 +31,12 @@ from daemon.visuals import EMPTY_STATE, VisualTimeline, pack_alpha, render_frame
 
 log = logging.getLogger("moodscore.webrtc")
 
-FRAME_S = 0.02  # one Opus frame
 VIDEO_CLOCK = 90_000  # RTP video clock rate
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
-# A viewer whose cursor fell this far behind the present (a stalled event loop) jumps ahead.
-MAX_AUDIO_LAG_S = 0.2
-# A viewer whose connection stays "disconnected" this long is dropped.
-DISCONNECT_GRACE_S = 5.0
-# Seconds of audio the ring holds: far more than any viewer may lag.
-RING_SECONDS = 2.0
 # A keyframe at least this often in the shared video stream (see LiveVisuals).
 KEYFRAME_INTERVAL_S = 2.0
 # Encoded frames a viewer may have waiting before it is dropped back to the next keyframe.
 FEED_FRAMES = 8
-
-# The video codecs a viewer's connection may use: VP8 (and its retransmissions).
-VP8_CODECS = [
-    c
-    for c in RTCRtpSender.getCapabilities("video").codecs
-    if c.mimeType.lower() in ("video/vp8", "video/rtx")
-]
-
-
-class AudioRing:
-    """Single writer (the engine thread), many readers: stereo float32 audio by absolute sample.
-
-    Parameters
-    ----------
-    sample_rate : the engine's sample rate (what it really runs at).
-    seconds : capacity; older audio is overwritten.
-    """
-
-    def __init__(self, *, sample_rate: int, seconds: float = RING_SECONDS) -> None:
-        self._seconds = seconds
-        self._lock = threading.Lock()
-        self.gaps = 0  # blocks that did not follow on from the previous one
-        self._allocate(sample_rate)
-
-    def _allocate(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
-        self._size = int(sample_rate * self._seconds)
-        self._data = np.zeros((self._size, 2), dtype=np.float32)
-        self._end = 0  # absolute sample one past the newest written
-
-    def configure(self, sample_rate: int) -> None:
-        """Follow the rate the engine really runs at (JACK imposes its own); a change empties
-        the ring. Call before the first write."""
-        if sample_rate != self.sample_rate:
-            with self._lock:
-                self._allocate(sample_rate)
-
-    @property
-    def end(self) -> int:
-        """Absolute sample one past the newest audio written."""
-        return self._end
-
-    def write(self, block: np.ndarray, audio_time: float) -> None:
-        """Engine-thread audio listener.
-
-        Parameters
-        ----------
-        block : np.ndarray [shape=(n, 2), dtype=float32]
-        audio_time : audio time of its first sample, seconds.
-        """
-        start = round(audio_time * self.sample_rate)
-        n = len(block)
-        if n == 0:
-            return
-        with self._lock:
-            if start != self._end and self._end:
-                self.gaps += 1
-            first = start % self._size
-            head = min(n, self._size - first)
-            self._data[first : first + head] = block[:head]
-            if head < n:
-                self._data[: n - head] = block[head:]
-            self._end = start + n
-
-    def read(self, start: int, count: int) -> np.ndarray | None:
-        """A copy of samples ``[start, start + count)`` [shape=(count, 2)], or None when they are
-        not all written yet or already overwritten."""
-        with self._lock:
-            if start + count > self._end or start < self._end - self._size or start < 0:
-                return None
-            first = start % self._size
-            head = min(count, self._size - first)
-            out = np.empty((count, 2), dtype=np.float32)
-            out[:head] = self._data[first : first + head]
-            if head < count:
-                out[head:] = self._data[: count - head]
-            return out
-
-
-def to_s16(block: np.ndarray) -> np.ndarray:
-    """float32 [shape=(n, 2)] in [-1, 1] -> interleaved int16 [shape=(1, 2n)] (packed s16)."""
-    clipped = np.clip(block, -1.0, 1.0) * 32767.0
-    return clipped.astype(np.int16).reshape(1, -1)
-
-
-class EngineAudioTrack(MediaStreamTrack):
-    """One viewer's audio: 20 ms stereo s16 frames from an :class:`AudioRing`, paced by the
-    music clock. Silence before the clock runs and when the ring has no audio for the frame
-    (the engine stopped or fell behind)."""
-
-    kind = "audio"
-
-    def __init__(self, ring: AudioRing, clock: MusicClock) -> None:
-        super().__init__()
-        self._ring = ring
-        self._clock = clock
-        self._rate = ring.sample_rate
-        self._samples = round(self._rate * FRAME_S)
-        self._cursor: int | None = None  # absolute engine sample of the next frame
-        self._pts = 0  # samples sent: a continuous timeline for the encoder
-        self._idle_start: float | None = None
-        self.skipped = 0  # frames skipped to catch up with the present
-        self.silent = 0  # frames sent as silence
-
-    async def recv(self) -> av.AudioFrame:
-        """The next 20 ms frame, returned when its audio time is due on the wall clock."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._ring.sample_rate != self._rate:
-            # The engine started at another rate than configured: restart on its clock.
-            self._rate = self._ring.sample_rate
-            self._samples = round(self._rate * FRAME_S)
-            self._cursor = None
-        offset = self._clock.wall_time(0.0)
-        if offset is None:
-            # No engine clock yet: paced silence on our own clock.
-            now = time.perf_counter()
-            if self._idle_start is None:
-                self._idle_start = now
-            due = self._idle_start + self._pts / self._rate
-            if due > now:
-                await asyncio.sleep(due - now)
-            return self._frame(None)
-        now = time.perf_counter()
-        present = math.floor((now - offset) * self._rate)
-        if self._cursor is None:
-            # Start on the frame that is sounding now.
-            self._cursor = max(0, present)
-        elif present - self._cursor > MAX_AUDIO_LAG_S * self._rate:
-            skipped = (present - self._cursor) // self._samples
-            self.skipped += skipped
-            self._cursor += skipped * self._samples
-        await until(self._clock, self._cursor / self._rate)
-        block = self._ring.read(self._cursor, self._samples)
-        self._cursor += self._samples
-        return self._frame(block)
-
-    def _frame(self, block: np.ndarray | None) -> av.AudioFrame:
-        if block is None:
-            self.silent += 1
-            data = np.zeros((1, 2 * self._samples), dtype=np.int16)
-        else:
-            data = to_s16(block)
-        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="stereo")
-        frame.sample_rate = self._rate
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, self._rate)
-        self._pts += self._samples
-        return frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,123 +344,3 @@ class VisualsTrack(MediaStreamTrack):
             self._visuals.unsubscribe(self._feed)
             self._feed.end()
         super().stop()
-
-
-def allow_loopback_candidates() -> None:
-    """Let aioice offer 127.0.0.1 as a host candidate.
-
-    aioice skips the loopback address when it gathers host candidates, so on a machine whose
-    only interface is loopback (a sandbox, some CI) no candidate pair can ever form with a
-    browser on the same machine. Adding it costs one extra candidate pair elsewhere. Idempotent.
-    """
-    import aioice.ice
-
-    original = aioice.ice.get_host_addresses
-    if getattr(original, "_moodscore_loopback", False):
-        return
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        addresses = original(use_ipv4, use_ipv6)
-        if use_ipv4 and "127.0.0.1" not in addresses:
-            addresses.append("127.0.0.1")
-        return addresses
-
-    get_host_addresses._moodscore_loopback = True  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = get_host_addresses
-
-
-class PeerHub:
-    """The viewers' peer connections: answers offers, counts viewers, closes them all at the end.
-
-    Parameters
-    ----------
-    ring : the engine's audio, shared by every viewer.
-    visuals : the shared visuals renderer.
-    clock : the music clock the audio tracks are paced by.
-    """
-
-    def __init__(self, *, ring: AudioRing, visuals: LiveVisuals, clock: MusicClock) -> None:
-        self.ring = ring
-        self.visuals = visuals
-        self._clock = clock
-        self._peers: set[RTCPeerConnection] = set()
-        self.connections = 0  # viewers ever connected
-        self._closed = False
-
-    @property
-    def viewers(self) -> int:
-        """Peer connections open now."""
-        return len(self._peers)
-
-    async def answer(
-        self, sdp: str, kind: str, *, transparent: bool = False
-    ) -> RTCSessionDescription:
-        """Answer a browser's offer with the audio and visuals tracks.
-
-        The offer must carry the browser's ICE candidates (aiortc does not trickle); the answer
-        carries ours.
-
-        Raises
-        ------
-        ValueError
-            The offer is not a valid SDP offer, or the hub is shut down.
-        """
-        if self._closed:
-            raise ValueError("the daemon is shutting down")
-        if kind != "offer":
-            raise ValueError(f"expected an SDP offer, got {kind!r}")
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self._peers.add(pc)
-        self.connections += 1
-        audio = EngineAudioTrack(self.ring, self._clock)
-        video = VisualsTrack(self.visuals, transparent=transparent)
-        pc.addTransceiver(audio, direction="sendonly")
-        # The shared stream is VP8 (every browser decodes it): this viewer must take VP8.
-        pc.addTransceiver(video, direction="sendonly").setCodecPreferences(VP8_CODECS)
-
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            log.debug("viewer %s: %s", id(pc), pc.connectionState)
-            if pc.connectionState in ("failed", "closed"):
-                await self._drop(pc)
-            elif pc.connectionState == "disconnected":
-                # A tab that vanished without closing its connection: ICE consent would only
-                # fail after ~30 s; give it a few seconds to come back, then let it go.
-                await asyncio.sleep(DISCONNECT_GRACE_S)
-                if pc.connectionState == "disconnected":
-                    await self._drop(pc)
-
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
-            if not any(t.currentDirection == "sendonly" for t in pc.getTransceivers()):
-                raise ValueError("the offer asks for neither audio nor video")
-        except Exception as exc:
-            await self._drop(pc)
-            if isinstance(exc, ValueError):
-                raise
-            if "video" in str(exc):
-                raise ValueError(
-                    "the browser offers no VP8 video; use a browser that decodes VP8 (Chromium, "
-                    "OBS, Firefox, Safari)"
-                ) from exc
-            raise ValueError(f"could not answer the offer: {exc}") from exc
-        log.info("viewer connected (%d watching)", self.viewers)
-        return pc.localDescription
-
-    async def _drop(self, pc: RTCPeerConnection) -> None:
-        if pc in self._peers:
-            self._peers.discard(pc)
-            log.info("viewer left (%d watching)", self.viewers)
-        for sender in pc.getSenders():
-            if sender.track is not None:
-                sender.track.stop()
-        with contextlib.suppress(Exception):
-            await pc.close()
-
-    async def close(self) -> None:
-        """Close every peer connection (idempotent); later offers are refused."""
-        self._closed = True
-        peers = list(self._peers)
-        await asyncio.gather(*(self._drop(pc) for pc in peers), return_exceptions=True)
-        await self.visuals.close()
