@@ -18,10 +18,10 @@ from __future__ import annotations
 import pyo
 
 from daemon.engine.drums import Drums
-from daemon.engine.envelopes import STOP_FADE_S, Points, level_at
+from daemon.engine.envelopes import STOP_FADE_S, Points
 from daemon.engine.sequencer import BarGrid
 from daemon.engine.sounds import build_sounds
-from daemon.engine.voices import SILENT, Instrument
+from daemon.engine.voices import SILENT, Instrument, Track
 from daemon.messages import LAYER_ORDER, Layer, Plan
 
 # Drum styles that drive the band hard enough to pump (not brushes or a march, not none).
@@ -67,31 +67,26 @@ class _Pump:
                 return
 
 
-class _Fader:
+class _Fader(Track):
     """A layer's gain: a trigger-driven ramp that starts on an exact sample (a beat) and holds
     its target afterwards."""
 
     def __init__(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
         self.trig = pyo.Trig().stop()
-        self.env = pyo.TrigLinseg(self.trig, list(SILENT))
+        super().__init__(pyo.TrigLinseg(self.trig, list(SILENT)), sample_rate)
         self.target = 0.0
-        self._points: Points = list(SILENT)
-        self._origin = 0
 
     def move(self, target: float, *, block_start: int, at: int, seconds: float) -> None:
         """Ramp from the current level to ``target`` over ``seconds``, from absolute sample
         ``at`` (inside the block starting at ``block_start``)."""
-        level = level_at(self._points, (block_start - self._origin) / self.sample_rate)
+        level = self.level(block_start)
         delay = max(at - block_start, 0) / self.sample_rate
         points: Points = [(0.0, level)]
         if delay > 1e-4:
             points.append((delay, level))
         points.append((points[-1][0] + max(seconds, 1e-3), target))
-        self.env.setList(points)
+        self._load(points, block_start)
         self.trig.play()
-        self._points = points
-        self._origin = block_start
         self.target = target
 
 

@@ -78,6 +78,8 @@ class Drums(Instrument):
         53: RIDE, 59: RIDE, 41: LOW_TOM, 43: LOW_TOM, 45: LOW_TOM, 47: HIGH_TOM, 48: HIGH_TOM,
         50: HIGH_TOM,
     }  # fmt: skip
+    # The toms' resting pitch in Hz; each hit starts 60 % above it and drops there.
+    _TOM_BASE: ClassVar[dict[int, float]] = {LOW_TOM: 98.0, HIGH_TOM: 147.0}
 
     def __init__(self, *, sample_rate: int, gain: Any) -> None:
         drums = [KICK, SNARE, BRUSH, CLOSED_HAT, OPEN_HAT, RIDE, CRASH, CLAP, SIDE_STICK]
@@ -153,8 +155,9 @@ class Drums(Instrument):
         outs.append(stick_v.own(pyo.Pan(stick_v.own(stick_tone + stick_noise), outs=2, pan=0.44)))
 
         self.tom_pitch: dict[int, Any] = {}
-        for drum, base, pan in ((LOW_TOM, 98.0, 0.38), (HIGH_TOM, 147.0, 0.6)):
+        for drum, pan in ((LOW_TOM, 0.38), (HIGH_TOM, 0.6)):
             voice = self.kit[drum]
+            base = self._TOM_BASE[drum]
             self.amps[drum] = voice.trig_env(expo=True)
             self.tom_pitch[drum] = voice.trig_env(expo=True, add=base)
             tom = voice.own(pyo.Sine(freq=self.tom_pitch[drum], mul=self.amps[drum]))
@@ -192,12 +195,13 @@ class Drums(Instrument):
             )
             env = Envelope(points, start, end)
         else:
-            env = envelope_points(
+            env = self._envelope(
+                voice,
                 shape,
-                peak=gain * self.levels[drum],
-                delay=(onset - block_start) / self.sample_rate,
+                gain * self.levels[drum],
+                block_start=block_start,
+                onset=onset,
                 duration=duration,
-                start_level=voice.level(block_start),
             )
         self._wake(voice)
         self.amps[drum].setList(env.points)
@@ -225,14 +229,13 @@ class Drums(Instrument):
             )
             self.snare_tone_amp.setList(tone.points)
         elif drum in self.tom_pitch:
-            base = 98.0 if drum == LOW_TOM else 147.0
+            base = self._TOM_BASE[drum]
             self.tom_pitch[drum].setList(
                 [(0.0, 0.0), (start + 1e-4, 0.0), (start + 2e-4, base * 0.6), (start + 0.2, 0.0)]
             )
         elif drum == CLOSED_HAT:
             self._choke_open_hat(block_start, onset)
-        voice.fire(block_start, env)
-        self._note_end(voice)
+        self._fire(voice, block_start, env)
 
     @staticmethod
     def _clap_points(peak: float, delay: float, level: float) -> tuple[Points, float, float]:

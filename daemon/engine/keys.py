@@ -14,7 +14,7 @@ from typing import Any
 import pyo
 
 from daemon.engine.envelopes import Envelope, EnvShape, midi_to_hz, velocity_gain
-from daemon.engine.voices import Instrument, Track
+from daemon.engine.voices import Instrument, PitchedInstrument, Track
 from daemon.messages import Layer
 
 
@@ -28,7 +28,7 @@ def _quicker(shape: EnvShape, duration: float) -> EnvShape:
 # --------------------------------------------------------------------------- FM keys
 
 
-class FMKeys(Instrument):
+class FMKeys(PitchedInstrument):
     """Two-operator FM: a bell, an electric piano or a vibraphone depending on the ratio and on
     how the modulation index (brightness) decays.
 
@@ -64,30 +64,22 @@ class FMKeys(Instrument):
         super().__init__(sample_rate=sample_rate, voices=voices, gain=gain)
         self._index_decay = index_decay
         self._index_floor = index_floor
-        self.freqs: list[Any] = []
-        self.amps: list[Any] = []
         self.indexes: list[Any] = []
         outs = []
         for voice in self.voices:
-            freq = voice.own(pyo.Sig(440.0))
-            amp = voice.trig_env()
+            freq = self._freq(voice, 440.0)
+            amp = self._amp(voice)
             idx = Track(voice.trig_env(mul=index), sample_rate)
             outs.append(voice.own(pyo.FM(carrier=freq, ratio=ratio, index=idx.env, mul=amp)))
-            self.freqs.append(freq)
-            self.amps.append(amp)
             self.indexes.append(idx)
-        mono = pyo.Mix(outs, voices=1, mul=level)
-        self.output = pyo.Pan(mono, outs=2, pan=pan, mul=gain)
-        self.shared = [mono, self.output]
-        self._finish_build()
+        self._mono_out(outs, level, pan=pan)
 
     def shape_for(self, duration: float) -> EnvShape:
         """Slow swells (the glass pad) come in faster on short, re-struck chords."""
         return _quicker(self.shape, duration) if self.layer is Layer.PAD else self.shape
 
     def _start(self, index: int, pitch: int, velocity: int, env: Envelope, duration: float) -> None:
-        self.freqs[index].value = midi_to_hz(pitch)
-        self.amps[index].setList(env.points)
+        super()._start(index, pitch, velocity, env, duration)
         start = env.onset
         peak = 0.4 + 0.6 * velocity_gain(velocity)
         # The index rests at the same low value between notes, so a retriggered voice never
@@ -150,7 +142,7 @@ class Pad(Instrument):
         self.brightness.value = 700.0 + 1800.0 * velocity_gain(velocity)
 
 
-class OrganPad(Instrument):
+class OrganPad(PitchedInstrument):
     """A soft drawbar organ: additive harmonics (16', 8', 4', 2 2/3', 2') that speak at once and
     stop at once (with a few ms of key click smoothing), and a slow rotary-speaker tremolo that
     swirls between the channels."""
@@ -158,28 +150,20 @@ class OrganPad(Instrument):
     layer = Layer.PAD
     shape = EnvShape(attack=0.02, decay=0.1, sustain=0.9, release=0.12)
     tail_s = 0.2
+    transpose = -12  # the organ plays the 16' foot an octave below the written chord
 
     def __init__(self, *, sample_rate: int, gain: Any, voices: int = 6) -> None:
         super().__init__(sample_rate=sample_rate, voices=voices, gain=gain)
         # Harmonics relative to the 16' foot: 1, 2, 3, 4, 6, 8 with a soft registration.
         table = pyo.HarmTable([0.7, 1.0, 0.45, 0.5, 0.0, 0.25, 0.0, 0.15]).normalize()
-        self.freqs: list[Any] = []
-        self.amps: list[Any] = []
         streams = []
         for voice in self.voices:
-            freq = voice.own(pyo.Sig(110.0))
-            amp = voice.trig_env()
+            freq = self._freq(voice, 110.0)
+            amp = self._amp(voice)
             streams.append(voice.own(pyo.Osc(table, freq=freq, mul=amp)))
-            self.freqs.append(freq)
-            self.amps.append(amp)
         mono = pyo.Mix(streams, voices=1, mul=0.32)
         self.rotor = pyo.Sine(freq=0.8, mul=0.25, add=0.5)
         soft = pyo.Tone(mono, freq=3500.0)
         self.output = pyo.Pan(soft, outs=2, pan=self.rotor, spread=0.3, mul=gain)
         self.shared = [mono, self.rotor, soft, self.output]
         self._finish_build()
-
-    def _start(self, index: int, pitch: int, velocity: int, env: Envelope, duration: float) -> None:
-        # The organ plays the 16' foot an octave below the written chord.
-        self.freqs[index].value = midi_to_hz(pitch - 12)
-        self.amps[index].setList(env.points)

@@ -19,13 +19,13 @@ from daemon.engine.envelopes import (
     midi_to_hz,
     velocity_gain,
 )
-from daemon.engine.voices import PAN, SILENT, Instrument, Track
+from daemon.engine.voices import PAN, SILENT, PitchedInstrument, Track
 from daemon.messages import Layer
 
 # --------------------------------------------------------------------------- lead
 
 
-class Lead(Instrument):
+class Lead(PitchedInstrument):
     """A synth lead: two detuned oscillators (a saw, or a square's odd harmonics) through a Moog
     ladder whose cutoff follows the amplitude envelope, with a vibrato that fades in once the
     note has sounded for a moment.
@@ -45,13 +45,11 @@ class Lead(Instrument):
             table = pyo.SawTable(order=16).normalize()
             cutoff_range, cutoff_floor, res, level = 4800.0, 450.0, 0.3, 0.95
         self.vibrato = pyo.Sine(freq=5.3, mul=0.007)
-        self.freqs: list[Any] = []
-        self.amps: list[Any] = []
         self.cutoffs: list[Any] = []
         self.vib_envs: list[Any] = []
         outs = []
         for voice in self.voices:
-            freq = voice.own(pyo.Sig(440.0))
+            freq = self._freq(voice, 440.0)
             # 1 + depth * vibrato: the envelope carries the depth, mul/add do the rest.
             vib = voice.trig_env(mul=self.vibrato, add=1.0)
             bent = voice.own(freq * vib)
@@ -59,21 +57,15 @@ class Lead(Instrument):
                 voice.own(pyo.Osc(table, freq=voice.own(bent * 0.996), mul=0.5))
                 + voice.own(pyo.Osc(table, freq=voice.own(bent * 1.004), mul=0.5))
             )
-            amp = voice.trig_env()
+            amp = self._amp(voice)
             cutoff = voice.trig_env(mul=cutoff_range, add=cutoff_floor)
             outs.append(voice.own(pyo.MoogLP(osc, freq=cutoff, res=res, mul=amp)))
-            self.freqs.append(freq)
-            self.amps.append(amp)
             self.cutoffs.append(cutoff)
             self.vib_envs.append(vib)
-        mono = pyo.Mix(outs, voices=1, mul=level)
-        self.output = pyo.Pan(mono, outs=2, pan=PAN[self.layer], mul=gain)
-        self.shared = [self.vibrato, mono, self.output]
-        self._finish_build()
+        self._mono_out(outs, level, shared=[self.vibrato])
 
     def _start(self, index: int, pitch: int, velocity: int, env: Envelope, duration: float) -> None:
-        self.freqs[index].value = midi_to_hz(pitch)
-        self.amps[index].setList(env.points)
+        super()._start(index, pitch, velocity, env, duration)
         self.cutoffs[index].setList(env.points)
         self.vib_envs[index].setList(_vibrato_points(env))
 
@@ -87,7 +79,7 @@ def _vibrato_points(env: Envelope, *, wait: float = 0.25, rise: float = 0.4) -> 
     return [(0.0, 0.0), (fade_in, 0.0), (peak_at, 1.0), (env.end, 0.0)]
 
 
-class FluteLead(Instrument):
+class FluteLead(PitchedInstrument):
     """A soft, breathy lead: a near-sine tone (a little 2nd and 3rd harmonic) with breath noise
     band-passed around the note, a gentle attack and an early, slow vibrato."""
 
@@ -99,36 +91,27 @@ class FluteLead(Instrument):
         table = pyo.HarmTable([1.0, 0.22, 0.12, 0.04, 0.02]).normalize()
         noise = pyo.Noise()
         self.vibrato = pyo.Sine(freq=4.8, mul=0.009)
-        self.freqs: list[Any] = []
         self.breath_freqs: list[Any] = []
-        self.amps: list[Any] = []
         self.breaths: list[Any] = []
         self.vib_envs: list[Any] = []
         outs = []
         for voice in self.voices:
-            freq = voice.own(pyo.Sig(440.0))
+            freq = self._freq(voice, 440.0)
             vib = voice.trig_env(mul=self.vibrato, add=1.0)
-            amp = voice.trig_env()
+            amp = self._amp(voice)
             breath_amp = Track(voice.trig_env(mul=0.09), sample_rate)
             tone = voice.own(pyo.Osc(table, freq=voice.own(freq * vib), mul=amp))
             breath_freq = voice.own(pyo.Sig(880.0))
             breath = voice.own(pyo.ButBP(noise, freq=breath_freq, q=3.0, mul=breath_amp.env))
             outs.extend([tone, breath])
-            self.freqs.append(freq)
             self.breath_freqs.append(breath_freq)
-            self.amps.append(amp)
             self.breaths.append(breath_amp)
             self.vib_envs.append(vib)
-        mono = pyo.Mix(outs, voices=1, mul=0.42)
-        self.output = pyo.Pan(mono, outs=2, pan=PAN[self.layer], mul=gain)
-        self.shared = [noise, self.vibrato, mono, self.output]
-        self._finish_build()
+        self._mono_out(outs, 0.42, shared=[noise, self.vibrato])
 
     def _start(self, index: int, pitch: int, velocity: int, env: Envelope, duration: float) -> None:
-        hz = midi_to_hz(pitch)
-        self.freqs[index].value = hz
-        self.breath_freqs[index].value = min(hz * 2.0, 9000.0)
-        self.amps[index].setList(env.points)
+        super()._start(index, pitch, velocity, env, duration)
+        self.breath_freqs[index].value = min(midi_to_hz(pitch) * 2.0, 9000.0)
         # The breath puffs at the attack, then settles to a whisper under the tone.
         start = env.onset
         breath = [(0.0, 0.0), (max(start, 1e-4), 0.0), (start + 0.03, 1.0), (start + 0.12, 0.35)]
@@ -140,7 +123,7 @@ class FluteLead(Instrument):
 # --------------------------------------------------------------------------- bass
 
 
-class Bass(Instrument):
+class Bass(PitchedInstrument):
     """A subtractive bass: a saw through a resonant Moog low-pass with its own filter envelope,
     plus a sub sine an octave down that stays unfiltered for weight.
 
@@ -162,35 +145,26 @@ class Bass(Instrument):
         else:
             table = pyo.SawTable(order=32).normalize()
             filter_range, filter_floor, res, sub_level, level = 2600.0, 140.0, 0.35, 0.55, 0.3
-        self.freqs: list[Any] = []
         self.sub_freqs: list[Any] = []
-        self.amps: list[Any] = []
         self.filter_envs: list[Any] = []
         outs = []
         for voice in self.voices:
-            freq = voice.own(pyo.Sig(55.0))
+            freq = self._freq(voice, 55.0)
             sub_freq = voice.own(pyo.Sig(27.5))
-            amp = voice.trig_env()
+            amp = self._amp(voice)
             fenv = Track(voice.trig_env(mul=filter_range, add=filter_floor), sample_rate)
             osc = voice.own(pyo.Osc(table, freq=freq, mul=1.3))
             filtered = voice.own(pyo.MoogLP(osc, freq=fenv.env, res=res, mul=amp))
             sub_amp = voice.own(amp * sub_level) if sub_level != 1.0 else amp
             sub = voice.own(pyo.Sine(freq=sub_freq, mul=sub_amp))
             outs.extend([filtered, sub])
-            self.freqs.append(freq)
             self.sub_freqs.append(sub_freq)
-            self.amps.append(amp)
             self.filter_envs.append(fenv)
-        mono = pyo.Mix(outs, voices=1, mul=level)
-        self.output = pyo.Pan(mono, outs=2, pan=PAN[self.layer], mul=gain)
-        self.shared = [mono, self.output]
-        self._finish_build()
+        self._mono_out(outs, level)
 
     def _start(self, index: int, pitch: int, velocity: int, env: Envelope, duration: float) -> None:
-        hz = midi_to_hz(pitch)
-        self.freqs[index].value = hz
-        self.sub_freqs[index].value = hz * 0.5
-        self.amps[index].setList(env.points)
+        super()._start(index, pitch, velocity, env, duration)
+        self.sub_freqs[index].value = midi_to_hz(pitch) * 0.5
         fenv = envelope_points(
             self.filter_shape,
             peak=0.25 + 0.75 * velocity_gain(velocity),
@@ -200,7 +174,7 @@ class Bass(Instrument):
         self.filter_envs[index].set(fenv.points, self._block_start, env.onset)
 
 
-class RoundBass(Instrument):
+class RoundBass(PitchedInstrument):
     """A warm, round bass: a sine with a little 2nd and 3rd harmonic, a soft thump of extra
     harmonics at the attack, and no resonance."""
 
@@ -211,27 +185,19 @@ class RoundBass(Instrument):
         super().__init__(sample_rate=sample_rate, voices=voices, gain=gain)
         body = pyo.HarmTable([1.0, 0.32, 0.1, 0.03]).normalize()
         thump = pyo.HarmTable([0.0, 0.6, 0.5, 0.4, 0.3, 0.2]).normalize()
-        self.freqs: list[Any] = []
-        self.amps: list[Any] = []
         self.thumps: list[Any] = []
         outs = []
         for voice in self.voices:
-            freq = voice.own(pyo.Sig(55.0))
-            amp = voice.trig_env()
+            freq = self._freq(voice, 55.0)
+            amp = self._amp(voice)
             thump_amp = Track(voice.trig_env(expo=True, mul=0.35), sample_rate)
             outs.append(voice.own(pyo.Osc(body, freq=freq, mul=amp)))
             outs.append(voice.own(pyo.Osc(thump, freq=freq, mul=thump_amp.env)))
-            self.freqs.append(freq)
-            self.amps.append(amp)
             self.thumps.append(thump_amp)
-        mono = pyo.Mix(outs, voices=1, mul=0.36)
-        self.output = pyo.Pan(mono, outs=2, pan=PAN[self.layer], mul=gain)
-        self.shared = [mono, self.output]
-        self._finish_build()
+        self._mono_out(outs, 0.36)
 
     def _start(self, index: int, pitch: int, velocity: int, env: Envelope, duration: float) -> None:
-        self.freqs[index].value = midi_to_hz(pitch)
-        self.amps[index].setList(env.points)
+        super()._start(index, pitch, velocity, env, duration)
         thump = envelope_points(
             EnvShape(0.003, 0.12, 0.0, 0.0, True),
             peak=velocity_gain(velocity),
@@ -244,7 +210,7 @@ class RoundBass(Instrument):
 # --------------------------------------------------------------------------- arp
 
 
-class Arp(Instrument):
+class Arp(PitchedInstrument):
     """A plucky square-plus-octave tone through an envelope-following one-pole low-pass, with a
     quarter-note echo on the other side of the stereo field that follows the tempo.
 
@@ -264,18 +230,14 @@ class Arp(Instrument):
             for n in range(1, 13)
         ]
         table = pyo.HarmTable(harmonics).normalize()
-        self.freqs: list[Any] = []
-        self.amps: list[Any] = []
         self.cutoffs: list[Any] = []
         outs = []
         for voice in self.voices:
-            freq = voice.own(pyo.Sig(440.0))
-            amp = voice.trig_env(expo=True)
+            freq = self._freq(voice, 440.0)
+            amp = self._amp(voice, expo=True)
             cutoff = voice.trig_env(expo=True, mul=6500.0, add=350.0)
             osc = voice.own(pyo.Osc(table, freq=freq))
             outs.append(voice.own(pyo.Tone(osc, freq=cutoff, mul=amp)))
-            self.freqs.append(freq)
-            self.amps.append(amp)
             self.cutoffs.append(cutoff)
         dry = pyo.Mix(outs, voices=1, mul=0.7)
         self.delay_time = pyo.SigTo(0.5, time=0.2)
@@ -288,8 +250,7 @@ class Arp(Instrument):
         self._finish_build()
 
     def _start(self, index: int, pitch: int, velocity: int, env: Envelope, duration: float) -> None:
-        self.freqs[index].value = midi_to_hz(pitch)
-        self.amps[index].setList(env.points)
+        super()._start(index, pitch, velocity, env, duration)
         self.cutoffs[index].setList(env.points)
 
     def set_tempo(self, bpm: float) -> None:
@@ -297,7 +258,7 @@ class Arp(Instrument):
         self.delay_time.value = min(60.0 / bpm, 1.9)
 
 
-class Marimba(Instrument):
+class Marimba(PitchedInstrument):
     """A marimba: a sine fundamental with the bar's tuned 4th partial and a hint of the 10th,
     the upper partials dying much faster than the fundamental (the mallet's knock)."""
 
@@ -307,30 +268,21 @@ class Marimba(Instrument):
 
     def __init__(self, *, sample_rate: int, gain: Any, voices: int = 4) -> None:
         super().__init__(sample_rate=sample_rate, voices=voices, gain=gain)
-        self.freqs: list[Any] = []
-        self.amps: list[Any] = []
         self.knocks: list[Any] = []
         outs = []
         for voice in self.voices:
-            freq = voice.own(pyo.Sig(440.0))
-            amp = voice.trig_env(expo=True)
+            freq = self._freq(voice, 440.0)
+            amp = self._amp(voice, expo=True)
             knock = Track(voice.trig_env(expo=True), sample_rate)
             outs.append(voice.own(pyo.Sine(freq=freq, mul=amp)))
             fourth = voice.own(pyo.Sine(freq=voice.own(freq * 4.0), mul=0.3))
             tenth = voice.own(pyo.Sine(freq=voice.own(freq * 9.9), mul=0.08))
             outs.append(voice.own(voice.own(fourth + tenth) * knock.env))
-            self.freqs.append(freq)
-            self.amps.append(amp)
             self.knocks.append(knock)
-        mono = pyo.Mix(outs, voices=1, mul=0.5)
-        self.output = pyo.Pan(mono, outs=2, pan=PAN[self.layer], spread=0.2, mul=gain)
-        self.shared = [mono, self.output]
-        self._finish_build()
+        self._mono_out(outs, 0.5, spread=0.2)
 
     def _start(self, index: int, pitch: int, velocity: int, env: Envelope, duration: float) -> None:
-        hz = midi_to_hz(pitch)
-        self.freqs[index].value = hz
-        self.amps[index].setList(env.points)
+        super()._start(index, pitch, velocity, env, duration)
         knock = envelope_points(
             self.partial_shape, peak=velocity_gain(velocity), delay=env.onset, duration=0.0
         )

@@ -43,6 +43,7 @@ from daemon.engine.envelopes import (
     Points,
     envelope_points,
     level_at,
+    midi_to_hz,
     velocity_gain,
 )
 from daemon.messages import Layer
@@ -123,7 +124,8 @@ def allocate(voices: Sequence[Voice], block_start: int) -> Voice | None:
 class Track:
     """A secondary trigger envelope (a filter, an FM index, a breath noise) that remembers its
     breakpoints, so that on a stolen voice it glides from where it is to the new note's start
-    while the amplitude fades, instead of jumping under a sounding note."""
+    while the amplitude fades, instead of jumping under a sounding note. (The band's layer faders
+    reuse the memory to ramp from wherever they are.)"""
 
     def __init__(self, env: Any, sample_rate: int) -> None:
         self.env = env
@@ -131,13 +133,20 @@ class Track:
         self._points: Points = list(SILENT)
         self._origin = 0
 
+    def level(self, block_start: int) -> float:
+        """The envelope's level at ``block_start`` (where a new list of points starts from)."""
+        return level_at(self._points, (block_start - self._origin) / self.sample_rate)
+
     def set(self, points: Points, block_start: int, onset: float) -> None:
         """Give the envelope ``points`` (seconds from ``block_start``; the note starts at
         ``onset``)."""
-        level = level_at(self._points, (block_start - self._origin) / self.sample_rate)
+        level = self.level(block_start)
         if onset > 1e-4 and abs(level - points[0][1]) > 1e-6:
             tail = [p for p in points if p[0] > onset + 1e-6]
             points = [(0.0, level), (onset, level_at(points, onset)), *tail]
+        self._load(points, block_start)
+
+    def _load(self, points: Points, block_start: int) -> None:
         self.env.setList(points)
         self._points = points
         self._origin = block_start
@@ -146,8 +155,10 @@ class Track:
 class Instrument:
     """Base of the five layers: a voice pool, a stereo output and the voice/layer sleep logic.
 
-    Subclasses build ``voices`` (registering each voice's objects with :meth:`Voice.own`), the
-    layer's ``shared`` objects and a stereo ``output`` whose ``mul`` is the layer ``gain``.
+    Subclasses build ``voices`` (registering each voice's objects with :meth:`Voice.own` and
+    making its envelopes with :meth:`Voice.trig_env`), the layer's ``shared`` objects and a stereo
+    ``output`` whose ``mul`` is the layer ``gain`` (:meth:`_mono_out` for a mono sound), then
+    implement :meth:`_start`.
     """
 
     layer: Layer
@@ -162,7 +173,26 @@ class Instrument:
         self.output: Any = None
         self._shared_awake = True
         self._quiet_from = 0  # sample after which the whole layer is silent
-        self._block_start = 0  # of the note being set up, for the _Track envelopes
+        self._block_start = 0  # of the note being set up, for the Track envelopes
+
+    def _mono_out(
+        self,
+        outs: list[Any],
+        level: float,
+        *,
+        pan: float | None = None,
+        spread: float = 0.5,
+        shared: Sequence[Any] = (),
+    ) -> None:
+        """Finish the build of a mono instrument: mix the voices' ``outs`` at ``level``, place
+        them in the stereo field (the layer's place unless ``pan`` is given) at the layer gain,
+        and put everything to sleep until the first note. ``shared`` are the layer's other
+        always-on objects (an LFO, a noise source)."""
+        mono = pyo.Mix(outs, voices=1, mul=level)
+        place = PAN[self.layer] if pan is None else pan
+        self.output = pyo.Pan(mono, outs=2, pan=place, spread=spread, mul=self.gain)
+        self.shared = [*shared, mono, self.output]
+        self._finish_build()
 
     def _finish_build(self) -> None:
         for voice in self.voices:
@@ -176,19 +206,38 @@ class Instrument:
         voice = allocate(self.voices, block_start)
         if voice is None:
             return
-        delay = (onset - block_start) / self.sample_rate
-        env = envelope_points(
+        env = self._envelope(
+            voice,
             self.shape_for(duration),
-            peak=velocity_gain(velocity),
-            delay=delay,
+            velocity_gain(velocity),
+            block_start=block_start,
+            onset=onset,
             duration=duration,
-            start_level=voice.level(block_start),
         )
         self._wake(voice)
         self._block_start = block_start
         self._start(self.voices.index(voice), pitch, velocity, env, duration)
-        voice.fire(block_start, env)
-        self._note_end(voice)
+        self._fire(voice, block_start, env)
+
+    def _envelope(
+        self,
+        voice: Voice,
+        shape: EnvShape,
+        peak: float,
+        *,
+        block_start: int,
+        onset: int,
+        duration: float,
+    ) -> Envelope:
+        """``shape`` at ``peak`` for a note at absolute sample ``onset``, starting from the level
+        ``voice`` is at, so a stolen voice fades instead of jumping."""
+        return envelope_points(
+            shape,
+            peak=peak,
+            delay=(onset - block_start) / self.sample_rate,
+            duration=duration,
+            start_level=voice.level(block_start),
+        )
 
     def _start(self, index: int, pitch: int, velocity: int, env: Envelope, duration: float) -> None:
         """Set voice ``index``'s pitch and envelopes; the caller then fires its trigger."""
@@ -205,7 +254,10 @@ class Instrument:
                 obj.play()
             self._shared_awake = True
 
-    def _note_end(self, voice: Voice) -> None:
+    def _fire(self, voice: Voice, block_start: int, env: Envelope) -> None:
+        """Trigger ``voice`` and keep the layer's shared effects awake until it and their tail
+        have rung out."""
+        voice.fire(block_start, env)
         self._quiet_from = max(
             self._quiet_from, voice.busy_until + round(self.tail_s * self.sample_rate)
         )
@@ -226,3 +278,32 @@ class Instrument:
 
     def set_tempo(self, bpm: float) -> None:
         """Follow a tempo change (tempo-synced effects); most instruments ignore it."""
+
+
+class PitchedInstrument(Instrument):
+    """An instrument whose voices each have one frequency control and one amplitude envelope,
+    made with :meth:`_freq` and :meth:`_amp`; the default :meth:`_start` sets both for a note,
+    and a subclass sets its other envelopes after calling it."""
+
+    transpose = 0  # semitones from the written note to the sounding one
+
+    def __init__(self, *, sample_rate: int, voices: int, gain: Any) -> None:
+        super().__init__(sample_rate=sample_rate, voices=voices, gain=gain)
+        self.freqs: list[Any] = []  # per voice, in Hz
+        self.amps: list[Any] = []  # per voice
+
+    def _freq(self, voice: Voice, hz: float) -> Any:
+        """``voice``'s frequency control, at ``hz`` until its first note."""
+        freq = voice.own(pyo.Sig(hz))
+        self.freqs.append(freq)
+        return freq
+
+    def _amp(self, voice: Voice, *, expo: bool = False) -> Any:
+        """``voice``'s amplitude envelope."""
+        amp = voice.trig_env(expo=expo)
+        self.amps.append(amp)
+        return amp
+
+    def _start(self, index: int, pitch: int, velocity: int, env: Envelope, duration: float) -> None:
+        self.freqs[index].value = midi_to_hz(pitch + self.transpose)
+        self.amps[index].setList(env.points)
