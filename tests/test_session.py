@@ -97,11 +97,13 @@ async def test_a_preset_edited_while_playing_changes_sounds_drums_and_midi_at_on
     session.outputs.append(midi)
     sounds: dict[int, tuple[str, str]] = {}
 
-    def remember_sounds(started: object) -> None:
-        band = session.engine._band  # what the audio thread plays now
+    def remember_sounds(started: BarStarted) -> None:
+        # On the audio thread, right after the band applied the bar's plan: what it plays now.
+        band = session.engine._band
         if band is not None:
-            bar = session.engine._sequencer.bar if session.engine._sequencer else -1
-            sounds[bar] = (band.current[Layer.LEAD].name, band.drums.style)
+            lead = band.current[Layer.LEAD]
+            name = next(n for n, sound in band.sounds[Layer.LEAD].items() if sound is lead)
+            sounds[started.bar] = (name, band.drums.style)
 
     session.engine.add_bar_listener(remember_sounds)
     async with running(session):

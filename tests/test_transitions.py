@@ -12,7 +12,7 @@ import pytest
 from daemon.clock import BarGrid, ScheduledNote
 from daemon.config import EngineConfig
 from daemon.engine import BackendChoice, Engine, ScoreQueue
-from daemon.engine import instruments as instruments_module
+from daemon.engine import band as band_module
 from daemon.engine.envelopes import level_at
 from daemon.messages import BarScore, Chord, Layer, Mode, NoteEvent, Plan
 from daemon.scenes import load_scene
@@ -154,7 +154,7 @@ def test_the_tempo_ramps_start_on_bar_lines_and_last_one_bar(journey: Performanc
 @pytest.fixture
 def cut_layers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Layer changes as a step instead of a one-beat fade: what the detector must catch."""
-    fader = instruments_module._Fader
+    fader = band_module._Fader
 
     def cut(self: Any, target: float, *, block_start: int, at: int, seconds: float) -> None:
         level = level_at(self._points, (block_start - self._origin) / SR)

@@ -445,7 +445,7 @@ class Engine:
 
     def _build(self, server: Any) -> None:
         """Build the band and the sequencer on a booted server (in the thread that owns pyo)."""
-        from daemon.engine.instruments import Band
+        from daemon.engine.band import Band
 
         # JACK imposes its own rate and period; the clock follows what the server really runs.
         self.sample_rate = int(server.getSamplingRate())
