@@ -12,14 +12,11 @@ import mido
 import numpy as np
 import pytest
 
-from daemon.app import build_core, build_session
 from daemon.cli import main
 from daemon.clock import MusicClock
-from daemon.engine import BackendChoice
-from daemon.messages import Layer
+from daemon.messages import KICK, BarStarted, Layer
 from daemon.outputs.base import Output, Stage
 from daemon.outputs.midi import MidiFileOutput
-from daemon.sources import open_source
 from tests.live import build, live_config, running
 
 pytestmark = pytest.mark.slow
@@ -125,7 +122,7 @@ async def test_a_preset_edited_while_playing_changes_sounds_drums_and_midi_at_on
     # The drums' notes follow the new pattern from that bar: a kick on every beat.
     by_bar = {s.bar: s for s in session.planner.written}
     kicks = sorted(
-        n.offset for n in by_bar[first_new].notes if n.layer is Layer.DRUMS and n.pitch == 36
+        n.offset for n in by_bar[first_new].notes if n.layer is Layer.DRUMS and n.pitch == KICK
     )
     assert kicks[:4] == [0.0, 1.0, 2.0, 3.0]
     # MIDI: the programs change at that bar's downbeat, on every pitched channel.
@@ -166,21 +163,16 @@ class _Witness(Output):
         self._log.append((self.stage.name, not engine.finished))  # type: ignore[attr-defined]
 
 
-def test_outputs_close_in_the_documented_order_around_pyos_stop() -> None:
-    """SOUND outputs close while pyo runs; then pyo stops; then RECORDING, PEERS, ANNOUNCE."""
-    from daemon.config import load_config
-
-    config = load_config(use_user_file=False)
+async def test_outputs_close_in_the_documented_order_around_pyos_stop() -> None:
+    """Stopping a live session: SOUND outputs close while pyo still runs; then pyo stops; then
+    RECORDING, PEERS and ANNOUNCE, in that order."""
     closed: list[tuple[str, bool]] = []
-    witnesses = [_Witness(stage, closed) for stage in reversed(Stage)]  # given out of order
-    core = build_core(config, backend=BackendChoice("offline", "test"), render=True)
-    source = open_source("demo", config.source, paced=False, duration=4.0)
-    session = build_session(
-        config, core, source=source, outputs=witnesses, render=True, duration=4.0
-    )
+    session = build(live_config(web={"enabled": False}), seconds=60.0)
+    session.outputs.extend(_Witness(stage, closed) for stage in reversed(Stage))  # out of order
     started = time.perf_counter()
-    asyncio.run(session.run())
-    assert time.perf_counter() - started < 60
+    async with running(session):
+        await asyncio.sleep(1.0)
+    assert time.perf_counter() - started < 20  # the stop was prompt, not the duration
     assert closed == [
         ("SOUND", True),
         ("RECORDING", False),
