@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("doctor", "what this machine offers: audio, JACK, cameras, GPU, broker, models")
 
+    config_command = add("config", "print the effective configuration as TOML (after all layers)")
+    config_command.add_argument(
+        "--schema",
+        action="store_true",
+        help="print the JSON schema of config.toml instead (for editors, e.g. taplo's #:schema)",
+    )
+
     bench = add("bench", "measure speed figures and print them as JSON")
     bench.add_argument("--quick", action="store_true", help="shorter runs (less precise)")
     bench.add_argument("-o", "--output", type=Path, metavar="OUT.json", help="also write the JSON")
@@ -276,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compose": _cmd_compose,
         "analyze": _cmd_analyze,
         "doctor": _cmd_doctor,
+        "config": _cmd_config,
         "bench": _cmd_bench,
         "train-melody": _cmd_train_melody,
         "train-scene": _cmd_train_scene,
@@ -504,6 +512,18 @@ def _cmd_doctor(args: argparse.Namespace, config: Config) -> int:
     from daemon.doctor import run_doctor
 
     return run_doctor(config)
+
+
+def _cmd_config(args: argparse.Namespace, config: Config) -> int:
+    import json
+
+    from daemon.config import config_schema, effective_config_toml
+
+    if args.schema:
+        print(json.dumps(config_schema(), indent=2))
+    else:
+        print(effective_config_toml(config), end="")
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace, config: Config) -> int:

@@ -1,8 +1,13 @@
 """Typed configuration: config.toml < user file < environment < command-line flags.
 
-Every key of ``config.toml`` is a field of one of the frozen dataclasses below, with the same
-default. Unknown sections or keys and values of the wrong type raise :class:`ConfigError` naming
-the closest valid key, so a typo never silently does nothing.
+Every key of ``config.toml`` is a field of one of the section models in
+:mod:`daemon.config_sections`, with the same default; that declaration states its type, range,
+choices and description. This module layers the sources over one another, validates each layer
+with those models and turns every failure into one :class:`ConfigError` line naming the origin
+(a file, "environment", "command line"), the dotted key, what is wrong and what is allowed. An
+unknown section, key or ``MOODSCORE_*`` variable names the closest valid one, so a typo never
+silently does nothing. :func:`config_schema` gives the JSON schema of the whole file (for
+editors), :func:`effective_config_toml` the merged result (``moodscore config``).
 """
 
 from __future__ import annotations
@@ -11,14 +16,65 @@ import dataclasses
 import difflib
 import os
 import tomllib
-import types
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import ConfigDict, Field, TypeAdapter
+from pydantic.dataclasses import dataclass
+
+from daemon.config_sections import (
+    AnalysisConfig,
+    ComposerConfig,
+    ConductorConfig,
+    ConfigSection,
+    EngineConfig,
+    FaceConfig,
+    GameConfig,
+    LibraryConfig,
+    MidiConfig,
+    ModelsConfig,
+    MqttConfig,
+    RecordConfig,
+    SourceConfig,
+    VisualsConfig,
+    WebConfig,
+    format_toml_value,
+    section_schema,
+    suggest,
+)
 from daemon.errors import ConfigError
+
+__all__ = [
+    "CHOICES",
+    "DEFAULT_CONFIG_PATH",
+    "ENV_PREFIX",
+    "NON_CONFIG_ENV",
+    "REPO_ROOT",
+    "SCENES_DIR",
+    "SECTIONS",
+    "USER_CONFIG_PATH",
+    "AnalysisConfig",
+    "ComposerConfig",
+    "ConductorConfig",
+    "Config",
+    "ConfigSection",
+    "EngineConfig",
+    "FaceConfig",
+    "GameConfig",
+    "LibraryConfig",
+    "MidiConfig",
+    "ModelsConfig",
+    "MqttConfig",
+    "RecordConfig",
+    "SourceConfig",
+    "VisualsConfig",
+    "WebConfig",
+    "config_schema",
+    "effective_config_toml",
+    "load_config",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config.toml"
@@ -28,234 +84,54 @@ USER_CONFIG_PATH = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config
 )
 ENV_PREFIX = "MOODSCORE_"
 
-
-@dataclass(frozen=True, slots=True)
-class SourceConfig:
-    kind: str = "auto"
-    webcam_index: int = 0
-    width: int = 640
-    height: int = 360
-    fps: float = 30.0
-    demo_cycle_s: float = 60.0
-    loop: bool = False
+# Names that start with ENV_PREFIX but are not MOODSCORE_<SECTION>_<KEY> config variables; every
+# other MOODSCORE_* variable must name a key, so a typo is an error instead of a silent no-op.
+# No environment switch of the project uses the prefix today. MOODSCORE_DEVICES is the marker line
+# the audio device probe prints (daemon/engine/backends.py); it is listed so that the probe's
+# output exported into a shell does not stop moodscore from starting. Add new switches here.
+NON_CONFIG_ENV: frozenset[str] = frozenset({"MOODSCORE_DEVICES"})
 
 
-@dataclass(frozen=True, slots=True)
-class AnalysisConfig:
-    mode: str = "frame"
-    window_s: float = 0.5
-    analysis_width: int = 160
-    motion_full_scale: float = 0.12
-    arousal_weights: tuple[float, float, float] = (0.6, 0.25, 0.15)
-    valence_weights: tuple[float, float, float] = (0.4, 0.2, 0.4)
-
-
-@dataclass(frozen=True, slots=True)
-class FaceConfig:
-    max_faces: int = 4
-    combine: str = "largest"
-    min_detection_confidence: float = 0.5
-    blendshape_weight: float = 0.4
-    smoothing_s: float = 0.5
-    hold_s: float = 1.0
-    neutral_drift_s: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class GameConfig:
-    model: str = ""
-    smoothing_s: float = 1.0
-    min_scene_prob: float = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class ConductorConfig:
-    scene: str = "default"
-    smoothing_s: float = 2.0
-    hysteresis: float = 0.08
-    beats_per_bar: int = 4
-    scene_hold_s: float = 2.0
-    preset_dirs: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ComposerConfig:
-    melody_model: str = "lstm"
-    melody_weights: str = ""
-    seed: int = 0
-    temperature: float = 0.9
-    top_p: float = 0.95
-    scale_constraint: bool = True
-    register: tuple[int, int] = (60, 84)
-    structure: str = ""
-    section_bars: int = 4
-    lookahead_bars: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    backend: str = "auto"
-    sample_rate: int = 48000
-    buffer_size: int = 256
-    master_gain: float = 0.7
-    reverb: float = 0.25
-    live_ahead_s: float = 0.1
-    tempo_ramp: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class MidiConfig:
-    enabled: bool = False
-    port: str = ""
-    backend: str = "auto"
-    clock: bool = True
-    offset_ms: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class RecordConfig:
-    dir: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelsConfig:
-    device: str = "auto"
-
-
-@dataclass(frozen=True, slots=True)
-class MqttConfig:
-    enabled: bool = False
-    host: str = "localhost"
-    port: int = 1883
-    prefix: str = "moodscore"
-    instance: str = ""
-    client_id: str = ""
-    username: str = ""
-    password: str = ""
-    tls: bool = False
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    keepalive_s: int = 30
-    reconnect_max_s: float = 30.0
-    beat_lead_ms: float = 50.0
-    state_interval_s: float = 0.25
-    note_events: bool = False
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    wled_topic: str = ""
-    wled_interval_s: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class WebConfig:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 8080
-    token: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class VisualsConfig:
-    width: int = 1280
-    height: int = 720
-    fps: float = 30.0
-    render: str = "none"
-
-
-@dataclass(frozen=True, slots=True)
-class LibraryConfig:
-    index: str = ""
-    dir: str = ""
-    workers: int = 2
-    play: bool = False
-    crossfade_s: float = 2.0
-    min_hold_bars: int = 8
-    switch_margin: float = 0.1
-    seed_track: str = ""
-    seed_notes: int = 32
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
 class Config:
     """The whole configuration; one field per ``[section]`` of config.toml."""
 
-    source: SourceConfig = field(default_factory=SourceConfig)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-    face: FaceConfig = field(default_factory=FaceConfig)
-    game: GameConfig = field(default_factory=GameConfig)
-    conductor: ConductorConfig = field(default_factory=ConductorConfig)
-    composer: ComposerConfig = field(default_factory=ComposerConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    midi: MidiConfig = field(default_factory=MidiConfig)
-    record: RecordConfig = field(default_factory=RecordConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    mqtt: MqttConfig = field(default_factory=MqttConfig)
-    web: WebConfig = field(default_factory=WebConfig)
-    visuals: VisualsConfig = field(default_factory=VisualsConfig)
-    library: LibraryConfig = field(default_factory=LibraryConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    face: FaceConfig = Field(default_factory=FaceConfig)
+    game: GameConfig = Field(default_factory=GameConfig)
+    conductor: ConductorConfig = Field(default_factory=ConductorConfig)
+    composer: ComposerConfig = Field(default_factory=ComposerConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    midi: MidiConfig = Field(default_factory=MidiConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    visuals: VisualsConfig = Field(default_factory=VisualsConfig)
+    library: LibraryConfig = Field(default_factory=LibraryConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
-        """A copy with some keys of one section changed, validated like a file would be."""
+        """A copy with some keys of one section changed, validated like a file would be.
+
+        Raises
+        ------
+        ConfigError
+            An unknown section or key, or a value outside its type, range or choices; the message
+            starts with "command line".
+        """
         return _merge(self, {section: values}, origin="command line")
 
 
-CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("engine", "backend"): ("auto", "device", "jack", "manual", "offline"),
-    ("models", "device"): ("auto", "cpu", "cuda"),
-    ("composer", "melody_model"): ("lstm", "ngram"),
-    # Analysis modes, each with a factory in daemon/analysis/modes.py.
-    ("analysis", "mode"): ("frame", "face", "game", "auto"),
-    ("face", "combine"): ("largest", "mean"),
-    ("visuals", "render"): ("overlay", "only", "none"),
-}
+# The section models by ``[section]`` name, in config.toml's order.
+SECTIONS: dict[str, type[ConfigSection]] = typing.get_type_hints(Config)
 
-# Numeric ranges checked on load: (low, high) inclusive.
-RANGES: dict[tuple[str, str], tuple[float, float]] = {
-    ("source", "fps"): (1, 240),
-    ("source", "demo_cycle_s"): (5, 3600),
-    ("analysis", "window_s"): (0.05, 10),
-    ("analysis", "analysis_width"): (16, 1920),
-    ("analysis", "motion_full_scale"): (1e-3, 1),
-    ("face", "max_faces"): (1, 16),
-    ("face", "min_detection_confidence"): (0.05, 0.95),
-    ("face", "blendshape_weight"): (0, 1),
-    ("face", "smoothing_s"): (0, 30),
-    ("face", "hold_s"): (0, 60),
-    ("face", "neutral_drift_s"): (0.05, 60),
-    ("game", "smoothing_s"): (0, 30),
-    ("game", "min_scene_prob"): (0, 1),
-    ("conductor", "smoothing_s"): (0, 60),
-    ("conductor", "hysteresis"): (0, 0.5),
-    ("conductor", "beats_per_bar"): (2, 7),
-    ("conductor", "scene_hold_s"): (0, 60),
-    ("composer", "temperature"): (0.05, 3),
-    ("composer", "top_p"): (0.05, 1),
-    ("composer", "register"): (21, 108),
-    ("composer", "section_bars"): (1, 16),
-    ("composer", "lookahead_bars"): (1, 8),
-    ("engine", "sample_rate"): (8000, 192000),
-    ("engine", "buffer_size"): (32, 4096),
-    ("engine", "master_gain"): (0, 1),
-    ("engine", "reverb"): (0, 1),
-    ("engine", "live_ahead_s"): (0.01, 2),
-    ("engine", "tempo_ramp"): (0, 1),
-    ("midi", "offset_ms"): (-500, 500),
-    ("mqtt", "port"): (1, 65535),
-    ("mqtt", "keepalive_s"): (5, 3600),
-    ("mqtt", "reconnect_max_s"): (1, 600),
-    ("mqtt", "beat_lead_ms"): (0, 1000),
-    ("mqtt", "state_interval_s"): (0, 60),
-    ("mqtt", "wled_interval_s"): (0, 60),
-    ("web", "port"): (0, 65535),
-    ("visuals", "width"): (64, 3840),
-    ("visuals", "height"): (64, 2160),
-    ("visuals", "fps"): (1, 60),
-    ("library", "workers"): (1, 64),
-    ("library", "crossfade_s"): (0, 30),
-    ("library", "min_hold_bars"): (1, 1000),
-    ("library", "switch_margin"): (0, 4),
-    ("library", "seed_notes"): (8, 512),
+# The allowed values of every key that has choices, from its Literal type: the CLI offers them.
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    (name, key): typing.get_args(hint)
+    for name, model in SECTIONS.items()
+    for key, hint in typing.get_type_hints(model).items()
+    if typing.get_origin(hint) is Literal
 }
 
 
@@ -272,6 +148,12 @@ def load_config(
     path : a user config file (``--config``); it must exist.
     environ : environment to read ``MOODSCORE_<SECTION>_<KEY>`` overrides from (default os.environ).
     use_user_file : also read ``~/.config/moodscore/config.toml`` when no ``path`` is given.
+
+    Raises
+    ------
+    ConfigError
+        A file is missing or not TOML, a section, key or ``MOODSCORE_*`` variable is unknown, or a
+        value is outside its type, range or choices.
     """
     config = Config()
     if DEFAULT_CONFIG_PATH.exists():
@@ -282,10 +164,58 @@ def load_config(
         config = _merge(config, _read_toml(path), origin=str(path))
     elif use_user_file and USER_CONFIG_PATH.is_file():
         config = _merge(config, _read_toml(USER_CONFIG_PATH), origin=str(USER_CONFIG_PATH))
-    env_values = _environment_overrides(os.environ if environ is None else environ)
-    if env_values:
-        config = _merge(config, env_values, origin="environment")
+    for name, values in _environment_overrides(os.environ if environ is None else environ):
+        config = _merge(config, values, origin=f"environment ({name})")
     return config
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema (draft 2020-12) of config.toml: for editors, ``moodscore config --schema``.
+
+    Each key carries its type, default, description and, where it has them, ``minimum`` and
+    ``maximum`` (per item for a list) or ``enum``. Sections are written inline rather than as
+    ``$ref``s, so that simple schema readers (taplo's ``#:schema`` directive) follow them too.
+    """
+    schema = TypeAdapter(Config).json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {
+                # Descriptions are docstrings wrapped at the source's width; unwrap them.
+                k: " ".join(v.split()) if k == "description" else inline(v)
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    schema = inline(schema)
+    schema["title"] = "moodscore config.toml"
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def effective_config_toml(config: Config) -> str:
+    """``config`` as a TOML document: every key of every section with its value after all layers.
+
+    It loads back to the same configuration, except that a secret (``mqtt.password``,
+    ``web.token``) that is set is left out, with a comment saying so: the output is meant to be
+    pasted into bug reports.
+    """
+    lines = ["# moodscore: the effective configuration (config.toml < user file < environment)."]
+    for name, model in SECTIONS.items():
+        section = getattr(config, name)
+        properties = section_schema(model)["properties"]
+        lines += ["", f"[{name}]"]
+        for field in dataclasses.fields(section):
+            value = getattr(section, field.name)
+            if value and properties[field.name].get("writeOnly"):
+                lines.append(f"# {field.name} is set (not shown)")
+            else:
+                lines.append(f"{field.name} = {format_toml_value(value)}")
+    return "\n".join(lines) + "\n"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -296,108 +226,62 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
 
 
-def _environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    sections = {f.name for f in dataclasses.fields(Config)}
-    values: dict[str, dict[str, Any]] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
+def _environment_overrides(
+    environ: Mapping[str, str],
+) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
+    """``(variable, {section: {key: value}})`` for each ``MOODSCORE_*`` variable, sorted by name.
+
+    Raises
+    ------
+    ConfigError
+        A ``MOODSCORE_*`` variable (not in :data:`NON_CONFIG_ENV`) names no config key.
+    """
+    known = {
+        f"{ENV_PREFIX}{name}_{field.name}".upper(): (name, field.name)
+        for name, model in SECTIONS.items()
+        for field in dataclasses.fields(model)  # type: ignore[arg-type]
+    }
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in NON_CONFIG_ENV:
             continue
-        rest = name[len(ENV_PREFIX) :].lower()
-        section, _, key = rest.partition("_")
-        if section not in sections or not key:
-            continue
-        # Environment values are strings; parse them as TOML values where they look like one.
-        values.setdefault(section, {})[key] = _parse_env_value(raw)
-    return values
+        if name not in known:
+            raise ConfigError(
+                f"environment: {name} is not a config variable{_env_hint(name, known)}"
+            )
+        section, key = known[name]
+        prop = section_schema(SECTIONS[section])["properties"][key]
+        yield name, {section: {key: _parse_env_value(environ[name], prop.get("type"))}}
 
 
-def _parse_env_value(raw: str) -> Any:
+def _env_hint(name: str, known: Mapping[str, tuple[str, str]]) -> str:
+    # Compare what follows the prefix: the shared MOODSCORE_ would make any two names look alike.
+    rest = {variable[len(ENV_PREFIX) :]: variable for variable in known}
+    close = difflib.get_close_matches(name[len(ENV_PREFIX) :], list(rest), n=1)
+    if close:
+        return f"; did you mean {rest[close[0]]}?"
+    return f"; config variables are {ENV_PREFIX}<SECTION>_<KEY> for the keys of config.toml"
+
+
+def _parse_env_value(raw: str, json_type: str | None) -> Any:
+    """An environment value as TOML reads it (``44100`` -> int, ``[60, 72]`` -> list), else the
+    raw string; a string key keeps the raw text unless it is a quoted TOML string, so a password
+    ``1e5`` or ``true`` is not turned into a number or a bool first."""
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        document = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError:
         return raw
+    value = document["v"]
+    if set(document) != {"v"} or (json_type == "string" and not isinstance(value, str)):
+        return raw
+    return value
 
 
 def _merge(config: Config, data: Mapping[str, Any], *, origin: str) -> Config:
-    sections = {f.name: f for f in dataclasses.fields(Config)}
     changes: dict[str, Any] = {}
-    for section_name, section_values in data.items():
-        if section_name not in sections:
-            raise ConfigError(
-                f"{origin}: unknown section [{section_name}]{_suggest(section_name, sections)}"
-            )
-        if not isinstance(section_values, Mapping):
-            raise ConfigError(f"{origin}: [{section_name}] must be a table of keys")
-        current = getattr(config, section_name)
-        changes[section_name] = _merge_section(current, section_name, section_values, origin)
+    for name, values in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{origin}: unknown section [{name}]{suggest(name, SECTIONS)}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: [{name}] must be a table of keys, got {values!r}")
+        changes[name] = getattr(config, name).merged(values, origin=origin)
     return dataclasses.replace(config, **changes)
-
-
-def _merge_section(current: Any, section: str, values: Mapping[str, Any], origin: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(current)}
-    hints = typing.get_type_hints(type(current))
-    updates: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(
-                f"{origin}: unknown key {section}.{key}{_suggest(key, fields, prefix=section)}"
-            )
-        updates[key] = _coerce(value, hints[key], f"{section}.{key}", origin)
-        _check_value(section, key, updates[key], origin)
-    return dataclasses.replace(current, **updates)
-
-
-def _coerce(value: Any, hint: Any, name: str, origin: str) -> Any:
-    origin_type = typing.get_origin(hint)
-    if origin_type is tuple and typing.get_args(hint)[-1] is Ellipsis:
-        item_type = typing.get_args(hint)[0]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{origin}: {name} must be a list")
-        return tuple(_coerce(v, item_type, name, origin) for v in value)
-    if origin_type is tuple:
-        item_types = typing.get_args(hint)
-        if not isinstance(value, list | tuple) or len(value) != len(item_types):
-            raise ConfigError(f"{origin}: {name} must be a list of {len(item_types)} numbers")
-        return tuple(_coerce(v, t, name, origin) for v, t in zip(value, item_types, strict=True))
-    if origin_type in (types.UnionType, typing.Union):
-        raise AssertionError(f"config field {name} has a union type; keep config types simple")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
-            return value.lower() in {"true", "1", "yes"}
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-    type_name = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"{origin}: {name} must be {type_name}, got {value!r}")
-
-
-def _check_value(section: str, key: str, value: Any, origin: str) -> None:
-    choices = CHOICES.get((section, key))
-    if choices is not None and value not in choices:
-        raise ConfigError(
-            f"{origin}: {section}.{key} = {value!r} is not one of {', '.join(choices)}"
-        )
-    bounds = RANGES.get((section, key))
-    # A range on a list key (e.g. composer.register) bounds each of its items.
-    items = value if isinstance(value, tuple) else (value,)
-    if bounds is not None and not all(bounds[0] <= item <= bounds[1] for item in items):
-        raise ConfigError(
-            f"{origin}: {section}.{key} = {value!r} is outside [{bounds[0]}, {bounds[1]}]"
-        )
-
-
-def _suggest(name: str, candidates: Mapping[str, Any], prefix: str = "") -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1)
-    if not close:
-        return "; see config.toml for the valid keys"
-    return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
