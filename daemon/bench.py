@@ -267,7 +267,7 @@ def _melody(*, bars: int) -> dict[str, Any]:
     import torch
 
     from daemon.composer import load_lstm_model
-    from models.melody import time_bars
+    from models.melody_sampler import time_bars
 
     figures: dict[str, Any] = {}
     for device in ("cpu", "cuda"):
