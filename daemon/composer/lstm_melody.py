@@ -1,8 +1,8 @@
 """The lead from the melody LSTM, bar by bar: conditioning from the plan, form and motif echoes,
 and a guard against stuck loops.
 
-Per bar the plan becomes a :class:`models.melody_sampler.BarSpec`: its key, mode and density (mapped onto
-the notes-per-bar labels the model learnt), the configured register, the scale mask when
+Per bar the plan becomes a :class:`models.melody_sampler.BarSpec`: its key, mode and density (mapped
+onto the notes-per-bar labels the model learnt), the configured register, the scale mask when
 ``composer.scale_constraint`` is on, and the bar's place in its 8-bar phrase. The sampler's hidden
 state runs on across bars and mood changes.
 
