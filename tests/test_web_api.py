@@ -11,10 +11,10 @@ import aiohttp
 import ifaddr
 import pytest
 
+from daemon.bench.latency import ClickEngine
 from daemon.cli import main
 from daemon.config import VisualsConfig, WebConfig
 from daemon.control.commands import ControlHub, TempoCommand
-from daemon.web.latency import ClickEngine
 from daemon.web.server import WebServer, parse_address
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from daemon.bench.latency import ClickEngine
 from daemon.config import VisualsConfig, WebConfig
 from daemon.outputs.webrtc import AudioRing, EngineAudioTrack, to_s16
-from daemon.web.latency import ClickEngine
 from daemon.web.server import WebServer
 
 SR = 48000
