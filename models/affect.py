@@ -16,6 +16,8 @@ Three pure pieces, free of I/O libraries and of ``daemon`` (the analysis stage i
    confidence.
 
 The mapping, its sources and the model's reference check are in ``models/AFFECT_CARD.md``.
+The three pieces stay in one module (about 550 lines): together they are the one model the card
+describes, and the face stage and the tests use them together.
 """
 
 from __future__ import annotations

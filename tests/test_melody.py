@@ -283,6 +283,14 @@ def test_the_token_codec_imports_without_torch():
     assert result.returncode == 0, result.stderr
 
 
+def test_the_training_commands_do_not_import_the_cli():
+    code = "import sys, daemon.training; assert 'daemon.cli' not in sys.modules"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
 # -- training ------------------------------------------------------------------------------
 
 
