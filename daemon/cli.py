@@ -588,7 +588,7 @@ def _cmd_train_scene(args: argparse.Namespace, config: Config) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tqdm import tqdm
 
-    from daemon.train_scene import train_scene
+    from daemon.training import train_scene
 
     if args.epochs < 1 or args.steps < 1:
         raise ConfigError("--epochs and --steps must be at least 1")

@@ -16,6 +16,8 @@ Three pure pieces, free of I/O libraries and of ``daemon`` (the analysis stage i
    confidence.
 
 The mapping, its sources and the model's reference check are in ``models/AFFECT_CARD.md``.
+The three pieces stay in one module (about 550 lines): together they are the one model the card
+describes, and the face stage and the tests use them together.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.device import resolve_device
+from models.errors import WeightsNotFound
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 INPUT_SIZE = 64  # the network's input: grey 64x64 crops
@@ -66,10 +71,6 @@ RESTING_AROUSAL = -0.20  # a still, relaxed face (no cue active) reads as calm
 # A cue's score counts as "active" above this: mediapipe reports small non-zero scores on a
 # resting face (e.g. mouthSmile 0.02-0.05), which must not read as a faint smile.
 CUE_FLOOR = 0.08
-
-
-class WeightsNotFound(FileNotFoundError):
-    """A model file that should ship in an installed package is not there."""
 
 
 def find_fer_weights() -> Path:
@@ -337,27 +338,27 @@ def preprocess(faces: np.ndarray) -> np.ndarray:
     return scaled[:, None, :, :]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when torch sees a GPU, else the CPU; ``"cpu"``/``"cuda"`` as named."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("models.device is cuda but torch sees no CUDA GPU; use auto or cpu")
-    return torch.device(name)
-
-
 class ExpressionClassifier:
     """The mini-Xception on a device, answering one batch of faces per call.
 
     Parameters
     ----------
     weights : the Keras file (default: the one ``fer`` ships).
-    device : ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    device : ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see
+        :func:`models.device.resolve_device`).
     cpu_threads : torch intra-op threads for a CPU batch (set for the calling thread during
         the call only, then restored). One is the default: a window's batch is small, and on a
         two-core machine shared with the audio engine and mediapipe, OpenMP's spin-waiting
         threads collapse under contention (15 faces: 16 ms with one thread, 850 ms with two,
         measured while other work held the cores).
+
+    Raises
+    ------
+    ModelError
+        The device is not there (:func:`~models.device.resolve_device`), or the weights are
+        not installed (:class:`~models.errors.WeightsNotFound`).
+    ValueError
+        The Keras file is not the FER mini-Xception.
     """
 
     def __init__(

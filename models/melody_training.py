@@ -1,7 +1,7 @@
 """Training the melody LSTM: streams of tunes, truncated back-propagation, held-out scoring.
 
-An epoch shuffles the training tunes, moves each by a random transposition (in this token space,
-an octave shift of its pitch ids when the tonic wraps; see :func:`models.melody.shift_octaves`),
+An epoch shuffles the training tunes, moves each by a random transposition (in this token space, an
+octave shift of its pitch ids when the tonic wraps; see :func:`models.melody_codec.shift_octaves`),
 and strings them into *episodes* of roughly ``episode_notes`` notes. An episode starts from a zero
 state and the start symbol, like a held-out tune is scored; inside it, each tune follows the
 previous one without a reset, its first note seeing the last note of the tune before under new
@@ -22,18 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from models.melody import (
-    DURATION_START,
+from models.melody_codec import DURATION_START, MODES, PITCH_START, TuneTokens, shift_octaves
+from models.melody_net import (
     IGNORE,
-    MODES,
-    PITCH_START,
     MelodyBatch,
     MelodyLSTM,
     MelodyModelConfig,
-    TuneTokens,
     nll_per_note,
     note_losses,
-    shift_octaves,
 )
 
 # Transpositions drawn per tune and epoch, semitones; the tune must stay inside MIDI 48-96.

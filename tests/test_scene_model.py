@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from daemon.cli import main
+from models.errors import CheckpointError, MoodscoreError, WeightsNotFound
 from models.scene import (
     DEFAULT_WEIGHTS,
-    SceneModelError,
     SceneNet,
     SceneNetConfig,
     SceneReader,
@@ -81,12 +81,14 @@ def test_checkpoint_round_trip_and_streaming_reader(
 def test_not_a_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not torch")
-    with pytest.raises(SceneModelError, match="not a scene model"):
+    with pytest.raises(CheckpointError, match="not a scene model"):
         load_checkpoint(junk)
-    with pytest.raises(SceneModelError, match="does not exist"):
+    # In the family the CLI reports as one line.
+    with pytest.raises(MoodscoreError, match="does not exist") as missing:
         load_checkpoint(tmp_path / "missing.pt")
+    assert isinstance(missing.value, WeightsNotFound)
     torch.save({"format": "something-else"}, junk)
-    with pytest.raises(SceneModelError, match="not a moodscore scene model"):
+    with pytest.raises(CheckpointError, match="not a moodscore scene model"):
         load_checkpoint(junk)
 
 

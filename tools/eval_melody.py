@@ -47,16 +47,11 @@ from daemon.composer import Composer, scale_pitch_classes  # noqa: E402
 from daemon.composer.harmony import SoundingNote  # noqa: E402
 from daemon.config import ComposerConfig  # noqa: E402
 from daemon.messages import Mode, Plan  # noqa: E402
-from daemon.training import DEFAULT_DATA, SPLIT_SEED, TEST_FRACTION, metrics_path_for  # noqa: E402
-from models.melody import (  # noqa: E402
-    DEFAULT_WEIGHTS,
-    MelodyLSTM,
-    encode_tune,
-    load_checkpoint,
-    nll_per_note,
-    time_bars,
-)
+from daemon.training.melody import DEFAULT_DATA, SPLIT_SEED, TEST_FRACTION, metrics_path_for  # noqa: E402
+from models.melody_codec import encode_tune  # noqa: E402
 from models.melody_data import load_dataset, split_by_tune  # noqa: E402
+from models.melody_net import DEFAULT_WEIGHTS, MelodyLSTM, load_checkpoint, nll_per_note  # noqa: E402
+from models.melody_sampler import time_bars  # noqa: E402
 from models.ngram import NgramMelodyModel  # noqa: E402
 
 CARD = REPO_ROOT / "models" / "MELODY_CARD.md"
@@ -338,7 +333,7 @@ def long_stream(model: MelodyLSTM, config: ComposerConfig, minutes: float) -> di
 
 
 def speed(model: MelodyLSTM, config: ComposerConfig, *, bars: int = 1000) -> dict[str, Any]:
-    """ms per bar for the sampler alone (see :func:`models.melody.time_bars`)."""
+    """ms per bar for the sampler alone (see :func:`models.melody_sampler.time_bars`)."""
     return time_bars(model, bars=bars, temperature=config.temperature, top_p=config.top_p)
 
 

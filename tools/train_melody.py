@@ -7,7 +7,7 @@
         --data MY_MIDI_DIR -o my_style.pt           # fine-tune on your own MIDI files
 
 Flags: ``--data DIR|DATASET``, ``--epochs N``, ``--init WEIGHTS``, ``--seed S``, ``--limit N``,
-``-o PATH``; see ``daemon/training.py``.
+``-o PATH``; see ``daemon/training/melody.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from daemon.training import main  # noqa: E402 - after the sys.path fix for direct runs
+from daemon.cli import main  # noqa: E402 - after the sys.path fix for direct runs
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The CLI's own train-melody command, so the flags and errors are the CLI's.
+    sys.exit(main(["train-melody", *sys.argv[1:]]))

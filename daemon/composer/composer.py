@@ -25,8 +25,11 @@ from daemon.composer.ngram_melody import NgramMelodyWriter
 from daemon.config import REPO_ROOT, ComposerConfig
 from daemon.errors import ModelError
 from daemon.messages import BarScore, Layer, NoteEvent, Plan
-from models.melody import DEFAULT_WEIGHTS as LSTM_WEIGHTS
-from models.melody import MelodyLSTM, MelodySampler, load_checkpoint, resolve_device
+from models.device import resolve_device
+from models.errors import CheckpointError, WeightsNotFound
+from models.melody_net import DEFAULT_WEIGHTS as LSTM_WEIGHTS
+from models.melody_net import MelodyLSTM, load_checkpoint
+from models.melody_sampler import MelodySampler
 from models.ngram import DEFAULT_WEIGHTS, NgramMelodyModel
 
 MELODY_MODELS = ("lstm", "ngram")
@@ -71,16 +74,17 @@ def load_lstm_model(path: Path = LSTM_WEIGHTS, device: str = "cpu") -> MelodyLST
     Raises
     ------
     ModelError : the weights are missing, unreadable or the device is unavailable; the message
-        says how to get working weights.
+        says how to get working weights (or which device to set).
     """
+    where = resolve_device(device)
     try:
-        model, _ = load_checkpoint(path, device=resolve_device(device))
-    except FileNotFoundError as exc:
+        model, _ = load_checkpoint(path, device=where)
+    except WeightsNotFound as exc:
         raise ModelError(
             f"no melody LSTM weights at {path}; set composer.melody_weights to a file written by "
             "`moodscore train-melody`, or composer.melody_model = 'ngram'"
         ) from exc
-    except ValueError as exc:
+    except CheckpointError as exc:
         raise ModelError(
             f"melody LSTM weights at {path} do not load ({exc}); retrain them with "
             "`moodscore train-melody -o FILE`"

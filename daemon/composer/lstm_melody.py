@@ -1,8 +1,8 @@
 """The lead from the melody LSTM, bar by bar: conditioning from the plan, form and motif echoes,
 and a guard against stuck loops.
 
-Per bar the plan becomes a :class:`models.melody.BarSpec`: its key, mode and density (mapped onto
-the notes-per-bar labels the model learnt), the configured register, the scale mask when
+Per bar the plan becomes a :class:`models.melody_sampler.BarSpec`: its key, mode and density (mapped
+onto the notes-per-bar labels the model learnt), the configured register, the scale mask when
 ``composer.scale_constraint`` is on, and the bar's place in its 8-bar phrase. The sampler's hidden
 state runs on across bars and mood changes.
 
@@ -27,15 +27,9 @@ from daemon.composer.harmony import SoundingNote, scale_pitch_classes
 from daemon.config import ComposerConfig
 from daemon.errors import ConfigError
 from daemon.messages import Mode, Plan
-from models.melody import (
-    PHRASE_BARS,
-    BarSpec,
-    MelodyLSTM,
-    MelodySampler,
-    Token,
-    midi_pitch,
-    pitch_id,
-)
+from models.melody_codec import PHRASE_BARS, Token, midi_pitch, pitch_id
+from models.melody_net import MelodyLSTM
+from models.melody_sampler import BarSpec, MelodySampler
 from models.ngram import DURATION_SIXTEENTHS
 
 MAX_LEAP = 12  # semitones: a singable line never jumps more than an octave

@@ -7,5 +7,5 @@ video, played in the library mode of ``run``/``render``, and used to prime the m
 - :mod:`daemon.library.recommend`: targets, the EMD distance, variety;
 - :mod:`daemon.library.live`: the library mode (choosing per bar, playing through pyo);
 - :mod:`daemon.library.seed`: ``--seed-track``;
-- :mod:`daemon.library.commands`: the command line; :mod:`daemon.library.bench`: the figures.
+- :mod:`daemon.library.commands`: the command line; :mod:`daemon.bench.library`: the figures.
 """

@@ -2,13 +2,13 @@
 seeds its LSTM with a phrase of the recommended song.
 
 The phrase is the track's top line (the "skyline" that ``train-melody`` fine-tunes on,
-:func:`daemon.training.midi_to_tune`): its first ``library.seed_notes`` notes from the first bar
-line on, in the track's own key (music21's analysis), cut into whole bars (a note across a bar
+:func:`daemon.training.melody.midi_to_tune`): its first ``library.seed_notes`` notes from the first
+bar line on, in the track's own key (music21's analysis), cut into whole bars (a note across a bar
 line is split in two, the last bar is filled with a rest). Priming runs those bars through the
-sampler as given notes, so the LSTM's hidden state has heard the phrase before it writes bar 0,
-and no random number is drawn: the generated music stays repeatable under ``--seed``. Pitches
-are tokens relative to the key's tonic, so the phrase's scale degrees and rhythm carry into
-whatever key the music is in; the phrase itself is not played.
+sampler as given notes, so the LSTM's hidden state has heard the phrase before it writes bar 0, and
+no random number is drawn: the generated music stays repeatable under ``--seed``. Pitches are tokens
+relative to the key's tonic, so the phrase's scale degrees and rhythm carry into whatever key the
+music is in; the phrase itself is not played.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from daemon.config import ComposerConfig
 from daemon.errors import ConfigError, ModelError
 from daemon.messages import Mode
-from models.melody import PHRASE_BARS, REST, BarSpec, MelodySampler, Token, encode_tune
+from models.melody_codec import PHRASE_BARS, REST, Token, encode_tune
+from models.melody_sampler import BarSpec, MelodySampler
 from models.ngram import DURATION_SIXTEENTHS, METRE_SIXTEENTHS, metre_key
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def load_seed_phrase(path: Path, *, notes: int = 32) -> SeedPhrase:
     ------
     ConfigError : the file is missing, not MIDI, or has no melody of at least 8 notes.
     """
-    from daemon.training import midi_to_tune
+    from daemon.training.melody import midi_to_tune
 
     if path.suffix.lower() not in MIDI_SUFFIXES:
         raise ConfigError(f"--seed-track {path} must be a MIDI file (.mid or .midi)")

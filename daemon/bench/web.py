@@ -7,7 +7,7 @@ latency.
   ``stream_frame_ms`` is what each frame of the live stream costs in all: drawing, RGB ->
   YUV 4:2:0 and VP8 encoding, done once per frame however many viewers watch;
 - ``webrtc_audio_latency``: glass-to-glass from a beat's audio time to its arrival at the
-  browser's audio output (see :mod:`daemon.web.latency`), ms p50/p95; ``skipped`` says why
+  browser's audio output (see :mod:`daemon.bench.latency`), ms p50/p95; ``skipped`` says why
   where Chromium or Playwright is missing.
 """
 
@@ -23,7 +23,7 @@ from daemon.config import Config
 
 def web_figures(config: Config, *, quick: bool = False) -> dict[str, Any]:
     """The figures above; ``quick`` uses shorter runs."""
-    from daemon.web.latency import measure_audio_latency
+    from daemon.bench.latency import measure_audio_latency
 
     return {
         "visuals": visuals_figures(config, frames=120 if quick else 600),

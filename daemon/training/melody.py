@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -214,17 +213,18 @@ def train_melody(
 
     Raises
     ------
-    ConfigError : bad data, epochs or device. ModelError : ``init`` weights that do not load.
+    ConfigError : bad data or epochs.
+    ModelError : ``init`` weights that do not load, or a device torch does not have.
     """
     import torch
 
-    from models.melody import (
+    from models.device import resolve_device
+    from models.melody_codec import encode_tune
+    from models.melody_net import (
         MelodyLSTM,
         MelodyModelConfig,
-        encode_tune,
         load_checkpoint,
         nll_per_note,
-        resolve_device,
         save_checkpoint,
     )
     from models.melody_training import (
@@ -238,10 +238,7 @@ def train_melody(
 
     if request.epochs is not None and request.epochs < 1:
         raise ConfigError(f"--epochs {request.epochs} must be at least 1")
-    try:
-        device = resolve_device(request.device)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    device = resolve_device(request.device)
     tunes, source = load_tunes(request.data)
     if request.limit is not None:
         tunes = tunes[: request.limit]
@@ -265,7 +262,7 @@ def train_melody(
     if request.init is not None:
         try:
             model, init_info = load_checkpoint(request.init, device=device)
-        except (FileNotFoundError, ValueError) as exc:
+        except ModelError as exc:  # missing, or not a melody LSTM checkpoint
             raise ModelError(
                 f"--init {request.init}: {exc}; pass weights written by `moodscore train-melody`"
             ) from exc
@@ -435,10 +432,3 @@ def _plot(
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m daemon.training`` / ``tools/train_melody.py``: the same flags as the CLI."""
-    from daemon.cli import main as cli_main
-
-    return cli_main(["train-melody", *(sys.argv[1:] if argv is None else argv)])

@@ -249,18 +249,12 @@ def train_scene(
     ConfigError, SourceError
         The folder layout or a clip is unusable (the message says what to fix).
     ModelError
-        The base model does not load.
+        The base model does not load, or ``device`` names a GPU torch does not see.
     """
     import torch
 
-    from models.scene import (
-        DEFAULT_WEIGHTS,
-        SceneModelError,
-        SceneNet,
-        load_checkpoint,
-        pick_device,
-        save_checkpoint,
-    )
+    from models.device import resolve_device
+    from models.scene import DEFAULT_WEIGHTS, SceneNet, load_checkpoint, save_checkpoint
     from models.scene_training import TrainSettings, evaluate, train
 
     if output.suffix != ".pt":
@@ -272,10 +266,11 @@ def train_scene(
         len(clips), len(classes), ", ".join(classes), len(train_clips), len(held),
     )  # fmt: skip
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    # A device torch does not have is a ModelError that already says what to set.
+    where = resolve_device(device)
     try:
-        where = pick_device(device)
         teacher = load_checkpoint(base or DEFAULT_WEIGHTS, device=where)
-    except SceneModelError as exc:
+    except ModelError as exc:
         raise ModelError(f"{exc}; pass --base MODEL.pt") from exc
     net = SceneNet(teacher.net.config, len(classes)).to(where)
     # Start from the base model everywhere the shapes agree; the class heads start afresh

@@ -10,19 +10,18 @@ of a click is that time minus the wall time of its beat. Clicks stand in for the
 a click has one unambiguous onset; the engine adds nothing to the path (its audio is in the ring
 before it is due).
 
-Needs Playwright (a dev dependency) and Debian's ``chromium``; :func:`measure_audio_latency`
-returns None with the reason when they are missing.
+Needs Playwright (a dev dependency) and Debian's ``chromium`` (:mod:`daemon.web.browser`);
+:func:`measure_audio_latency` returns the reason instead of figures when they are missing.
+
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,23 +29,7 @@ import numpy as np
 from daemon.clock import ScheduledCall, call_on_loop
 from daemon.config import VisualsConfig, WebConfig
 from daemon.control.hub import ControlHub
-
-CHROMIUM = "/usr/bin/chromium"
-# Headless Chromium for tests and the bench: no network services, no GPU, media allowed without
-# prompts (which also stops it from hiding its host candidates behind mDNS names), loopback
-# candidates allowed (a sandbox may have no other interface), sound without a click.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-]
+from daemon.web.browser import CHROMIUM, CHROMIUM_ARGS, chromium_available
 
 BLOCK = 256
 CLICK_S = 0.003
@@ -140,17 +123,6 @@ class ClickEngine:
             for fn in self._listeners:
                 fn(block, first / sr)
             self._position += BLOCK
-
-
-def chromium_available() -> str | None:
-    """None when Playwright and Debian's Chromium are there, else what is missing."""
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -e '.[dev]')"
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        return "Debian's chromium is not installed (tools/setup.sh installs it)"
-    return None
 
 
 async def _measure(seconds: float) -> dict[str, Any]:

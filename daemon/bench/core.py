@@ -35,10 +35,10 @@ Figures (later issues add theirs):
   ``mosquitto_sub`` received it (p50/p5/min; the setting is ``mqtt.beat_lead_ms``),
   ``publish_lead_ms`` the same when published, ``beats_dropped_late`` (the session's first beat
   is never known ahead), ``command_round_trip_ms`` a command to its result, p50/p95; ``null``
-  without mosquitto (see :mod:`daemon.control.bench`);
+  without mosquitto (see :mod:`daemon.bench.mqtt`);
 - ``visuals``: the beat-synced visual renderer at 1280x720: ``fps`` on one core, ms per frame
   p50/p95 (opaque, transparent, and a live stream frame incl. YUV and VP8 encoding); see
-  :mod:`daemon.web.bench`;
+  :mod:`daemon.bench.web`;
 - ``webrtc_audio_latency``: glass-to-glass from a beat's audio time to the OBS page's audio
   output in headless Chromium over loopback WebRTC, ms p50/p95 (``skipped`` without Chromium);
 - ``render_x_realtime``: ``moodscore render`` of a 640x360, 30 fps H.264 clip (60 s; 15 s with
@@ -46,7 +46,7 @@ Figures (later issues add theirs):
 - ``library``: the music library on 200 files (25 with ``--quick``) moodscore composes and writes
   as WAV, FLAC, OGG and MP3: ``scan`` speed in ``x_realtime`` (target >= 20), ``rescan_s`` with
   nothing changed (target < 2), and ``recommend`` quality (mood queries, research seed 001's
-  diversity measure against nearest-by-tempo); see :mod:`daemon.library.bench`.
+  diversity measure against nearest-by-tempo); see :mod:`daemon.bench.library`.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
 
 
 def _library(config: Config, *, quick: bool) -> dict[str, Any]:
-    from daemon.library.bench import library_figures
+    from daemon.bench.library import library_figures
 
     return library_figures(config, quick=quick)
 
@@ -266,7 +266,7 @@ def _melody(*, bars: int) -> dict[str, Any]:
     import torch
 
     from daemon.composer import load_lstm_model
-    from models.melody import time_bars
+    from models.melody_sampler import time_bars
 
     figures: dict[str, Any] = {}
     for device in ("cpu", "cuda"):
@@ -353,13 +353,13 @@ def _live_manual(config: Config, *, seconds: float) -> dict[str, Any]:
 
 
 def _mqtt(config: Config, *, seconds: float) -> dict[str, Any] | None:
-    from daemon.control.bench import mqtt_figures
+    from daemon.bench.mqtt import mqtt_figures
 
     return mqtt_figures(config, seconds=seconds)
 
 
 def _web(config: Config, *, quick: bool) -> dict[str, Any]:
-    from daemon.web.bench import web_figures
+    from daemon.bench.web import web_figures
 
     return web_figures(config, quick=quick)
 
