@@ -18,6 +18,7 @@ lint: setup
 	@$(BIN)/ruff check -q daemon models tools tests
 	@$(BIN)/ruff format -q --check daemon models tools tests
 	@$(BIN)/mypy
+	@out=$$($(BIN)/lint-imports --no-cache 2>&1) || { echo "$$out"; exit 1; }
 
 bench: setup
 	$(BIN)/moodscore bench

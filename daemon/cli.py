@@ -3,19 +3,22 @@ train-scene | library.
 
 Every user error (bad flag, missing file, bad config key, unavailable backend) ends as one line on
 stderr and exit status 2; nothing a user can fix prints a traceback.
+
+This module stays whole (about 600 lines): it is the argparse tables of twelve commands, the flags
+that map onto config keys, and each command's one-line report; the work is in :mod:`daemon.app`,
+:mod:`daemon.training`, :mod:`daemon.library` and :mod:`daemon.bench`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from daemon import __version__
 from daemon.config import Config, load_config
@@ -461,48 +464,16 @@ def _cmd_compose(args: argparse.Namespace, config: Config) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace, config: Config) -> int:
-    from daemon.sources import open_source
+    from daemon.app import analyze
 
     config = _with_mode(args, config)
-    is_demo = args.input == "demo"
-    if args.duration is not None and not is_demo:
-        raise ConfigError("--duration applies to `analyze demo`; a file is analysed whole")
-    duration = (args.duration or config.source.demo_cycle_s) if is_demo else None
-    source = open_source(args.input, config.source, paced=False, duration=duration)
-    return asyncio.run(_analyze(args, config, source))
-
-
-async def _analyze(args: argparse.Namespace, config: Config, source: Any) -> int:
-    from daemon.analysis import AnalysisStage, make_window_model
-    from daemon.messages import Mood
-    from daemon.outputs.timeline import build_timeline, write_timeline
-
-    moods: list[Mood] = []
-    with _progress_bar(source.duration, "analysing") as progress:
-
-        def collect(mood: Mood) -> None:
-            moods.append(mood)
-            progress(mood.t_end)
-
-        try:
-            model = make_window_model(config)
-            try:
-                stage = AnalysisStage(config=config.analysis, model=model)
-                await stage.run(source, collect, lossless=True)
-            finally:
-                model.close()
-        finally:
-            await source.close()
-    document = build_timeline(
-        moods,
-        source=source.description,
-        mode=config.analysis.mode,
-        window_s=config.analysis.window_s,
-        duration=moods[-1].t_end if moods else 0.0,
+    return analyze(
+        config,
+        args.input,
+        args.output,
+        duration=args.duration,
+        progress=lambda total: _progress_bar(total, "analysing"),
     )
-    png = write_timeline(document, args.output)
-    log.info("wrote %s: %d windows%s", args.output, len(moods), f" (plot: {png})" if png else "")
-    return 0
 
 
 # -- doctor, bench ------------------------------------------------------------------------

@@ -12,6 +12,9 @@ Values are accepted as TOML and the environment give them: ints and floats are s
 is not a number, ``"48000"`` is not an int), a float key takes an int, a string key takes a number
 (``password = 1234``), a bool key takes true/false and the strings "true/false/1/0/yes/no"
 (pydantic also takes "on/off"), a tuple key takes a list.
+
+This module stays whole (about 560 lines): it is the schema of config.toml, one declaration and
+one description per key, and reads best as one file beside it.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ context, so a model is a set of count tables that fits in JSON. Sampling takes a
 per-token weights (the composer's density, scale, register and leap constraints).
 
 This module imports numpy and the standard library only (no pyo, no ``daemon``).
+
+This module stays whole (about 570 lines): the token codec, the count tables and the sampler are
+one small model (the n-gram baseline of the melody card), trained and read as one.
 """
 
 from __future__ import annotations

@@ -27,21 +27,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from daemon.analysis.game import shrink_to_store
 from daemon.errors import ConfigError, ModelError, SourceError
-from models.scene_data import MODEL_FPS, STORE_HEIGHT, STORE_WIDTH, Clip, load_clip
+from models.scene_data import MODEL_FPS, Clip, load_clip
 
 log = logging.getLogger("moodscore.train_scene")
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".flv", ".mpg"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 HOLD_OUT_SHARE = 0.2
-
-
-def shrink_to_store(image: np.ndarray) -> np.ndarray:
-    """Any RGB frame [shape=(h, w, 3), dtype=uint8] -> the stored 96x72 frame (INTER_AREA)."""
-    if image.shape[:2] == (STORE_HEIGHT, STORE_WIDTH):
-        return image
-    return cv2.resize(image, (STORE_WIDTH, STORE_HEIGHT), interpolation=cv2.INTER_AREA)
 
 
 def read_video(

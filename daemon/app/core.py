@@ -1,0 +1,157 @@
+"""The stages every command shares, wired together, and the session over them."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.analysis import AnalysisStage, make_window_model
+from daemon.analysis.board import MoodBoard
+from daemon.composer import Composer
+from daemon.conductor import Conductor
+from daemon.config import Config
+from daemon.control.hub import ControlHub
+from daemon.control.router import Router
+from daemon.engine import BackendChoice, Engine, ScoreQueue
+from daemon.outputs.base import Output
+from daemon.outputs.beatmap import BeatMapOutput
+from daemon.outputs.midi import MidiFileOutput
+from daemon.outputs.recorder import RecordingOutput
+from daemon.planner import BarPlanner, BarWriter
+from daemon.scenes import PresetLibrary
+from daemon.session import Session
+from daemon.sources import FrameSource, open_source
+
+log = logging.getLogger("moodscore")
+
+# --------------------------------------------------------------------------- the shared stages
+
+
+@dataclass
+class Core:
+    """The stages every command shares, wired together (see :func:`build_core`)."""
+
+    board: MoodBoard
+    conductor: Conductor
+    engine: Engine
+    planner: BarPlanner
+    hub: ControlHub
+    router: Router
+    library: Output | None
+
+
+def build_core(
+    config: Config,
+    *,
+    backend: BackendChoice,
+    render: bool,
+    last_bar: int | None = None,
+    scene: str | None = None,
+) -> Core:
+    """Board, conductor, composer (or library), engine, planner, hub and router for one session.
+
+    Raises
+    ------
+    MoodscoreError
+        A missing scene preset, model file, seed track or library index; before any music.
+    """
+    board = MoodBoard()
+    presets = PresetLibrary(config.conductor.preset_dirs)
+    conductor = Conductor(
+        config=config.conductor,
+        preset=presets.get(scene or config.conductor.scene),
+        presets=presets,
+    )
+    scores = ScoreQueue()
+    # The library mode's bar clock follows each track's tempo: no ramps between tracks.
+    engine_config = (
+        dataclasses.replace(config.engine, tempo_ramp=0.0) if config.library.play else config.engine
+    )
+    engine = Engine(config=engine_config, backend=backend, scores=scores, realtime=not render)
+    library = None
+    if config.library.play:
+        from daemon.library.live import LibraryMode
+
+        library = LibraryMode(config=config.library, engine=engine, gain=config.engine.master_gain)
+        write: BarWriter = library.bar
+    else:
+        composer = Composer(config=config.composer)
+        if config.library.seed_track:
+            from daemon.library.seed import load_seed_phrase, prime_composer
+
+            phrase = load_seed_phrase(
+                Path(config.library.seed_track).expanduser(), notes=config.library.seed_notes
+            )
+            prime_composer(composer, phrase)
+        write = composer.compose_bar
+    planner = BarPlanner(
+        conductor=conductor,
+        write=write,
+        board=board,
+        scores=scores,
+        lookahead=config.composer.lookahead_bars,
+        render=render,
+        first_window=config.analysis.window_s,
+        clock=lambda: engine.audio_time,
+        last_bar=last_bar,
+    )
+    hub = ControlHub(scenes=presets.names)
+    router = Router(hub=hub, conductor=conductor, transport=engine, replan=planner.replan)
+    return Core(board, conductor, engine, planner, hub, router, library)
+
+
+def build_session(
+    config: Config,
+    core: Core,
+    *,
+    source: FrameSource | None,
+    outputs: Sequence[Output],
+    render: bool,
+    duration: float | None,
+) -> Session:
+    """The session over ``core`` reading ``source`` (None: the board already holds the moods),
+    with ``outputs`` (and the library player, when the library mode is on)."""
+    analysis = None
+    if source is not None:
+        # Loaded now, so missing model files stop the session before any music starts.
+        analysis = AnalysisStage(config=config.analysis, model=make_window_model(config))
+    every_output = [*outputs, *([core.library] if core.library is not None else [])]
+    return Session(
+        engine=core.engine,
+        planner=core.planner,
+        board=core.board,
+        outputs=every_output,
+        source=source,
+        analysis=analysis,
+        hub=core.hub,
+        router=core.router,
+        open_source=lambda spec: open_source(spec, config.source, paced=True),
+        render=render,
+        duration=duration,
+    )
+
+
+def common_outputs(
+    config: Config,
+    core: Core,
+    *,
+    midi: Path | None,
+    beats: Path | None,
+    recording: Path | None,
+) -> list[Output]:
+    """The outputs ``run`` and ``render`` both offer: the WAV, ``--midi``, ``--beats``, MQTT."""
+    outputs: list[Output] = []
+    if recording is not None:
+        outputs.append(RecordingOutput(recording))
+    if midi is not None:
+        outputs.append(MidiFileOutput(midi))
+    if beats is not None:
+        outputs.append(BeatMapOutput(beats))
+    if config.mqtt.enabled:
+        from daemon.control.mqtt import MqttBridge
+
+        outputs.append(MqttBridge(config=config.mqtt, hub=core.hub))
+    return outputs

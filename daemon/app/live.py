@@ -1,0 +1,153 @@
+"""``moodscore run``: the live daemon, built as benches and tests build it too."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.app.core import build_core, build_session, common_outputs
+from daemon.config import Config
+from daemon.engine import BackendChoice, choose_backend
+from daemon.outputs.base import Output
+from daemon.outputs.recorder import RecordingOutput
+from daemon.outputs.timeline import build_timeline, write_timeline
+from daemon.session import Session, SessionReport, install_signal_handlers
+from daemon.sources import FrameSource, open_source
+
+log = logging.getLogger("moodscore")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRequest:
+    """What ``moodscore run`` was asked for.
+
+    source : the source spec (None: ``source.kind``).
+    duration : stop after this many seconds (None: until stopped).
+    record_dir : record WAV + timeline into this folder (None: ``record.dir``, if set).
+    midi : also write the session as a MIDI file.
+    beats : also write the beat map.
+    web_port_flexible : the web port is the configured default, so a busy one is replaced by a
+        free one (a port asked for with ``--web`` is an error instead).
+    """
+
+    source: str | None = None
+    duration: float | None = None
+    record_dir: Path | None = None
+    midi: Path | None = None
+    beats: Path | None = None
+    web_port_flexible: bool = True
+
+
+def run_live(config: Config, request: LiveRequest) -> int:
+    """``moodscore run``: the live daemon, until the duration passes or Ctrl-C."""
+    backend = choose_backend(config.engine.backend, render=False)
+    source = open_source(request.source or config.source.kind, config.source, paced=True)
+    log.info("source: %s", source.description)
+    log.info("audio: %s (%s)", backend.name, backend.reason)
+    return asyncio.run(_run_live(config, request, source, backend))
+
+
+def build_live(
+    config: Config, request: LiveRequest, source: FrameSource, backend: BackendChoice
+) -> Session:
+    """The live session ``run`` plays (also for benches and tests): every stage, and the outputs
+    the config and the request ask for. When building fails, the caller still owns ``source``.
+
+    Raises
+    ------
+    MoodscoreError
+        A missing model file or preset, a MIDI port that does not open, a bad MQTT setting;
+        before any music.
+    """
+    record_dir = request.record_dir or (Path(config.record.dir) if config.record.dir else None)
+    stem = time.strftime("moodscore-%Y%m%d-%H%M%S")
+    core = build_core(config, backend=backend, render=False)
+    outputs = common_outputs(
+        config,
+        core,
+        midi=request.midi,
+        beats=request.beats,
+        recording=record_dir / f"{stem}.wav" if record_dir else None,
+    )
+    if config.midi.enabled:
+        outputs.append(_midi_port(config))
+    if config.web.enabled:
+        from daemon.web import WebServer
+
+        outputs.append(
+            WebServer(
+                hub=core.hub,
+                web_config=config.web,
+                visuals=config.visuals,
+                latest_mood=lambda: core.board.latest,
+                any_port_if_busy=request.web_port_flexible,
+            )
+        )
+    return build_session(
+        config, core, source=source, outputs=outputs, render=False, duration=request.duration
+    )
+
+
+async def _run_live(
+    config: Config, request: LiveRequest, source: FrameSource, backend: BackendChoice
+) -> int:
+    if request.record_dir is None and not config.record.dir and backend.name == "manual":
+        log.info("no sound card: the music plays in manual mode; pass --record DIR to keep it")
+    try:
+        session = build_live(config, request, source, backend)
+    except BaseException:
+        await source.close()
+        raise
+    log.info("playing%s; Ctrl-C stops", f" for {request.duration:g} s" if request.duration else "")
+    report = await run_with_signals(session)
+    _report_live(report)
+    recording = next((o for o in session.outputs if isinstance(o, RecordingOutput)), None)
+    if recording is not None and recording.recorder is not None:
+        document = build_timeline(
+            report.moods,
+            source=report.source,
+            window_s=config.analysis.window_s,
+            mode=config.analysis.mode,
+            duration=report.audio_seconds,
+            bars=report.bars,
+            source_offset=report.source_offset,
+        )
+        timeline_path = recording.path.with_suffix(".timeline.json")
+        write_timeline(document, timeline_path)
+        log.info(
+            "recorded %.1f s of audio to %s (timeline: %s)",
+            recording.seconds_written,
+            recording.path,
+            timeline_path,
+        )
+    return 0
+
+
+async def run_with_signals(session: Session) -> SessionReport:
+    """Run ``session`` with Ctrl-C and SIGTERM asking it for an ordered stop."""
+    remove_handlers = install_signal_handlers(session)
+    try:
+        return await session.run()
+    finally:
+        remove_handlers()
+
+
+def _midi_port(config: Config) -> Output:
+    """The live MIDI port, opened now, so a wrong port name stops the run before the music."""
+    from daemon.outputs.midi_port import MidiPortOutput, open_port
+
+    port = open_port(config.midi.port, config.midi.backend)
+    log.info("MIDI out: %s%s", port.name, " with clock" if config.midi.clock else "")
+    return MidiPortOutput(port=port, clock=config.midi.clock, offset_s=config.midi.offset_ms / 1000)
+
+
+def _report_live(report: SessionReport) -> None:
+    if report.underruns:
+        log.warning("%d bar(s) were late from the composer and repeated", report.underruns)
+    if report.dropped_frames:
+        log.info(
+            "analysis skipped %d frame(s) to keep up (newest frame wins)", report.dropped_frames
+        )
