@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, ParamSpec, Protocol
 
 import numpy as np
 
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 STEPS_PER_BEAT = 4
 # A call run later than this after its time counts as late (see WallScheduler.late).
 LATE_S = 0.005
+
+P = ParamSpec("P")
 
 BeatListener = Callable[[Beat], None]
 BarListener = Callable[[BarStarted], None]
@@ -205,6 +207,36 @@ class ScheduledNote:
 
 GridListener = Callable[[BarGrid], None]
 NoteListener = Callable[[Sequence[ScheduledNote]], None]
+
+
+class Listeners(Generic[P]):
+    """The callbacks of one of the clock's events: the audio thread calls them all, in the order
+    they were added. One that raises is logged (at most every few seconds) and keeps being
+    called: a broken output must not stop the music or the other outputs.
+
+    Adding copies the list, so the audio thread iterates without a lock.
+    """
+
+    def __init__(self, kind: str) -> None:
+        from daemon.logs import RateLimitedLog
+
+        self._kind = kind
+        self._fns: tuple[Callable[P, object], ...] = ()
+        self._trouble = RateLimitedLog(log)
+
+    def add(self, fn: Callable[P, object]) -> None:
+        """Call ``fn`` on every event from now on."""
+        self._fns = (*self._fns, fn)
+
+    def __bool__(self) -> bool:
+        return bool(self._fns)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        for fn in self._fns:
+            try:
+                fn(*args, **kwargs)
+            except Exception:
+                self._trouble.warning("%s listener %r failed", self._kind, fn, exc_info=True)
 
 
 class ScheduledCall:
@@ -399,6 +431,7 @@ __all__ = [
     "BarListener",
     "BeatListener",
     "GridListener",
+    "Listeners",
     "MusicClock",
     "NoteListener",
     "ScheduledCall",

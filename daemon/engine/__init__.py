@@ -11,7 +11,8 @@ from daemon.engine.backends import (
     jack_running,
     probe_audio_devices,
 )
-from daemon.engine.engine import Engine, ScoreQueue
+from daemon.engine.engine import Engine
+from daemon.engine.scores import ScoreQueue
 
 __all__ = [
     "BackendChoice",

@@ -12,7 +12,12 @@ Threads. pyo is not thread-safe, so every pyo object is created and touched by o
 Either way one per-block tick drives everything: it runs before the block is computed, advances
 the :class:`~daemon.engine.sequencer.Sequencer` (bars, beats, notes) and hands the finished audio
 to the audio listeners. Other threads talk to the engine only through thread-safe flags and the
-:class:`ScoreQueue`.
+:class:`~daemon.engine.scores.ScoreQueue`.
+
+The engine stays whole (about 730 lines): the sample clock, the per-block tick and the two ways
+pyo runs it (a stepping thread of its own, or pyo's audio callback) share every piece of its
+state, and only one audio thread ever touches that state; split, the same fields would be reached
+across modules.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from daemon.clock import (
     BarListener,
     BeatListener,
     GridListener,
+    Listeners,
     NoteListener,
     ScheduledCall,
     ScheduledNote,
@@ -43,9 +49,9 @@ from daemon.clock import (
 from daemon.config import EngineConfig
 from daemon.engine.backends import BackendChoice
 from daemon.engine.envelopes import STOP_FADE_S
+from daemon.engine.scores import ScoreQueue
 from daemon.engine.sequencer import Missing, Sequencer
 from daemon.errors import EngineError
-from daemon.logs import RateLimitedLog
 from daemon.messages import LAYER_ORDER, BarScore, BarStarted, Beat, Layer
 
 log = logging.getLogger(__name__)
@@ -90,66 +96,6 @@ def _release_server(engine: Engine) -> None:
     with _server_guard:
         if _server_owner is engine:
             _server_owner = None
-
-
-class ScoreQueue:
-    """Thread-safe hand-off of bar scores from the composer (event loop) to the engine thread.
-
-    Keyed by bar: a bar put twice keeps the later score; bars older than the one asked for are
-    dropped when asked. Unbounded, because the composer writes only a bar or two ahead.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._scores: dict[int, BarScore] = {}
-        self._closed = False
-
-    def put(self, score: BarScore) -> None:
-        """Add a bar's score; never blocks (safe on the event loop). Ignored once closed."""
-        with self._cond:
-            if self._closed:
-                return
-            self._scores[score.bar] = score
-            self._cond.notify_all()
-
-    def get(self, bar: int, timeout: float | None) -> BarScore | None:
-        """The score of ``bar``, waiting up to ``timeout`` seconds (None: until it comes).
-
-        Returns None on timeout, when the queue is closed and holds no score for ``bar``, or
-        when a later bar is already there (``bar`` was skipped and will never come).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for stale in [b for b in self._scores if b < bar]:
-                    del self._scores[stale]
-                score = self._scores.pop(bar, None)
-                if score is not None:
-                    return score
-                if self._closed or self._scores:
-                    return None
-                if deadline is None:
-                    self._cond.wait()
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return None
-                    self._cond.wait(remaining)
-
-    def close(self) -> None:
-        """No more scores will come: wake every waiting ``get`` (which returns None)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closed
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._scores)
 
 
 class Engine:
@@ -211,11 +157,11 @@ class Engine:
         self._stop_lock = threading.Lock()
         self._engine_thread_id: int | None = None  # manual/offline stepping thread
         self._audio_thread_id: int | None = None  # pyo's audio thread (device/jack)
-        self._beat_listeners: list[BeatListener] = []
-        self._bar_listeners: list[BarListener] = []
-        self._audio_listeners: list[AudioListener] = []
-        self._grid_listeners: list[GridListener] = []
-        self._note_listeners: list[NoteListener] = []
+        self._beat_listeners: Listeners[[Beat]] = Listeners("beat")
+        self._bar_listeners: Listeners[[BarStarted]] = Listeners("bar")
+        self._audio_listeners: Listeners[[np.ndarray, float]] = Listeners("audio")
+        self._grid_listeners: Listeners[[BarGrid]] = Listeners("grid")
+        self._note_listeners: Listeners[[Sequence[ScheduledNote]]] = Listeners("note")
         self.late_blocks = 0  # live manual mode: blocks handed on after their wall-clock time
         # wall clock (time.perf_counter) minus audio time; see wall_time()
         self._wall_offset: float | None = None
@@ -228,7 +174,6 @@ class Engine:
         self._underruns = 0  # the count, kept once the sequencer is released
         self._out: np.ndarray | None = None
         self._error: BaseException | None = None
-        self._listener_log = RateLimitedLog(log)
         # Live control (daemon.control): mutes apply on the next beat, transport at the next
         # bar. Other threads set the wanted state; the engine thread applies it on the grid.
         self._muted: frozenset[Layer] = frozenset()  # wanted
@@ -247,16 +192,16 @@ class Engine:
 
     def add_beat_listener(self, fn: BeatListener) -> None:
         """Call ``fn(beat)`` for every beat, on the engine thread, before the beat sounds."""
-        self._beat_listeners = [*self._beat_listeners, fn]
+        self._beat_listeners.add(fn)
 
     def add_bar_listener(self, fn: BarListener) -> None:
         """Call ``fn(bar_started)`` at every bar start, right after the bar's score was taken."""
-        self._bar_listeners = [*self._bar_listeners, fn]
+        self._bar_listeners.add(fn)
 
     def add_grid_listener(self, fn: GridListener) -> None:
         """Call ``fn(grid)`` at every bar start with where the bar's beats fall (tempo ramp
         included), before any of them sounds: MIDI clock and tempo maps follow it."""
-        self._grid_listeners = [*self._grid_listeners, fn]
+        self._grid_listeners.add(fn)
 
     def add_note_listener(self, fn: NoteListener) -> None:
         """Call ``fn(notes)`` at every bar start with the bar's notes placed on the sample clock.
@@ -264,7 +209,7 @@ class Engine:
         Notes arrive before they sound (up to a bar ahead), each with its onset and note-off in
         samples and in audio time, so a MIDI output schedules them by audio time.
         """
-        self._note_listeners = [*self._note_listeners, fn]
+        self._note_listeners.add(fn)
 
     def add_audio_listener(self, fn: AudioListener) -> None:
         """Call ``fn(block, audio_time)`` with every block of output.
@@ -273,7 +218,7 @@ class Engine:
         ``audio_time`` is the time of its first sample. The last block of a set end time is
         shorter than the buffer size.
         """
-        self._audio_listeners = [*self._audio_listeners, fn]
+        self._audio_listeners.add(fn)
 
     # ------------------------------------------------------------------ state
 
@@ -469,8 +414,8 @@ class Engine:
             on_bar=self._emit_bar,
             on_beat=self._emit_beat,
             on_end=self._music_ended,
-            on_grid=self._emit_grid,
-            on_notes=self._emit_notes,
+            on_grid=self._grid_listeners,
+            on_notes=self._note_listeners,
             ramp=self.config.tempo_ramp,
         )
 
@@ -600,25 +545,7 @@ class Engine:
                 beat_s=60.0 / beat.bpm,
                 bar_start=False,
             )
-        for fn in self._beat_listeners:
-            try:
-                fn(beat)
-            except Exception:
-                self._listener_log.warning("beat listener %r failed", fn, exc_info=True)
-
-    def _emit_grid(self, grid: BarGrid) -> None:
-        for fn in self._grid_listeners:
-            try:
-                fn(grid)
-            except Exception:
-                self._listener_log.warning("grid listener %r failed", fn, exc_info=True)
-
-    def _emit_notes(self, notes: Sequence[ScheduledNote]) -> None:
-        for fn in self._note_listeners:
-            try:
-                fn(notes)
-            except Exception:
-                self._listener_log.warning("note listener %r failed", fn, exc_info=True)
+        self._beat_listeners(beat)
 
     def _emit_bar(self, started: BarStarted) -> None:
         if self._transport_pending:
@@ -630,11 +557,7 @@ class Engine:
                 beat_s=60.0 / started.plan.bpm,
                 bar_start=True,
             )
-        for fn in self._bar_listeners:
-            try:
-                fn(started)
-            except Exception:
-                self._listener_log.warning("bar listener %r failed", fn, exc_info=True)
+        self._bar_listeners(started)
 
     def _deliver(self, start: int) -> None:
         """Hand the output buffer (the block that began at ``start``) to the audio listeners."""
@@ -649,12 +572,7 @@ class Engine:
         # _YIELD_EVERY_S); in device/jack mode that keeps the audio thread from losing it.
         data = bytearray(self._out.data)
         block = np.frombuffer(data, dtype=np.float32).reshape(self.buffer_size, 2)[:frames]
-        audio_time = start / self.sample_rate
-        for fn in self._audio_listeners:
-            try:
-                fn(block, audio_time)
-            except Exception:
-                self._listener_log.warning("audio listener %r failed", fn, exc_info=True)
+        self._audio_listeners(block, start / self.sample_rate)
 
     # ------------------------------------------------------------------ manual / offline
 
