@@ -345,18 +345,11 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
 
     if args.backend is not None:
         config = config.replace("engine", backend=args.backend)
-    if args.seed is not None:
-        config = config.replace("composer", seed=args.seed)
-    config = _with_mode(args, config)
     if args.midi_port is not None:
         config = config.replace("midi", enabled=True, port=args.midi_port)
     if args.midi_backend is not None:
         config = config.replace("midi", backend=args.midi_backend)
-    config = _with_mqtt(args, config)
-    config = _with_web(args, config)
-    config = _with_library(args, config)
-    _check_midi_path(args.midi)
-    _check_beats_path(args.beats)
+    config = _with_web(args, _with_music_flags(args, config))
     request = LiveRequest(
         source=args.source,
         duration=args.duration,
@@ -374,13 +367,7 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
 def _cmd_render(args: argparse.Namespace, config: Config) -> int:
     from daemon.app import RenderRequest, check_render, render
 
-    if args.seed is not None:
-        config = config.replace("composer", seed=args.seed)
-    config = _with_mode(args, config)
-    config = _with_mqtt(args, config)
-    config = _with_library(args, config)
-    _check_midi_path(args.midi)
-    _check_beats_path(args.beats)
+    config = _with_music_flags(args, config)
     request = RenderRequest(
         input=args.input,
         output=args.output,
@@ -413,6 +400,17 @@ def _progress_bar(total: float | None, label: str) -> Iterator[Callable[[float],
             bar.refresh()
 
         yield update
+
+
+def _with_music_flags(args: argparse.Namespace, config: Config) -> Config:
+    """The flags ``run`` and ``render`` share (``--seed``, ``--mode``, ``--mqtt``, ``--library``,
+    ``--seed-track``) over the config; ``--midi`` and ``--beats`` paths checked."""
+    if args.seed is not None:
+        config = config.replace("composer", seed=args.seed)
+    config = _with_library(args, _with_mqtt(args, _with_mode(args, config)))
+    _check_midi_path(args.midi)
+    _check_beats_path(args.beats)
+    return config
 
 
 def _check_midi_path(path: Path | None) -> None:

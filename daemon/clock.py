@@ -424,6 +424,50 @@ class WallScheduler:
                 self.ran += 1
 
 
+class Scheduling:
+    """``call_at`` for a clock that knows its :meth:`wall_time` (a mixin of the engine and of any
+    stand-in clock): the loop form on the loop's timer, the thread form on one
+    :class:`WallScheduler` thread made on first use and ended by :meth:`close_scheduler`."""
+
+    _scheduler: WallScheduler | None = None
+    _scheduler_closed = False
+    _scheduler_lock = threading.Lock()  # shared by every clock: taken briefly, rarely
+
+    def wall_time(self, audio_time: float) -> float | None:
+        raise NotImplementedError
+
+    def call_at(
+        self,
+        audio_time: float,
+        fn: Callable[[], object],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> ScheduledCall:
+        """Run ``fn()`` when ``audio_time`` is heard (see :class:`MusicClock`): on ``loop``'s
+        timer when given, else on the clock's thread; at once without a wall clock (a render)
+        or when the time has passed. Any thread."""
+        if loop is not None:
+            call = ScheduledCall(audio_time, fn)
+            call_on_loop(loop, call, self.wall_time)
+            return call
+        with self._scheduler_lock:
+            if self._scheduler_closed:
+                call = ScheduledCall(audio_time, fn)
+                call.cancel()  # the clock has stopped: nothing is heard any more
+                return call
+            if self._scheduler is None:
+                self._scheduler = WallScheduler(self.wall_time)
+            return self._scheduler.call_at(audio_time, fn)
+
+    def close_scheduler(self) -> None:
+        """End the clock's thread (pending calls are dropped); later calls never run."""
+        with self._scheduler_lock:
+            scheduler, self._scheduler = self._scheduler, None
+            self._scheduler_closed = True
+        if scheduler is not None:
+            scheduler.close()
+
+
 __all__ = [
     "STEPS_PER_BEAT",
     "AudioListener",
@@ -436,6 +480,7 @@ __all__ = [
     "NoteListener",
     "ScheduledCall",
     "ScheduledNote",
+    "Scheduling",
     "WallScheduler",
     "bar_length_samples",
     "call_on_loop",

@@ -15,7 +15,7 @@ import mido
 import numpy as np
 import pytest
 
-from daemon.clock import BarGrid, ScheduledCall, ScheduledNote, WallScheduler
+from daemon.clock import BarGrid, ScheduledNote, Scheduling
 from daemon.config import EngineConfig
 from daemon.engine import BackendChoice, Engine, ScoreQueue, jack_running
 from daemon.errors import ConfigError, EngineError
@@ -220,17 +220,17 @@ class RecordingPort(mido.ports.BaseOutput):
         self.received.append((time.perf_counter(), message))
 
 
-class FakeEngine:
+class FakeEngine(Scheduling):
     """Hands a MIDI output the grids and notes an engine would, at times of our choosing, and
-    schedules on the clock's thread as the engine does (the real :class:`WallScheduler`)."""
+    schedules on the clock's thread as the engine does (the engine's own ``call_at``)."""
 
     def __init__(self, wall_time: Callable[[float], float | None]) -> None:
         self.grid_listeners: list[Callable[[BarGrid], None]] = []
         self.note_listeners: list[Callable[[Sequence[ScheduledNote]], None]] = []
-        self.scheduler = WallScheduler(wall_time)
+        self._wall_time = wall_time
 
-    def call_at(self, audio_time: float, fn: Callable[[], object], **_: Any) -> ScheduledCall:
-        return self.scheduler.call_at(audio_time, fn)
+    def wall_time(self, audio_time: float) -> float | None:
+        return self._wall_time(audio_time)
 
     def add_grid_listener(self, fn: Callable[[BarGrid], None]) -> None:
         self.grid_listeners.append(fn)
@@ -266,7 +266,7 @@ def test_port_output_plays_in_step_with_clock_start_and_panic() -> None:
     time.sleep(0.1 + 1.0 + 0.15)  # the whole 4-beat bar at 240 bpm, and a little more
     asyncio.run(output.aclose())
     asyncio.run(output.aclose())
-    engine.scheduler.close()
+    engine.close_scheduler()
     got = [(t - t0, m) for t, m in port.received]
     types = [m.type for _, m in got]
     assert types[:4] == ["program_change"] * 4

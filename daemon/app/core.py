@@ -20,9 +20,10 @@ from daemon.outputs.base import Output
 from daemon.outputs.beatmap import BeatMapOutput
 from daemon.outputs.midi import MidiFileOutput
 from daemon.outputs.recorder import RecordingOutput
+from daemon.outputs.timeline import build_timeline, write_timeline
 from daemon.planner import BarPlanner, BarWriter
 from daemon.scenes import PresetLibrary
-from daemon.session import Session
+from daemon.session import Session, SessionReport
 from daemon.sources import FrameSource, open_source
 
 log = logging.getLogger("moodscore")
@@ -155,3 +156,21 @@ def common_outputs(
 
         outputs.append(MqttBridge(config=config.mqtt, hub=core.hub))
     return outputs
+
+
+def session_timeline(
+    config: Config, report: SessionReport, path: Path, *, seed: int | None = None
+) -> Path | None:
+    """Write the timeline JSON of a finished session (every mood window and every bar) to
+    ``path``, and its plot beside it; the plot's path, or None without matplotlib."""
+    document = build_timeline(
+        report.moods,
+        source=report.source,
+        window_s=config.analysis.window_s,
+        mode=config.analysis.mode,
+        duration=report.audio_seconds,
+        bars=report.bars,
+        source_offset=report.source_offset,
+        seed=seed,
+    )
+    return write_timeline(document, path)

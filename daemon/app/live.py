@@ -8,12 +8,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.app.core import build_core, build_session, common_outputs
+from daemon.app.core import build_core, build_session, common_outputs, session_timeline
 from daemon.config import Config
 from daemon.engine import BackendChoice, choose_backend
 from daemon.outputs.base import Output
 from daemon.outputs.recorder import RecordingOutput
-from daemon.outputs.timeline import build_timeline, write_timeline
 from daemon.session import Session, SessionReport, install_signal_handlers
 from daemon.sources import FrameSource, open_source
 
@@ -106,17 +105,8 @@ async def _run_live(
     _report_live(report)
     recording = next((o for o in session.outputs if isinstance(o, RecordingOutput)), None)
     if recording is not None and recording.recorder is not None:
-        document = build_timeline(
-            report.moods,
-            source=report.source,
-            window_s=config.analysis.window_s,
-            mode=config.analysis.mode,
-            duration=report.audio_seconds,
-            bars=report.bars,
-            source_offset=report.source_offset,
-        )
         timeline_path = recording.path.with_suffix(".timeline.json")
-        write_timeline(document, timeline_path)
+        session_timeline(config, report, timeline_path)
         log.info(
             "recorded %.1f s of audio to %s (timeline: %s)",
             recording.seconds_written,

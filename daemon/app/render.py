@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.analysis import AnalysisStage, make_window_model
-from daemon.app.core import build_core, build_session, common_outputs
+from daemon.app.core import build_core, build_session, common_outputs, session_timeline
 from daemon.app.live import run_with_signals
 from daemon.config import Config
 from daemon.engine import BackendChoice, choose_backend
@@ -162,16 +162,7 @@ async def _render(
                 )
     elapsed = time.perf_counter() - started
     if request.timeline is not None:
-        document = build_timeline(
-            report.moods,
-            source=report.source,
-            window_s=config.analysis.window_s,
-            mode=config.analysis.mode,
-            duration=report.audio_seconds,
-            bars=report.bars,
-            seed=config.composer.seed,
-        )
-        png = write_timeline(document, request.timeline)
+        png = session_timeline(config, report, request.timeline, seed=config.composer.seed)
         log.info("timeline: %s%s", request.timeline, f" (plot: {png})" if png else "")
     log.info(
         "wrote %s: %.1f s in %.1f s (%.1fx real time)",

@@ -58,12 +58,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from daemon import __version__
 from daemon.config import Config
+
+if TYPE_CHECKING:
+    from daemon.engine import Engine
 
 
 def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
@@ -277,7 +280,8 @@ def _melody(*, bars: int) -> dict[str, Any]:
     return figures
 
 
-def _engine(config: Config, *, seconds: float) -> float:
+def _dense_engine(config: Config, *, seconds: float) -> Engine:
+    """An offline engine with ``seconds`` of dense five-layer bars already composed."""
     from daemon.composer import Composer
     from daemon.engine import BackendChoice, Engine, ScoreQueue
 
@@ -286,12 +290,16 @@ def _engine(config: Config, *, seconds: float) -> float:
     bar_seconds = config.conductor.beats_per_bar * 60.0 / 150.0
     for plan in _dense_plans(config, int(seconds / bar_seconds) + 2):
         scores.put(composer.compose_bar(plan))
-    engine = Engine(
+    return Engine(
         config=config.engine,
         backend=BackendChoice("offline", "bench"),
         scores=scores,
         realtime=False,
     )
+
+
+def _engine(config: Config, *, seconds: float) -> float:
+    engine = _dense_engine(config, seconds=seconds)
     engine.set_end_time(seconds)
     started = time.perf_counter()
     engine.start()
@@ -302,20 +310,7 @@ def _engine(config: Config, *, seconds: float) -> float:
 
 
 def _engine_core_fraction(config: Config, *, seconds: float) -> float:
-    from daemon.composer import Composer
-    from daemon.engine import BackendChoice, Engine, ScoreQueue
-
-    composer = Composer(config=config.composer)
-    scores = ScoreQueue()
-    bar_seconds = config.conductor.beats_per_bar * 60.0 / 150.0
-    for plan in _dense_plans(config, int(seconds / bar_seconds) + 2):
-        scores.put(composer.compose_bar(plan))
-    engine = Engine(
-        config=config.engine,
-        backend=BackendChoice("offline", "bench"),
-        scores=scores,
-        realtime=False,
-    )
+    engine = _dense_engine(config, seconds=seconds)
     marks: list[tuple[float, float]] = []  # (engine thread CPU seconds, audio time)
     # Runs on the engine thread, so thread_time() is the engine's own CPU time.
     engine.add_audio_listener(lambda block, t: marks.append((time.thread_time(), t)))

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.clock import ScheduledCall, call_on_loop
+from daemon.clock import Scheduling
 from daemon.config import VisualsConfig, WebConfig
 from daemon.control.hub import ControlHub
 from daemon.web.browser import CHROMIUM, CHROMIUM_ARGS, chromium_available
@@ -35,7 +35,7 @@ BLOCK = 256
 CLICK_S = 0.003
 
 
-class ClickEngine:
+class ClickEngine(Scheduling):
     """A stand-in for :class:`~daemon.engine.Engine`: clicks on every beat, paced like the live
     ``manual`` engine. Only what the web server touches is here."""
 
@@ -71,21 +71,6 @@ class ClickEngine:
     def wall_time(self, audio_time: float) -> float | None:
         return None if self._offset is None else audio_time + self._offset
 
-    def call_at(
-        self,
-        audio_time: float,
-        fn: Callable[[], object],
-        *,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> ScheduledCall:
-        """As the engine's: on ``loop`` when the click at ``audio_time`` is heard (only the
-        loop form: the web server needs nothing else)."""
-        call = ScheduledCall(audio_time, fn)
-        if loop is None:
-            raise NotImplementedError("the click engine schedules on an event loop only")
-        call_on_loop(loop, call, self.wall_time)
-        return call
-
     @property
     def audio_time(self) -> float:
         return self._position / self.sample_rate
@@ -104,6 +89,7 @@ class ClickEngine:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        self.close_scheduler()
 
     def _run(self) -> None:
         sr = self.sample_rate

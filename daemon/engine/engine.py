@@ -22,13 +22,12 @@ across modules.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,10 +40,8 @@ from daemon.clock import (
     GridListener,
     Listeners,
     NoteListener,
-    ScheduledCall,
     ScheduledNote,
-    WallScheduler,
-    call_on_loop,
+    Scheduling,
 )
 from daemon.config import EngineConfig
 from daemon.engine.backends import BackendChoice
@@ -98,7 +95,7 @@ def _release_server(engine: Engine) -> None:
             _server_owner = None
 
 
-class Engine:
+class Engine(Scheduling):
     """Plays bar scores through the pyo band on one sample clock; the
     :class:`~daemon.clock.MusicClock` every output follows.
 
@@ -182,11 +179,6 @@ class Engine:
         self._playing = True  # what the bar now sounding does
         self._transport_pending = False
         self._block_position = 0  # first sample of the block being prepared
-        # The clock's thread (daemon.clock.WallScheduler), made on the first call_at that needs
-        # it, closed when the engine stops.
-        self._scheduler: WallScheduler | None = None
-        self._scheduler_lock = threading.Lock()
-        self._scheduler_closed = False
 
     # ------------------------------------------------------------------ listeners
 
@@ -239,29 +231,6 @@ class Engine:
         if offset is None:
             return None
         return audio_time + offset
-
-    def call_at(
-        self,
-        audio_time: float,
-        fn: Callable[[], object],
-        *,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> ScheduledCall:
-        """Run ``fn()`` when ``audio_time`` is heard (see :class:`daemon.clock.MusicClock`): on
-        ``loop``'s timer when given, else on the clock's thread; at once in a render (no wall
-        clock) or when the time has passed. Any thread."""
-        if loop is not None:
-            call = ScheduledCall(audio_time, fn)
-            call_on_loop(loop, call, self.wall_time)
-            return call
-        with self._scheduler_lock:
-            if self._scheduler_closed:
-                call = ScheduledCall(audio_time, fn)
-                call.cancel()  # the engine has stopped: nothing is heard any more
-                return call
-            if self._scheduler is None:
-                self._scheduler = WallScheduler(self.wall_time)
-            return self._scheduler.call_at(audio_time, fn)
 
     @property
     def end_time(self) -> float | None:
@@ -363,7 +332,7 @@ class Engine:
         self._stop_requested.set()
         if not self._started:
             self._finished.set()
-            self._close_scheduler()
+            self.close_scheduler()
             return
         if threading.get_ident() in (self._engine_thread_id, self._audio_thread_id):
             return
@@ -377,14 +346,7 @@ class Engine:
                     log.error("engine thread did not end within 10 s of stop()")
             else:
                 self._stop_callback_server()
-            self._close_scheduler()
-
-    def _close_scheduler(self) -> None:
-        with self._scheduler_lock:
-            scheduler, self._scheduler = self._scheduler, None
-            self._scheduler_closed = True
-        if scheduler is not None:
-            scheduler.close()
+            self.close_scheduler()
 
     # ------------------------------------------------------------------ shared tick
 
