@@ -1,5 +1,5 @@
-"""The ``moodscore`` command: run | render | compose | analyze | doctor | bench | train-melody |
-train-scene | library.
+"""The ``moodscore`` command: run | render | compose | analyze | config | doctor | bench |
+train-melody | train-scene | library.
 
 Every user error (bad flag, missing file, bad config key, unavailable backend) ends as one line on
 stderr and exit status 2; nothing a user can fix prints a traceback.

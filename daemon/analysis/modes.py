@@ -2,9 +2,8 @@
 
 As mido picks a backend module from a string, :func:`make_window_model` builds the window model
 a mode names; heavy imports (mediapipe, torch) happen only for the mode in use. A new mode adds
-one factory to :data:`_FACTORIES` and its name to ``CHOICES[("analysis", "mode")]`` in
-``daemon/config.py``: ``"game"`` (the scene model) and ``"auto"`` (face when a face is in view,
-else game) are meant to slot in here.
+one factory to :data:`_FACTORIES` and its name to the ``Literal`` of ``AnalysisConfig.mode`` in
+``daemon/config_sections.py``.
 """
 
 from __future__ import annotations
