@@ -135,7 +135,11 @@ class Session:
         requested; everything is closed in order when this returns or raises."""
         try:
             async with contextlib.AsyncExitStack() as stack:
-                await self._enter_outputs(stack)
+                try:
+                    await self._enter_outputs(stack)
+                except BaseException:
+                    await self._stop_sources()  # an output that cannot start: nothing plays
+                    raise
                 stack.push_async_callback(self._stop_sources)
                 await self._run_tasks()
         except BaseException as exc:
