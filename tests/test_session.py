@@ -18,30 +18,9 @@ from daemon.messages import KICK, BarStarted, Layer
 from daemon.outputs.base import Output, Stage
 from daemon.outputs.midi import MidiFileOutput
 from tests.live import build, live_config, running
+from tests.test_midi import tempo_map_seconds
 
 pytestmark = pytest.mark.slow
-
-
-def _midi_beat_seconds(path: Path) -> list[float]:
-    """The time of every beat of a MIDI file, computed from its own tempo map as a DAW does."""
-    midi = mido.MidiFile(str(path))
-    changes: list[tuple[int, int]] = []
-    tick = 0
-    for message in midi.tracks[0]:
-        tick += message.time
-        if message.type == "set_tempo":
-            changes.append((tick, message.tempo))
-    end = tick
-    beats = []
-    seconds, last_tick, tempo = 0.0, 0, 500_000
-    pending = list(changes)
-    for beat_tick in range(0, end + 1, midi.ticks_per_beat):
-        while pending and pending[0][0] <= beat_tick:
-            at, value = pending.pop(0)
-            seconds += mido.tick2second(at - last_tick, midi.ticks_per_beat, tempo)
-            last_tick, tempo = at, value
-        beats.append(seconds + mido.tick2second(beat_tick - last_tick, midi.ticks_per_beat, tempo))
-    return beats
 
 
 def test_the_beat_map_agrees_with_the_midi_files_tempo_map(tmp_path: Path) -> None:
@@ -62,8 +41,9 @@ def test_the_beat_map_agrees_with_the_midi_files_tempo_map(tmp_path: Path) -> No
     assert [b["index"] for b in beats] == list(range(len(beats)))
     # The demo grows busier: the tempo changes, so the map crosses tempo ramps.
     assert len({b["bpm"] for b in beats}) > 3
-    file_beats = np.array(_midi_beat_seconds(midi_path)[: len(beats)])
-    assert len(file_beats) == len(beats)
+    midi = mido.MidiFile(str(midi_path))
+    seconds_at = tempo_map_seconds(midi)
+    file_beats = np.array([seconds_at(i * midi.ticks_per_beat) for i in range(len(beats))])
     assert np.max(np.abs(file_beats - times)) < 0.001
     # Each bar: its downbeat is a beat of the map, and it names its scene, layers and key.
     downbeats = {b["time"] for b in beats if b["downbeat"]}
