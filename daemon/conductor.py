@@ -4,10 +4,10 @@ Mapping (documented in the README):
 
 - valence and arousal are smoothed with confidence-weighted exponential filters stepped by each
   window's own timestamps, so a render and a live run of the same windows smooth identically.
-  Valence uses ``conductor.smoothing_s``. Arousal is asymmetric: a **rise** is followed with the
-  short ``attack_s`` once it holds for two windows (the lower of the last two windows leads, so a
-  blink or a single bright window moves nothing), a **fall** with the long ``release_s`` (the
-  higher of the last two windows leads): a fight starts with the picture and fades slowly;
+  Valence uses ``conductor.smoothing_s``. Arousal is asymmetric and needs two windows to move
+  (a blink or a single bright window moves nothing): a **rise** is followed with the short
+  ``attack_s`` (the lower of the last two windows leads), a **fall** with the long ``release_s``
+  (the higher of the two leads): a fight starts with the picture and fades slowly;
 - a window whose (two-window) arousal jumps at least ``cue_threshold`` from the smoothed level is
   a **cue** (``rise``/``fall``), as is a confident scene change (``scene``); :meth:`observe`
   returns them, for the planner to answer at once rather than at the next bar line;
@@ -192,8 +192,8 @@ class Conductor:
         dt = max(0.0, mood.t_end - s.time)
         confidence = max(0.0, min(1.0, mood.confidence))
         s.valence += _alpha(dt, self._config.smoothing_s) * confidence * (mood.valence - s.valence)
-        # A rise must hold for two windows to lead (the lower of the two), a fall leads from its
-        # first (the higher of the two): one odd window moves nothing, a new level moves at once.
+        # A change must hold for two windows to lead (a rise: the lower of the two; a fall: the
+        # higher): one odd window moves nothing, a new level moves at once (a rise) or slowly.
         last = s.last_arousal if s.last_arousal is not None else mood.arousal
         rising = min(mood.arousal, last)
         falling = max(mood.arousal, last)
