@@ -4,10 +4,12 @@ Mapping (documented in the README):
 
 - valence and arousal are smoothed with confidence-weighted exponential filters stepped by each
   window's own timestamps, so a render and a live run of the same windows smooth identically.
-  Valence uses ``conductor.smoothing_s``. Arousal is asymmetric and needs two windows to move
-  (a blink or a single bright window moves nothing): a **rise** is followed with the short
-  ``attack_s`` (the lower of the last two windows leads), a **fall** with the long ``release_s``
-  (the higher of the two leads): a fight starts with the picture and fades slowly;
+  Valence uses ``conductor.smoothing_s``. Arousal moves only when the last two windows agree on
+  a direction (both above the level: the lower of them leads; both below: the higher), so a
+  blink, a single bright window or a flickering picture moves nothing. A drift follows with
+  ``smoothing_s``; a sudden change (``cue_threshold`` or more) is asymmetric: a **rise** follows
+  with the short ``attack_s``, a **fall** with the long ``release_s``: a fight starts with the
+  picture and fades slowly;
 - a window whose (two-window) arousal jumps at least ``cue_threshold`` from the smoothed level is
   a **cue** (``rise``/``fall``), as is a confident scene change (``scene``); :meth:`observe`
   returns them, for the planner to answer at once rather than at the next bar line;
@@ -192,19 +194,27 @@ class Conductor:
         dt = max(0.0, mood.t_end - s.time)
         confidence = max(0.0, min(1.0, mood.confidence))
         s.valence += _alpha(dt, self._config.smoothing_s) * confidence * (mood.valence - s.valence)
-        # A change must hold for two windows to lead (a rise: the lower of the two; a fall: the
-        # higher): one odd window moves nothing, a new level moves at once (a rise) or slowly.
+        # A sudden change must hold for two windows to lead (a rise: the lower of the two; a
+        # fall: the higher): one odd window moves nothing, a new level moves at once (a rise)
+        # or slowly (a fall).
         last = s.last_arousal if s.last_arousal is not None else mood.arousal
         rising = min(mood.arousal, last)
         falling = max(mood.arousal, last)
+        threshold = self._config.cue_threshold
+        sudden = False
         if rising > s.arousal:
-            target, tau = rising, self._config.attack_s
+            target = rising
+            sudden = rising - s.arousal >= threshold
+            tau = self._config.attack_s if sudden else self._config.smoothing_s
         elif falling < s.arousal:
-            target, tau = falling, self._config.release_s
+            target = falling
+            sudden = s.arousal - falling >= threshold
+            tau = self._config.release_s if sudden else self._config.smoothing_s
         else:
-            target, tau = s.arousal, 0.0
+            # The two windows straddle the level (a wobble, a flicker): it stays.
+            target, tau = s.arousal, self._config.smoothing_s
         jump = target - s.arousal
-        if confidence >= 0.5 and abs(jump) >= self._config.cue_threshold:
+        if sudden and confidence >= 0.5:
             kind: Literal["rise", "fall"] = "rise" if jump > 0 else "fall"
             cues.append(Cue(time=mood.t_end, kind=kind, strength=round(min(1.0, abs(jump)), 3)))
         s.arousal += _alpha(dt, tau) * confidence * (target - s.arousal)

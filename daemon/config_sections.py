@@ -277,14 +277,16 @@ class ConductorConfig(ConfigSection):
     """Scene preset (a file in scenes/) used until a scene model names one."""
 
     smoothing_s: StrictFloat = Field(default=2.0, ge=0, le=60)
-    """Time constant of the exponential smoothing of valence, seconds."""
+    """Time constant of the exponential smoothing of valence, and of arousal while it drifts,
+    seconds."""
 
     attack_s: StrictFloat = Field(default=0.25, ge=0, le=60)
-    """Time constant with which a rise in arousal is followed once it holds for two windows,
-    seconds (short: the music answers a fight at once)."""
+    """Time constant with which a sudden rise in arousal (see cue_threshold) is followed once it
+    holds for two windows, seconds (short: the music answers a fight at once)."""
 
     release_s: StrictFloat = Field(default=3.0, ge=0, le=60)
-    """Time constant with which a fall in arousal is followed, seconds (long: a fight fades)."""
+    """Time constant with which a sudden fall in arousal is followed, seconds (long: a fight
+    fades)."""
 
     cue_threshold: StrictFloat = Field(default=0.35, ge=0.05, le=2)
     """A jump in arousal at least this big (in a window, or in a frame's reading that holds

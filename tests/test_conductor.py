@@ -73,14 +73,14 @@ def test_a_rise_that_holds_is_followed_at_once_and_a_fall_slowly() -> None:
     assert [c.kind for c in cues] == ["rise"] and cues[0].time == t + 1.0
     assert 0.6 < conductor.mood[1] < 0.8  # -1 + 2 * (1 - e^-2)
     t = _feed(conductor, 0.0, 1.0, t + 1.0, 5)
-    assert conductor.mood[1] > 0.99
+    assert conductor.mood[1] > 0.95  # the rest of the way as a drift
     # A fall: the first low window moves nothing, the second starts a slow release (3 s).
     assert conductor.observe(Mood(t_start=t, t_end=t + 0.5, valence=0.0, arousal=-1.0)) == []
     cues = conductor.observe(Mood(t_start=t + 0.5, t_end=t + 1.0, valence=0.0, arousal=-1.0))
     assert [c.kind for c in cues] == ["fall"]
     assert 0.6 < conductor.mood[1] < 0.8  # 1 - 2 * (1 - e^(-1/6))
     _feed(conductor, 0.0, -1.0, t + 1.0, 6)
-    assert -0.8 < conductor.mood[1] < -0.6  # after 6 s more: still on its way down
+    assert -0.85 < conductor.mood[1] < -0.6  # after 6 s more: still on its way down
 
 
 def test_a_wobble_is_no_cue() -> None:

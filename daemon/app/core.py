@@ -106,7 +106,8 @@ def build_core(
     hub = ControlHub(scenes=presets.names)
     reactor = Reactor(
         planner=planner,
-        stingers=config.conductor.stingers,
+        # A library track plays in its own key, not the plan's: no stingers over it.
+        stingers=config.conductor.stingers and library is None,
         stinger_interval_s=config.conductor.stinger_interval_s,
         patches=library is None,
         announce=hub.cue,
