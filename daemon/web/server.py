@@ -30,8 +30,8 @@ Routes
 ``POST /api/<command>``
     One control command (``mood``, ``scene``, ``tempo``, ``layers``, ``key``, ``mute``,
     ``transport``, ``stinger``, ``source``) with the same payload as MQTT's ``cmd/<command>``: a
-    JSON object or a bare value. Answers ``{"ok": true, "message": "ok"}``, or status 400 (404 for an unknown
-    command) with the reason.
+    JSON object or a bare value. Answers ``{"ok": true, "message": "ok"}``, or status 400 (404
+    for an unknown command) with the reason.
 
 Access. Requests from this machine (loopback) are always served. Anyone else must send the
 token (``?token=`` or ``Authorization: Bearer``); when the server listens beyond loopback and no
