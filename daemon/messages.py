@@ -224,6 +224,9 @@ class Plan:
     arousal: float
     preset: ScenePreset = DEFAULT_PRESET
     beats_per_bar: int = 4
+    # The fraction of the bar a tempo change ramps over; None: the engine's ``tempo_ramp``
+    # (a reaction ramps over one beat instead of the bar).
+    ramp: float | None = None
 
     @property
     def scene(self) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -138,10 +139,13 @@ class BarPlanner:
     def started(self, bar: int) -> bool:
         return self.sounding is not None and self.sounding.bar >= bar
 
-    async def write_bar(self, bar: int, *, at: float | None) -> BarScore:
-        """Plan ``bar`` from the conductor's present view and hand its score on; the caller
+    async def write_bar(self, bar: int, *, at: float | None, ramp: float | None = None) -> BarScore:
+        """Plan ``bar`` from the conductor's present view and hand its score on (``ramp``: the
+        fraction of the bar a tempo change ramps over, when not the engine's); the caller
         holds :attr:`lock`."""
         plan = self.conductor.plan_for_bar(bar, at=at)
+        if ramp is not None:
+            plan = dataclasses.replace(plan, ramp=ramp)
         score = await asyncio.to_thread(self._write, plan)
         self._hand_on(score)
         return score
@@ -181,7 +185,7 @@ class BarPlanner:
             plan=score.plan,
             first_beat=0 if before is None else before.first_beat + before.beats,
             bpm_from=None if before is None else before.bpm,
-            ramp=self._ramp,
+            ramp=self._ramp if score.plan.ramp is None else score.plan.ramp,
             section=score.section,
         )
 
@@ -295,8 +299,11 @@ class BarPlanner:
         async with self.lock:
             await self.rewrite(from_bar=from_bar, now=now)
 
-    async def rewrite(self, *, from_bar: int | None, now: float | None) -> None:
-        """:meth:`replan` for a caller that holds :attr:`lock`."""
+    async def rewrite(
+        self, *, from_bar: int | None, now: float | None, ramp: float | None = None
+    ) -> None:
+        """:meth:`replan` for a caller that holds :attr:`lock`; the first bar written again
+        ramps a tempo change over ``ramp`` of the bar when given."""
         present = self._clock.audio_time if now is None else now
         margin = REPLAN_MARGIN_S if now is None else 0.0
         first = (
@@ -307,7 +314,8 @@ class BarPlanner:
             if grid is None or self.started(bar):
                 continue
             if grid.start / grid.sample_rate - present >= margin:
-                await self.write_bar(bar, at=None)
+                await self.write_bar(bar, at=None, ramp=ramp)
+                ramp = None
 
 
 def _item_time(item: Mood | Cue) -> float:

@@ -174,11 +174,14 @@ class Reactor:
             if position is None:
                 return
             target, beat = position
+            # The tempo follows at the next bar line, ramping over a beat rather than a bar.
+            grid = planner.grid(target)
+            quick = 1.0 / (grid.beats if grid is not None else 4)
             if beat > 0:
                 await self._patch_from(target, beat, fade_beats)
-                await planner.rewrite(from_bar=target + 1, now=now)
+                await planner.rewrite(from_bar=target + 1, now=now, ramp=quick)
                 return
-            await planner.rewrite(from_bar=target, now=now)
+            await planner.rewrite(from_bar=target, now=now, ramp=quick)
             return
         bars = 1 if exit_ in STEP else int(exit_.split(":")[1]) if ":" in exit_ else 1
         await planner.rewrite(from_bar=bar + bars, now=now)

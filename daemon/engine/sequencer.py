@@ -266,7 +266,7 @@ class Sequencer:
             plan=plan,
             first_beat=self._beat_index,
             bpm_from=None if self.grid is None else self.grid.bpm,
-            ramp=self._ramp,
+            ramp=self._ramp if plan.ramp is None else plan.ramp,
             section=score.section,
         )
         self._sink.bar(grid, block_start=self._block_start, first=self.plan is None)
