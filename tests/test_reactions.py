@@ -8,6 +8,8 @@ the MIDI file (music21's key analysis) and the engine's own grid.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from daemon.outputs.base import Output, Stage
 from daemon.outputs.midi import CHANNELS, MidiFileOutput
 from daemon.sources import open_source
 from daemon.sources.demo import draw_demo_frame, write_demo_clip
+from tests.test_mqtt import Broker, Subscriber, broker, subscribers  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -237,3 +240,52 @@ def test_transition_rules_from_a_preset_file_are_obeyed(exit_: str, tmp_path: Pa
     lines = [g for g in bars if g.time_at(0) > window_cue]
     wanted = 1 if exit_ == "bar" else 2
     assert changed.bar == lines[wanted - 1].bar, (changed.bar, [g.bar for g in lines])
+
+
+@pytest.mark.mosquitto
+async def test_a_live_cut_is_a_cue_on_mqtt_and_in_the_web_state(
+    broker: Broker,  # noqa: F811
+    subscribers: Callable[[Broker, list[str]], Subscriber],  # noqa: F811
+) -> None:
+    """Live (``run`` with the demo stepping from calm to intense every 4 s): the cut is
+    announced on ``event/cue`` within a second, answered by a stinger on the next beat, and the
+    web state shows it."""
+    import aiohttp
+
+    from daemon.app import LiveRequest, build_live
+    from daemon.bench.reaction import _StepSource
+    from daemon.messages import Layer
+    from daemon.web import WebServer
+
+    sub = subscribers(broker, ["moodscore/test/event/cue"])
+    config = load_config(use_user_file=False).replace("engine", backend="manual")
+    config = config.replace(
+        "mqtt", enabled=True, host="127.0.0.1", port=broker.port, instance="test", discovery=False
+    )
+    config = config.replace("web", enabled=True, host="127.0.0.1", port=0)
+    source = _StepSource.open(config, period=4.0)
+    session = build_live(config, LiveRequest(duration=10.0), source, BackendChoice("manual", "t"))
+    stingers: list[float] = []
+    session.engine.add_note_listener(
+        lambda notes: stingers.extend(n.time for n in notes if n.note.layer is Layer.STINGER)
+    )
+    server = next(o for o in session.outputs if isinstance(o, WebServer))
+    state: dict[str, Any] = {}
+
+    async def look() -> None:
+        await asyncio.sleep(7.0)
+        url = f"http://127.0.0.1:{server.port}/api/state"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            state.update(await response.json())
+
+    looking = asyncio.create_task(look())
+    await session.run()
+    await looking
+    lines = sub.stop()
+    cues = [json.loads(payload) for _, _, payload in lines]
+    rises = [c for c in cues if c["kind"] == "rise" and c["seen_in"] == "frames"]
+    assert rises, cues
+    first = rises[0]
+    assert 4.0 <= first["source_time"] <= 5.0  # the cut at 4 s, confirmed 0.1 s on
+    assert any(t >= first["audio_time"] - 0.02 for t in stingers)
+    assert state["cue"] is not None and state["cue"]["kind"] in ("rise", "fall", "flash", "cut")
