@@ -29,12 +29,7 @@ import soundfile
 
 from daemon.web.latency import CHROMIUM, CHROMIUM_ARGS, chromium_available
 
-_missing = chromium_available()
-pytestmark = [
-    pytest.mark.chromium,
-    pytest.mark.slow,
-    pytest.mark.skipif(_missing is not None, reason=_missing or ""),
-]
+pytestmark = [pytest.mark.chromium, pytest.mark.slow]
 
 # Small visuals keep three viewers cheap on a two-core machine; the page and the path are the
 # same at 1280x720.
@@ -136,6 +131,9 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    # tools/setup.sh installs both: without them these tests fail, they do not skip.
+    missing = chromium_available()
+    assert missing is None, missing
     from playwright.sync_api import sync_playwright
 
     # The browser stands in for OBS, which on a streaming PC has cores of its own; on a

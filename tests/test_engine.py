@@ -206,7 +206,8 @@ def test_velocity_changes_loudness_and_brightness() -> None:
 
 
 def test_more_layers_add_energy_and_onsets() -> None:
-    librosa = pytest.importorskip("librosa")
+    import librosa
+
     # The same notes all along; only the plan's layer count rises from 2 to 4 at bar 2.
     scores = [bar_score(b, band_notes(b), layers=2 if b < 2 else 4) for b in range(4)]
     mono = render(scores, end=8.0).audio.mean(axis=1)
@@ -232,7 +233,8 @@ def test_leaving_layer_fades_over_one_beat_without_a_click() -> None:
 
 
 def test_steals_and_pitch_changes_do_not_click() -> None:
-    signal = pytest.importorskip("scipy.signal")
+    from scipy import signal
+
     # Pad chords every half beat and lead notes every quarter beat, far more than either has
     # voices, so voices are stolen while they sound and retuned for the next pitch. A click is
     # broadband; both layers are low-passed, with next to nothing above 12 kHz.

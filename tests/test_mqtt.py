@@ -37,16 +37,12 @@ from daemon.sources import open_source
 os.environ.setdefault("PYO_GUI_WX", "0")
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-HAVE_CLIENTS = shutil.which("mosquitto_sub") is not None and shutil.which("mosquitto_pub")
-_no_broker = pytest.mark.skipif(
-    not (Path(MOSQUITTO).exists() and HAVE_CLIENTS),
-    reason="needs Debian mosquitto and mosquitto-clients (tools/setup.sh installs them)",
-)
 
 
 def needs_mosquitto(test: Callable[..., Any]) -> Callable[..., Any]:
-    """Marked ``mosquitto`` (and ``slow``: each runs a live session), skipped without one."""
-    return pytest.mark.slow(pytest.mark.mosquitto(_no_broker(test)))
+    """Marked ``mosquitto`` (and ``slow``: each runs a live session). tools/setup.sh installs
+    mosquitto and mosquitto-clients; without them the ``broker`` fixture fails."""
+    return pytest.mark.slow(pytest.mark.mosquitto(test))
 
 
 BASE = "moodscore/test/"
@@ -154,6 +150,10 @@ def retained(port: int, topic: str) -> str:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
+    missing = [
+        tool for tool in (MOSQUITTO, "mosquitto_sub", "mosquitto_pub") if shutil.which(tool) is None
+    ]
+    assert not missing, f"{missing} not found: tools/setup.sh installs mosquitto(-clients)"
     server = Broker(tmp_path)
     server.start()
     yield server
