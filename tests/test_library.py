@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -66,9 +67,37 @@ def _name(valence: float, arousal: float, seed: int) -> str:
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> MusicLibrary:
     """20 audio tracks (two per mood, five formats) and 10 MIDI files, plus a broken file and a
-    text file, scanned into an index with the default two worker processes."""
+    text file, scanned into an index with the default two worker processes.
+
+    With ``MOODSCORE_TEST_LIBRARY_CACHE=DIR`` (tools/mutation.sh sets it) the library is built
+    in DIR once and reused by later runs: the mutation check runs these tests hundreds of times.
+    """
+    cache = os.environ.get("MOODSCORE_TEST_LIBRARY_CACHE")
+    if cache:
+        return _cached_library(Path(cache), tmp_path_factory)
+    return _build_library(tmp_path_factory.mktemp("music"), tmp_path_factory)
+
+
+def _cached_library(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> MusicLibrary:
+    done = cache / "library.json"
+    if not done.is_file():
+        built = _build_library(cache / "music", tmp_path_factory, index=cache / "library.sqlite")
+        document = {"moods": built.moods, "bpm": built.bpm}
+        done.write_text(json.dumps(document))
+    document = json.loads(done.read_text())
+    return MusicLibrary(
+        folder=cache / "music",
+        index=cache / "library.sqlite",
+        moods={name: (v, a) for name, (v, a) in document["moods"].items()},
+        bpm=document["bpm"],
+    )
+
+
+def _build_library(
+    folder: Path, tmp_path_factory: pytest.TempPathFactory, index: Path | None = None
+) -> MusicLibrary:
     config = load_config(use_user_file=False)
-    folder = tmp_path_factory.mktemp("music")
+    folder.mkdir(parents=True, exist_ok=True)
     scratch = tmp_path_factory.mktemp("scratch")
     moods: dict[str, tuple[float, float]] = {}
     bpm: dict[str, float] = {}
@@ -101,7 +130,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> MusicLibrary:
             number += 1
     (folder / "broken.mp3").write_bytes(b"ID3 this is not an mp3 at all" * 50)
     (folder / "notes.txt").write_text("not music")
-    index = tmp_path_factory.mktemp("index") / "library.sqlite"
+    index = index or tmp_path_factory.mktemp("index") / "library.sqlite"
     with LibraryIndex(index) as db:
         report = scan(folder, db, workers=2)
     assert report.analysed == 30, report.failed
