@@ -66,6 +66,18 @@ OFFLINE = BackendChoice("offline", "test")
         ("key", "f#m", KeyCommand(key="F# minor")),
         ("key", "Eb", KeyCommand(key="Eb major")),
         ("key", "a", KeyCommand(key="A minor")),
+        ("key", "F♯m", KeyCommand(key="F# minor")),
+        ("key", "B♭", KeyCommand(key="Bb major")),
+        ("key", "E-", KeyCommand(key="Eb major")),
+        ("key", "A min", KeyCommand(key="A minor")),
+        ("key", "c minor", KeyCommand(key="C minor")),
+        ("key", "auto", KeyCommand(key=None)),
+        ("scene", "auto", SceneCommand(scene=None)),
+        ("layers", "auto", LayersCommand(layers=None)),
+        ("tempo", None, TempoCommand(bpm=None)),
+        ("mood", "0.5,-0.2,30", MoodCommand(valence=0.5, arousal=-0.2, hold_s=30.0)),
+        # README: up to 4 KiB is accepted, whitespace and all.
+        ("tempo", '{"bpm": 120' + " " * (4096 - 12) + "}", TempoCommand(bpm=120.0)),
     ],
 )
 def test_commands_accept_json_objects_and_natural_bare_values(
@@ -107,6 +119,46 @@ def test_bad_payloads_are_refused_with_one_line_that_says_why(
     assert len(message) <= 400
 
 
+def test_keys_name_their_tonic_and_mode() -> None:
+    for payload, tonic_mode in (("F♯m", (6, "minor")), ("B♭", (10, "major")), ("Am", (9, "minor"))):
+        command = parse_command("key", payload)
+        assert isinstance(command, KeyCommand) and command.tonic_mode == tonic_mode
+
+
+def test_refusals_read_as_one_plain_sentence() -> None:
+    """What a user reads on the result topic: the command, the field when it is one, no
+    pydantic prefix, a long value cut to 40 characters, a long list of errors to 300."""
+    messages = {}
+    for name, payload in (
+        ("key", "H minor"),
+        ("mood", '{"valence": 5, "arousal": 0}'),
+        ("tempo", "x" * 60),
+        ("tempo", '{"bpm": 120' + " " * (4097 - 12) + "}"),
+    ):
+        with pytest.raises(CommandError) as caught:
+            parse_command(name, payload)
+        messages[name, payload[:5]] = str(caught.value)
+    assert messages["key", "H min"] == (
+        "key: not a key; write e.g. 'A minor', 'Am', 'Eb major' or 'F#'"
+    )
+    assert messages["mood", '{"val'] == "mood: valence: Input should be less than or equal to 1"
+    assert messages["tempo", "xxxxx"] == (
+        "tempo: '" + "x" * 40 + '...\' is not a number; send e.g. {"bpm": 120} or 120'
+    )
+    assert messages["tempo", '{"bpm'] == "tempo: payload of 4097 bytes is too large (at most 4096)"
+    many = {f"k{i:02d}": i for i in range(60)}  # sixty unknown fields, sixty errors
+    with pytest.raises(CommandError) as caught:
+        parse_command("tempo", {"bpm": 100, **many})
+    message = str(caught.value)
+    assert len(message) == len("tempo: ") + 300 and message.endswith("...")
+    assert message.startswith("tempo: k00: Extra inputs are not permitted; k01: ")
+
+
+def test_results_are_sent_as_ok_and_message() -> None:
+    assert CommandResult(True, "ok").to_json() == {"ok": True, "message": "ok"}
+    assert CommandResult(False, "tempo: no").to_json() == {"ok": False, "message": "tempo: no"}
+
+
 def test_unknown_scene_names_the_available_presets() -> None:
     with pytest.raises(CommandError) as caught:
         parse_command("scene", "../../etc/passwd")
@@ -146,7 +198,72 @@ async def test_a_flood_drops_the_oldest_commands_and_keeps_the_newest() -> None:
 
 async def test_source_commands_without_a_live_session_are_refused() -> None:
     result = await ControlHub().execute("source", "demo")
-    assert not result.ok and "cannot switch" in result.message
+    assert result == CommandResult(False, "source: this session cannot switch sources (a render)")
+
+
+async def test_source_switches_answer_with_what_went_wrong_in_one_line() -> None:
+    from daemon.errors import SourceError
+
+    asked: list[str] = []
+
+    async def switch(spec: str) -> str:
+        asked.append(spec)
+        if spec == "webcam:9":
+            raise SourceError("no camera at index 9; pass --source FILE or --source demo")
+        if spec.startswith("crash"):
+            raise OSError("device busy")
+        return f"opened {spec}"
+
+    hub = ControlHub(switch_source=switch)
+    assert await hub.execute("source", "demo") == CommandResult(True, "ok")
+    assert await hub.execute("source", "webcam:9") == CommandResult(
+        False, "source: no camera at index 9; pass --source FILE or --source demo"
+    )
+    long_spec = "crash" + "x" * 200
+    crashed = await hub.execute("source", long_spec)
+    assert crashed == CommandResult(
+        False, f"source: could not switch to {long_spec[:80]!r}: device busy"
+    )
+    assert asked == ["demo", "webcam:9", long_spec]
+    # A source command never waits in the queue: it is done when answered.
+    assert hub.pending == 0 and hub.take_all() == []
+    hub.set_source_switcher(None)
+    assert not (await hub.execute("source", "demo")).ok
+
+
+async def test_the_hub_hands_commands_over_in_order_and_waits_for_the_next() -> None:
+    hub = ControlHub(queue_size=3)
+    assert hub.state()["overrides"] == {} and hub.state()["playing"] is True
+    waiting = asyncio.create_task(hub.next_command())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    hub.submit(TempoCommand(bpm=100.0))
+    assert await asyncio.wait_for(waiting, 1.0) == TempoCommand(bpm=100.0)
+    for bpm in (101.0, 102.0):
+        hub.submit(TempoCommand(bpm=bpm))
+    assert hub.pending == 2
+    assert await hub.next_command() == TempoCommand(bpm=101.0)
+    assert hub.take_all() == [TempoCommand(bpm=102.0)] and hub.pending == 0
+    with pytest.raises(ValueError, match="at least 1"):
+        ControlHub(queue_size=0)
+
+
+def test_a_removed_or_failing_listener_does_not_stop_the_others() -> None:
+    hub = ControlHub()
+    heard: list[object] = []
+
+    def broken(state: dict[str, object]) -> None:
+        raise RuntimeError("listener bug")
+
+    hub.add_state_listener(broken)
+    hub.add_state_listener(lambda state: heard.append(state["bpm"]))
+    hub.update(bpm=90.0)
+    hub.remove_state_listener(broken)
+    hub.remove_state_listener(print)  # unknown: ignored
+    hub.update(bpm=91.0)
+    assert heard == [90.0, 91.0]
+    with pytest.raises(KeyError, match="colour"):
+        hub.update(colour="red")
 
 
 def test_state_listeners_hear_changes_once_and_get_copies() -> None:
