@@ -499,7 +499,7 @@ async def test_a_command_lands_on_the_next_bar_line_or_the_one_after_when_too_cl
         source=source,
         backend=BackendChoice("manual", "test"),
         render=False,
-        duration=15.0,
+        duration=20.0,
     )
     hub = session.control
     engine = session.engine
@@ -519,13 +519,17 @@ async def test_a_command_lands_on_the_next_bar_line_or_the_one_after_when_too_cl
         await _until(lambda: bool(bars))
         assert (await hub.execute("tempo", "120")).ok
         await _until(lambda: len(bars) >= 2 and bars[-1].plan.bpm == bars[-2].plan.bpm == 120)
-        downbeat = bars[-1].audio_time
-        await _until(lambda: engine.audio_time >= downbeat + 0.3)
-        await command("early", "layers", "2", "layers", 2)
-        await _until(lambda: bars[-1].audio_time > downbeat)
-        downbeat = bars[-1].audio_time
-        await _until(lambda: engine.audio_time >= downbeat + 2.0 - 0.15)
-        await command("late", "layers", "4", "layers", 4)
+        for label, payload, into_bar, latest in (("early", 2, 0.3, 1.0), ("late", 4, 1.85, 1.95)):
+            # Send ``into_bar`` s after a downbeat; a busy machine that wakes the loop past
+            # ``latest`` waits for the next bar instead (nothing sent yet).
+            while True:
+                downbeat = bars[-1].audio_time
+                await _until(lambda: engine.audio_time >= downbeat + into_bar)  # noqa: B023
+                if engine.audio_time <= downbeat + latest and bars[-1].audio_time == downbeat:
+                    break
+                await _until(lambda: bars[-1].audio_time > downbeat)  # noqa: B023
+            await command(label, "layers", str(payload), "layers", payload)
+            await _until(lambda: bars[-1].audio_time > downbeat)  # noqa: B023
 
     driver = asyncio.create_task(drive())
     await session.run()
