@@ -221,6 +221,22 @@ def test_overrides_start_afresh_in_the_new_range_and_release_to_the_mood_at_once
     assert (released.bpm, released.layers) == (120, 3)
 
 
+def test_a_forced_scene_takes_its_own_tempo_even_within_hysteresis_of_the_old_one() -> None:
+    # At arousal -1/6 (level 0.396) the default preset plays 106 bpm, exploration (84-132)
+    # 103: within exploration's hysteresis of 106, yet a new preset starts afresh.
+    conductor = _conductor(smoothing_s=0.0)
+    _steady(conductor, 0.5, -1 / 6)
+    assert conductor.plan_for_bar(0).bpm == 106
+    conductor.force_scene(load_scene("exploration"))
+    assert conductor.plan_for_bar(1).bpm == 103
+
+
+def test_plans_carry_the_configured_metre() -> None:
+    conductor = _conductor(beats_per_bar=3)
+    _steady(conductor, 0.0, 0.0)
+    assert conductor.plan_for_bar(0).beats_per_bar == 3
+
+
 def test_a_nudge_before_any_window_plans_and_the_first_window_replaces_it() -> None:
     conductor = _conductor(smoothing_s=3.0)
     conductor.nudge_mood(0.5, 0.8)

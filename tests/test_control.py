@@ -146,6 +146,9 @@ def test_refusals_read_as_one_plain_sentence() -> None:
         "tempo: '" + "x" * 40 + '...\' is not a number; send e.g. {"bpm": 120} or 120'
     )
     assert messages["tempo", '{"bpm'] == "tempo: payload of 4097 bytes is too large (at most 4096)"
+    with pytest.raises(CommandError) as caught:
+        parse_command("mood", "1,2,3,4")
+    assert str(caught.value).startswith('mood: send a JSON object, e.g. {"valence"')
     many = {f"k{i:02d}": i for i in range(60)}  # sixty unknown fields, sixty errors
     with pytest.raises(CommandError) as caught:
         parse_command("tempo", {"bpm": 100, **many})
@@ -229,11 +232,20 @@ async def test_source_switches_answer_with_what_went_wrong_in_one_line() -> None
     assert hub.pending == 0 and hub.take_all() == []
     hub.set_source_switcher(None)
     assert not (await hub.execute("source", "demo")).ok
+    later = ControlHub()
+    later.set_source_switcher(switch)  # the session sets it once it runs
+    assert await later.execute("source", "demo") == CommandResult(True, "ok")
 
 
 async def test_the_hub_hands_commands_over_in_order_and_waits_for_the_next() -> None:
     hub = ControlHub(queue_size=3)
-    assert hub.state()["overrides"] == {} and hub.state()["playing"] is True
+    state = hub.state()
+    assert state["overrides"] == {} and state["playing"] is True
+    assert (state["valence"], state["arousal"], state["bar"]) == (0.0, 0.0, None)
+    state["overrides"]["bpm"] = 1.0  # a copy: the hub's own state is untouched
+    assert hub.state()["overrides"] == {}
+    refused = await hub.execute("tempo", "1000")
+    assert refused.ok is False
     waiting = asyncio.create_task(hub.next_command())
     await asyncio.sleep(0.01)
     assert not waiting.done()
@@ -246,6 +258,10 @@ async def test_the_hub_hands_commands_over_in_order_and_waits_for_the_next() -> 
     assert hub.take_all() == [TempoCommand(bpm=102.0)] and hub.pending == 0
     with pytest.raises(ValueError, match="at least 1"):
         ControlHub(queue_size=0)
+    single = ControlHub(queue_size=1)
+    single.submit(TempoCommand(bpm=90.0))
+    single.submit(TempoCommand(bpm=91.0))
+    assert single.take_all() == [TempoCommand(bpm=91.0)] and single.dropped == 1
 
 
 def test_a_removed_or_failing_listener_does_not_stop_the_others() -> None:

@@ -378,9 +378,12 @@ def test_a_set_of_targets_pays_for_reusing_a_track() -> None:
     tracks = [
         _track("A", [(0.0, 0.0)]), _track("B", [(0.1, 0.0)]), _track("C", [(0.2, 0.0)])
     ]  # fmt: skip
-    picks = recommend_set(tracks, [mood_target(0.0, 0.0)] * 4)
+    far = [_track(name, [(0.9, 0.9)]) for name in ("E", "D")]  # twins, far away
+    picks = recommend_set([*tracks, *far], [mood_target(0.0, 0.0)] * 4)
     assert [m[0].track.title for m in picks] == ["A", "B", "A", "C"]
     assert all(len(m) == 3 for m in picks)  # the top 3 by default
+    twins = recommend_set(far, [mood_target(0.9, 0.9)], k=2)
+    assert [m.track.title for m in twins[0]] == ["D", "E"]  # a tie goes by path
     # The distances shown stay the true ones.
     assert [m[0].distance for m in picks] == pytest.approx([0.0, 0.1, 0.0, 0.2])
 
@@ -389,6 +392,8 @@ def test_nearest_by_tempo_is_the_closest_tempo() -> None:
     tracks = [_track(f"t{bpm}", [(0.0, 0.0)], tempo=bpm) for bpm in (60, 120, 180)]
     assert nearest_by_tempo(tracks, mood_target(0.0, 0.0)).title == "t120"  # 117 bpm
     assert nearest_by_tempo(tracks, mood_target(0.0, 0.8)).title == "t180"  # 168 bpm
+    same = [_track(name, [(0.0, 0.0)], tempo=117) for name in ("y", "x")]
+    assert nearest_by_tempo(same, mood_target(0.0, 0.0)).title == "x"  # a tie goes by path
     with pytest.raises(ValueError, match="no tracks"):
         nearest_by_tempo([], mood_target(0.0, 0.0))
 
