@@ -23,6 +23,7 @@ from daemon.messages import KICK, SNARE, BarScore, Beat, Chord, Layer, NoteEvent
 from daemon.outputs.midi import CHANNELS, MidiFileOutput, build_midi_file
 from daemon.outputs.midi_port import MidiPortOutput, open_port, resolve_backend
 from daemon.scenes import load_scene
+from tests.hardware import hardware_reason
 
 SR = 48000
 OFFLINE = BackendChoice("offline", "test")
@@ -115,7 +116,8 @@ def note_ons(track: Any) -> list[tuple[int, Any]]:
 
 @pytest.mark.slow
 def test_tempo_change_file_and_audio_agree_on_every_beat(tmp_path: Path) -> None:
-    librosa = pytest.importorskip("librosa")
+    import librosa
+
     path = tmp_path / "ramp.mid"
     # A bar of silence first, so that the first kick is an onset the detector can see.
     scores = [
@@ -294,12 +296,17 @@ def test_port_output_plays_in_step_with_clock_start_and_panic() -> None:
     assert port.closed
 
 
-def test_unknown_backend_and_unusable_alsa_are_clear() -> None:
+def test_unknown_backend_is_clear() -> None:
     with pytest.raises(ConfigError, match="unknown MIDI backend 'coreaudio'"):
         resolve_backend("coreaudio")
     assert resolve_backend("jack") == "mido.backends.rtmidi/UNIX_JACK"
-    if os.path.exists("/dev/snd/seq"):
-        pytest.skip("this machine has an ALSA sequencer")
+
+
+@pytest.mark.skipif(
+    os.path.exists("/dev/snd/seq"),
+    reason=hardware_reason("ALSA sequencer", "this machine has one; the test needs it missing"),
+)
+def test_unusable_alsa_is_clear() -> None:
     with pytest.raises(EngineError, match="does not work here"):
         open_port("", "alsa")
 
@@ -316,7 +323,7 @@ def jack_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """
     jackd = shutil.which("jackd")
     if jackd is None:
-        pytest.skip("jackd is not installed (Debian: apt install jackd2)")
+        pytest.fail("jackd is not installed: tools/setup.sh installs jackd2")
     name = f"moodscore-midi-test-{os.getpid()}"
     monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
@@ -331,7 +338,7 @@ def jack_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         while not jack_running():
             if proc.poll() is not None:
                 stderr = proc.stderr.read() if proc.stderr else ""
-                pytest.skip(f"jackd did not start: {stderr.strip()[-300:]}")
+                pytest.fail(f"jackd did not start: {stderr.strip()[-300:]}")
             if time.monotonic() > deadline:
                 pytest.fail("jackd did not accept clients within 10 s")
             time.sleep(0.1)
