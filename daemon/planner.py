@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from daemon.analysis.board import MoodBoard
 from daemon.clock import BarGrid, MusicClock
@@ -37,8 +37,13 @@ from daemon.conductor import Conductor
 from daemon.engine import ScoreQueue
 from daemon.messages import BarPatch, BarScore, BarStarted, Cue, Mood, Plan
 
-if TYPE_CHECKING:
-    from daemon.reactions import Reactor
+
+class CueAnswer(Protocol):
+    """What answers a cue between bar lines: :class:`~daemon.reactions.Reactor` (which sits
+    above the planner: it writes through it, so the planner only knows this much of it)."""
+
+    async def answer(self, cue: Cue, *, confirmed: bool, now: float | None) -> None: ...
+
 
 # A command re-plans a bar already composed when its downbeat is at least this far ahead of the
 # engine (composing a bar takes a few ms; the margin covers a busy machine and a tempo ramp's
@@ -97,7 +102,7 @@ class BarPlanner:
         self._sample_rate = sample_rate
         self._ramp = ramp
         self._last_bar = last_bar
-        self.reactor: Reactor | None = None
+        self.reactor: CueAnswer | None = None
         # One composition at a time (the composer keeps state from bar to bar).
         self.lock = asyncio.Lock()
         self._scores: dict[int, BarScore] = {}  # the latest score written for each bar
