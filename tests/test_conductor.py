@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from daemon.conductor import Conductor
@@ -182,17 +184,19 @@ def test_valence_nudges_the_density_a_little() -> None:
 def test_smoothing_moves_both_valence_and_arousal_by_the_time_constant() -> None:
     conductor = _conductor(smoothing_s=1.0)
     conductor.observe(Mood(t_start=0.0, t_end=0.5, valence=0.0, arousal=0.0))
-    conductor.observe(Mood(t_start=0.5, t_end=1.0, valence=1.0, arousal=-1.0))
-    # Half a second of a 1 s filter: 1 - e^-0.5 = 39 % of the way.
-    valence, arousal = conductor.mood
-    assert valence == pytest.approx(0.3935, abs=0.01) and arousal == pytest.approx(
-        -0.3935, abs=0.01
-    )
+    conductor.observe(Mood(t_start=0.5, t_end=1.0, valence=1.0, arousal=-0.3))
+    # Half a second of a 1 s filter: 1 - e^-0.5 = 39 % of the way. Arousal waits for a second
+    # window that agrees (one odd window moves nothing).
+    assert conductor.mood == pytest.approx((0.3935, 0.0), abs=0.01)
+    conductor.observe(Mood(t_start=1.0, t_end=1.5, valence=1.0, arousal=-0.3))
+    # A drift (below cue_threshold) follows smoothing_s: 39 % of -0.3 in the half second.
+    assert conductor.mood == pytest.approx((1 - math.exp(-1.0), -0.3 * 0.3935), abs=0.01)
     instant = _conductor(smoothing_s=0.0)
     _feed(instant, 0.0, 0.0, 0.0, 1)
-    instant.observe(Mood(t_start=1.0, t_end=1.5, valence=0.6, arousal=-0.6))
-    assert instant.mood == (0.6, -0.6)
-    assert instant.moods_seen == 3
+    instant.observe(Mood(t_start=1.0, t_end=1.5, valence=0.6, arousal=-0.2))
+    instant.observe(Mood(t_start=1.5, t_end=2.0, valence=0.6, arousal=-0.2))
+    assert instant.mood == pytest.approx((0.6, -0.2))
+    assert instant.moods_seen == 4
 
 
 def test_a_scene_must_be_named_without_a_break_for_the_hold_time() -> None:
