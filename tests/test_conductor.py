@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from daemon.conductor import Conductor
@@ -61,15 +63,38 @@ def test_hysteresis_holds_the_plan_when_the_mood_wobbles() -> None:
     assert {p.mode for p in plans} == {first.mode}
 
 
-def test_smoothing_follows_a_step_gradually() -> None:
-    conductor = _conductor(smoothing_s=3.0)
+def test_a_rise_that_holds_is_followed_at_once_and_a_fall_slowly() -> None:
+    conductor = _conductor(attack_s=0.25, release_s=3.0, cue_threshold=0.35)
     t = _feed(conductor, 0.0, -1.0, 0.0, 10)
-    conductor.observe(Mood(t_start=t, t_end=t + 0.5, valence=0.0, arousal=1.0))
-    _, arousal_after_one = conductor.mood
-    _feed(conductor, 0.0, 1.0, t + 0.5, 15)
-    _, arousal_late = conductor.mood
-    assert -1.0 < arousal_after_one < -0.6
-    assert arousal_late > 0.9
+    # One intense window could be a flash: nothing moves, nothing is cued.
+    assert conductor.observe(Mood(t_start=t, t_end=t + 0.5, valence=0.0, arousal=1.0)) == []
+    assert conductor.mood[1] == -1.0
+    # The second one says it holds: the attack (0.25 s) takes most of the way in half a second,
+    # and the jump is a cue.
+    cues = conductor.observe(Mood(t_start=t + 0.5, t_end=t + 1.0, valence=0.0, arousal=1.0))
+    assert [c.kind for c in cues] == ["rise"] and cues[0].time == t + 1.0
+    assert 0.6 < conductor.mood[1] < 0.8  # -1 + 2 * (1 - e^-2)
+    t = _feed(conductor, 0.0, 1.0, t + 1.0, 5)
+    assert conductor.mood[1] > 0.95  # the rest of the way as a drift
+    # A fall: the first low window moves nothing, the second starts a slow release (3 s).
+    assert conductor.observe(Mood(t_start=t, t_end=t + 0.5, valence=0.0, arousal=-1.0)) == []
+    cues = conductor.observe(Mood(t_start=t + 0.5, t_end=t + 1.0, valence=0.0, arousal=-1.0))
+    assert [c.kind for c in cues] == ["fall"]
+    assert 0.6 < conductor.mood[1] < 0.8  # 1 - 2 * (1 - e^(-1/6))
+    _feed(conductor, 0.0, -1.0, t + 1.0, 6)
+    assert -0.85 < conductor.mood[1] < -0.6  # after 6 s more: still on its way down
+
+
+def test_a_wobble_is_no_cue() -> None:
+    conductor = _conductor(cue_threshold=0.35)
+    t = _feed(conductor, 0.0, 0.0, 0.0, 4)
+    cues = []
+    for i in range(40):
+        arousal = 0.2 if i % 2 else -0.2
+        cues += conductor.observe(
+            Mood(t_start=t + i * 0.5, t_end=t + i * 0.5 + 0.5, valence=0.0, arousal=arousal)
+        )
+    assert cues == []
 
 
 def test_low_confidence_windows_barely_move_the_mood() -> None:
@@ -159,17 +184,19 @@ def test_valence_nudges_the_density_a_little() -> None:
 def test_smoothing_moves_both_valence_and_arousal_by_the_time_constant() -> None:
     conductor = _conductor(smoothing_s=1.0)
     conductor.observe(Mood(t_start=0.0, t_end=0.5, valence=0.0, arousal=0.0))
-    conductor.observe(Mood(t_start=0.5, t_end=1.0, valence=1.0, arousal=-1.0))
-    # Half a second of a 1 s filter: 1 - e^-0.5 = 39 % of the way.
-    valence, arousal = conductor.mood
-    assert valence == pytest.approx(0.3935, abs=0.01) and arousal == pytest.approx(
-        -0.3935, abs=0.01
-    )
+    conductor.observe(Mood(t_start=0.5, t_end=1.0, valence=1.0, arousal=-0.3))
+    # Half a second of a 1 s filter: 1 - e^-0.5 = 39 % of the way. Arousal waits for a second
+    # window that agrees (one odd window moves nothing).
+    assert conductor.mood == pytest.approx((0.3935, 0.0), abs=0.01)
+    conductor.observe(Mood(t_start=1.0, t_end=1.5, valence=1.0, arousal=-0.3))
+    # A drift (below cue_threshold) follows smoothing_s: 39 % of -0.3 in the half second.
+    assert conductor.mood == pytest.approx((1 - math.exp(-1.0), -0.3 * 0.3935), abs=0.01)
     instant = _conductor(smoothing_s=0.0)
     _feed(instant, 0.0, 0.0, 0.0, 1)
-    instant.observe(Mood(t_start=1.0, t_end=1.5, valence=0.6, arousal=-0.6))
-    assert instant.mood == (0.6, -0.6)
-    assert instant.moods_seen == 3
+    instant.observe(Mood(t_start=1.0, t_end=1.5, valence=0.6, arousal=-0.2))
+    instant.observe(Mood(t_start=1.5, t_end=2.0, valence=0.6, arousal=-0.2))
+    assert instant.mood == pytest.approx((0.6, -0.2))
+    assert instant.moods_seen == 4
 
 
 def test_a_scene_must_be_named_without_a_break_for_the_hold_time() -> None:

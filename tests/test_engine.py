@@ -594,6 +594,9 @@ def test_sequencer_without_pyo() -> None:
             assert block_start <= grid.start < block_start + 256
             self.bars.append(grid.bpm)
 
+        def change(self, plan: Plan, *, block_start: int, at: int, fade_s: float) -> None:
+            raise AssertionError("no patch was sent: the band never changes mid-bar")
+
     scores = {0: bar_score(0, [NoteEvent(Layer.LEAD, 60, 90, 1.5, 1.0)])}
     ended: list[int] = []
     sink = Sink()

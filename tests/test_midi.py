@@ -271,8 +271,8 @@ def test_port_output_plays_in_step_with_clock_start_and_panic() -> None:
     engine.close_scheduler()
     got = [(t - t0, m) for t, m in port.received]
     types = [m.type for _, m in got]
-    assert types[:4] == ["program_change"] * 4
-    assert types[4:7] == ["songpos", "start", "clock"]
+    assert types[:5] == ["program_change"] * 5  # lead, bass, pad, arp, stingers
+    assert types[5:8] == ["songpos", "start", "clock"]
     clocks = [t for t, m in got if m.type == "clock"]
     assert len(clocks) == 4 * 24
     assert np.mean(np.diff(clocks)) == pytest.approx(0.25 / 24, rel=0.05)
@@ -288,7 +288,7 @@ def test_port_output_plays_in_step_with_clock_start_and_panic() -> None:
     assert abs(first("note_off", 69)[0] - 0.75) < 0.01
     # Panic on close: the held pad note is released, every channel hears All Notes Off, and
     # the clock stops.
-    tail = [m for _, m in got if m.type != "clock"][-12:]
+    tail = [m for _, m in got if m.type != "clock"][-(2 * len(CHANNELS) + 2) :]
     assert any(m.type == "note_off" and m.note == 57 for m in tail)
     all_off = {m.channel for _, m in got if m.type == "control_change" and m.control == 123}
     assert all_off == set(CHANNELS.values())
