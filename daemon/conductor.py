@@ -11,7 +11,8 @@ Mapping (documented in the README):
   with the short ``attack_s``, a **fall** with the long ``release_s``: a fight starts with the
   picture and fades slowly;
 - a window whose (two-window) arousal jumps at least ``cue_threshold`` from the smoothed level is
-  a **cue** (``rise``/``fall``), as is a confident scene change (``scene``); :meth:`observe`
+  a **cue** (``rise``/``fall``; once per change, not again while the level is still catching
+  up), as is a confident scene change (``scene``); :meth:`observe`
   returns them, for the planner to answer at once rather than at the next bar line;
 - arousal is read as a **level** in [0, 1] across [-0.8, +0.8] (clipped beyond): analysers seldom
   report the extremes, and the full tempo and layer ranges should be reachable;
@@ -62,6 +63,9 @@ class _Smoothed:
     arousal: float
     time: float
     last_arousal: float | None = None  # the previous window's reading (rises must hold)
+    # The sudden change under way ("rise"/"fall"), cued once: a slow release stays sudden for
+    # many windows, and each would otherwise be a fresh cue (and a fresh stinger).
+    moving: str | None = None
 
 
 class Conductor:
@@ -214,9 +218,10 @@ class Conductor:
             # The two windows straddle the level (a wobble, a flicker): it stays.
             target, tau = s.arousal, self._config.smoothing_s
         jump = target - s.arousal
-        if sudden and confidence >= 0.5:
-            kind: Literal["rise", "fall"] = "rise" if jump > 0 else "fall"
+        kind: Literal["rise", "fall"] = "rise" if jump > 0 else "fall"
+        if sudden and confidence >= 0.5 and s.moving != kind:
             cues.append(Cue(time=mood.t_end, kind=kind, strength=round(min(1.0, abs(jump)), 3)))
+        s.moving = kind if sudden else None
         s.arousal += _alpha(dt, tau) * confidence * (target - s.arousal)
         s.last_arousal = mood.arousal
         s.time = max(s.time, mood.t_end)

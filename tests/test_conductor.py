@@ -81,8 +81,20 @@ def test_a_rise_that_holds_is_followed_at_once_and_a_fall_slowly() -> None:
     cues = conductor.observe(Mood(t_start=t + 0.5, t_end=t + 1.0, valence=0.0, arousal=-1.0))
     assert [c.kind for c in cues] == ["fall"]
     assert 0.6 < conductor.mood[1] < 0.8  # 1 - 2 * (1 - e^(-1/6))
-    _feed(conductor, 0.0, -1.0, t + 1.0, 6)
-    assert -0.85 < conductor.mood[1] < -0.6  # after 6 s more: still on its way down
+    # After 6 s more it is still on its way down, and the fall was cued once, not per window.
+    later = [
+        cue
+        for k in range(12)
+        for cue in conductor.observe(
+            Mood(t_start=t + 1.0 + k / 2, t_end=t + 1.5 + k / 2, valence=0.0, arousal=-1.0)
+        )
+    ]
+    assert later == [] and -0.85 < conductor.mood[1] < -0.6
+    # The next rise is a new change: cued again.
+    t += 7.0
+    conductor.observe(Mood(t_start=t, t_end=t + 0.5, valence=0.0, arousal=1.0))
+    cues = conductor.observe(Mood(t_start=t + 0.5, t_end=t + 1.0, valence=0.0, arousal=1.0))
+    assert [c.kind for c in cues] == ["rise"]
 
 
 def test_a_wobble_is_no_cue() -> None:

@@ -197,7 +197,7 @@ class _StepSource:
         return StepSource()
 
 
-def live_latency(config: Config, *, seconds: float = 40.0, period: float = 4.0) -> dict[str, Any]:
+def live_latency(config: Config, *, seconds: float = 60.0, period: float = 4.0) -> dict[str, Any]:
     """Live (manual backend, paced source): from the arrival of the frame that confirms a cut
     to calm -> intense, to the moment the first sample of the stinger answering it is heard
     (the engine's wall clock for its first note), in ms."""
