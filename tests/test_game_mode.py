@@ -7,7 +7,6 @@ game's own count of visible monsters per frame as ground truth.
 
 from __future__ import annotations
 
-import fractions
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from daemon.cli import main
 from daemon.config import GameConfig
 from daemon.messages import Frame
+from daemon.sources.demo import write_frames_clip
 from models.scene_data import MODEL_FPS, SCENE_CLASSES
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
@@ -28,31 +28,9 @@ VIDEO_FPS = 24  # each game frame written three times: a capture runs faster tha
 COMBAT, EXPLORATION = SCENE_CLASSES.index("combat"), SCENE_CLASSES.index("exploration")
 
 
-def write_video(path: Path, frames: list[np.ndarray], *, repeat: int) -> None:
-    import av
-
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=round(MODEL_FPS * repeat))
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "18"}
-        index = 0
-        for image in frames:
-            for _ in range(repeat):
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame.pts = index
-                frame.time_base = fractions.Fraction(1, round(MODEL_FPS * repeat))
-                index += 1
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 @pytest.fixture(scope="module")
-def held_out_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
-    """(video path, per-frame game labels at 8 fps) of 40 s of freedoom1 E1M5."""
+def recording() -> tuple[np.ndarray, np.ndarray]:
+    """(320x240 frames, per-frame game labels) at 8 fps of 40 s of freedoom1 E1M5."""
     # The `train` extra (vizdoom) is installed by tools/setup.sh: without it this fails.
     if str(TOOLS) not in sys.path:
         sys.path.insert(0, str(TOOLS))
@@ -62,9 +40,18 @@ def held_out_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.nd
     clip = record_map(
         "freedoom1", "E1M5", seconds=SECONDS, seed=1, overlays=False, full_frames=full
     )
+    return np.stack(full), clip.labels
+
+
+@pytest.fixture(scope="module")
+def held_out_clip(
+    recording: tuple[np.ndarray, np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, np.ndarray]:
+    """(video path, per-frame game labels at 8 fps) of the recording."""
+    frames, labels = recording
     path = tmp_path_factory.mktemp("game") / "e1m5.mp4"
-    write_video(path, full, repeat=VIDEO_FPS // int(MODEL_FPS))
-    return path, clip.labels
+    write_frames_clip(path, frames, fps=MODEL_FPS, repeat=VIDEO_FPS // int(MODEL_FPS))
+    return path, labels
 
 
 def _truth(window: dict[str, Any], labels: np.ndarray) -> int | None:
@@ -184,3 +171,24 @@ def test_auto_mode_follows_faces_when_there_are_faces_else_the_game(
         assert not game.faces and game.scene_probs
     finally:
         model.close()
+
+
+@pytest.mark.slow
+def test_a_fight_is_answered_within_a_beat(
+    recording: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """Exploration cut to a fight at 110 bpm (the reaction bench's game step): the music is heard
+    to change within one beat + 0.3 s (the combat preset's riser starts at once) and is half-way
+    within a bar + 0.5 s, measured against the same clip rendered with the scene held."""
+    from daemon.bench.reaction import measure_game_step
+    from daemon.config import load_config
+
+    frames, labels = recording
+    bpm = 110.0
+    reaction = measure_game_step(
+        load_config(), (frames, labels, MODEL_FPS), rise=True, bpm=bpm, scratch=tmp_path
+    )
+    beat = 60.0 / bpm
+    assert reaction.first_change_s is not None and reaction.half_done_s is not None
+    assert 0.0 <= reaction.first_change_s <= beat + 0.3
+    assert reaction.half_done_s <= 4 * beat + 0.5

@@ -155,7 +155,8 @@ def test_train_scene_on_a_tiny_clip_folder(tmp_path: Path) -> None:
     sys.path.insert(0, str(TOOLS))
     from record_vizdoom import record_map
 
-    from tests.test_game_mode import write_video
+    from daemon.sources.demo import write_frames_clip
+    from models.scene_data import MODEL_FPS
 
     clips_dir = tmp_path / "clips"
     for name, scenario in (("fight", "defend_the_line"), ("maze", "my_way_home")):
@@ -169,7 +170,7 @@ def test_train_scene_on_a_tiny_clip_folder(tmp_path: Path) -> None:
                 for k, image in enumerate(full):
                     cv2.imwrite(str(frames_dir / f"{k:04d}.png"), image[:, :, ::-1])
             else:
-                write_video(clips_dir / name / f"{seed}.mp4", full, repeat=2)
+                write_frames_clip(clips_dir / name / f"{seed}.mp4", full, fps=MODEL_FPS, repeat=2)
     model = tmp_path / "my-game.pt"
     args = ["train-scene", str(clips_dir), "-o", str(model), "--epochs", "1", "--steps", "3"]
     assert main(args) == 0

@@ -31,6 +31,10 @@ class WindowModel(ABC, Generic[Prepared]):
     def reset(self) -> None:
         """Forget everything about the previous stream (a new run starts)."""
 
+    def cut(self, time: float) -> None:
+        """The picture cut at ``time`` (a cue found in the frames): a model that reads a
+        stretch of frames may forget those before it, so the new picture is read on its own."""
+
     @abstractmethod
     def prepare(self, frame: Frame) -> Prepared:
         """The per-frame work, called for every frame in order; keep what ``infer`` needs."""

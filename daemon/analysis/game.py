@@ -10,6 +10,12 @@ window does not flip the scene; the window names the most probable scene when it
 reaches ``game.min_scene_prob`` (else no scene: the conductor keeps its preset). The conductor
 switches preset when a scene persists for ``conductor.scene_hold_s``.
 
+A cut found in the frames (:mod:`daemon.analysis.cues`: the picture jumped to a new, steady one)
+starts the reading afresh: the GRU forgets the frames before the cut and the smoothing starts
+from the new picture's probabilities, so the first window after a cut to a fight reads the fight
+alone instead of half a second of the calm before it (a game's own score answers a cut on the
+next beat; a reading that averages across the cut would answer a second later).
+
 ``auto``: both models see every frame; a window in which at least half the frames show a face
 reads as the face mode does, any other as the game mode does (so a streamer's face cam
 overlay, or a webcam pointed at a person, follows the face; a capture of a game without a
@@ -104,12 +110,19 @@ class GameModel(WindowModel[np.ndarray | None]):
         self._probs: np.ndarray | None = None
         self._time = 0.0
         self._last: Mood | None = None
+        self._kept: list[float] = []  # times of the frames kept since the last window
+        self._cut_at: float | None = None
 
     def reset(self) -> None:
         self._reader.reset()
         self._next_pts = None
         self._probs = None
         self._last = None
+        self._kept = []
+        self._cut_at = None
+
+    def cut(self, time: float) -> None:
+        self._cut_at = time
 
     def prepare(self, frame: Frame) -> np.ndarray | None:
         """The frame shrunk to 96x72 when it is due at the model's rate, else None (skipped)."""
@@ -122,10 +135,20 @@ class GameModel(WindowModel[np.ndarray | None]):
         # Ticks stay on the model's grid; after a gap longer than a tick the grid starts afresh.
         following = pts + self._period if due is None else due + self._period
         self._next_pts = following if following > pts else pts + self._period
+        self._kept.append(pts)
         return shrink_to_store(frame.image)
 
     def infer(self, prepared: Sequence[np.ndarray | None], t_start: float, t_end: float) -> Mood:
         frames = [p for p in prepared if p is not None]
+        kept, self._kept = self._kept, []
+        if self._cut_at is not None:
+            # Read the new picture on its own: what came before the cut is another scene.
+            after = [f for f, pts in zip(frames, kept, strict=False) if pts >= self._cut_at - 1e-6]
+            if after:
+                self._reader.reset()
+                self._probs = None
+                frames = after
+            self._cut_at = None
         if frames:
             self._reader.push(np.stack(frames))
         reading = self._reader.read()
@@ -170,6 +193,9 @@ class AutoModel(WindowModel[tuple[Any, np.ndarray | None]]):
     def reset(self) -> None:
         self._face.reset()
         self._game.reset()
+
+    def cut(self, time: float) -> None:
+        self._game.cut(time)
 
     def prepare(self, frame: Frame) -> tuple[Any, np.ndarray | None]:
         return self._face.prepare(frame), self._game.prepare(frame)

@@ -29,6 +29,9 @@ from daemon.sources.base import FrameSource
 
 log = logging.getLogger("moodscore.analysis")
 
+# Cues after which the picture is a new one (a flash comes back: the model keeps its history).
+CUTS = frozenset({"cut", "rise", "fall"})
+
 
 class WindowAnalyzer:
     """The synchronous core: frames in, one Mood per completed window out.
@@ -150,7 +153,11 @@ class AnalysisStage:
 
         def push(frame: Frame) -> tuple[list[Mood], list[Cue]]:
             moods = analyzer.push(frame)
-            return moods, detector.push(frame) if detector is not None else []
+            cues = detector.push(frame) if detector is not None else []
+            for cue in cues:
+                if cue.kind in CUTS:
+                    analyzer.model.cut(cue.time)
+            return moods, cues
 
         last_pts = 0.0
         frame_period = 1.0 / source.fps if source.fps > 0 else 0.0

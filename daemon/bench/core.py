@@ -107,9 +107,14 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
 
 
 def _reaction(config: Config, *, quick: bool) -> dict[str, Any]:
-    from daemon.bench.reaction import live_latency, reaction_figures
+    from daemon.bench.reaction import game_reaction_figures, live_latency, reaction_figures
 
     figures = reaction_figures(config, quick=quick)
+    try:
+        figures["game"] = game_reaction_figures(config, quick=quick)
+    except ImportError as exc:
+        # ViZDoom comes with the `train` extra (tools/setup.sh installs it).
+        figures["game"] = {"skipped": f"needs ViZDoom (the train extra): {exc}"}
     figures["live_cut_to_stinger_ms"] = live_latency(config, seconds=20.0 if quick else 60.0)
     return figures
 

@@ -10,6 +10,15 @@ level the cut render settles at.
 
 The tempo at the cut is set with a scene preset whose tempo range starts there (70, 110 or 150
 bpm), written to a scratch folder (``conductor.preset_dirs``).
+
+**Game mode** steps are cut from real ViZDoom footage (freedoom1 E1M5, recorded by
+``tools/record_vizdoom.py``, the game's own count of visible monsters as the label): a stretch of
+exploration, then a fight (a rise), or a fight, then exploration (a fall). Here the scene model
+reads the picture, so a second picture cannot be "the same but uncut": the control is the *same
+clip* rendered with the scene held (its hold time set beyond the clip). Both renders hear the same
+readings of intensity, so they are identical until the scene change is heard; what the intensity
+alone changes counts in neither, which makes these figures an upper bound of the first change.
+Both scene presets are fixed at the step's tempo so "one beat" has one meaning.
 """
 
 from __future__ import annotations
@@ -160,6 +169,130 @@ def reaction_figures(config: Config, *, quick: bool = False) -> dict[str, Any]:
                 )
     return {
         "method": "first sample differing from the uncut render; activity half-way (1 beat)",
+        "steps": [dataclasses.asdict(step) for step in steps],
+    }
+
+
+GAME_MAP = ("freedoom1", "E1M5")
+GAME_RECORD_S = 60.0
+GAME_BEFORE_S = 8.0  # of the first scene, then the cut
+GAME_AFTER_S = 12.0  # of the second scene after the cut
+MIN_RUN_S = 4.0  # the shortest stretch of one scene a step is cut from
+VIDEO_REPEAT = 3  # each 8 fps game frame written three times: a 24 fps capture
+
+
+def _runs(labels: np.ndarray, wanted: int) -> list[tuple[int, int]]:
+    """(start, end) frame index ranges where ``labels`` is ``wanted``, longest first."""
+    padded = np.concatenate(([False], labels == wanted, [False]))
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    runs = list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+    return sorted(runs, key=lambda run: run[0] - run[1])
+
+
+def _ping_pong(frames: np.ndarray, n: int) -> np.ndarray:
+    """``n`` frames of ``frames`` played forwards, backwards, forwards...: a short stretch of one
+    scene made as long as needed, every picture still a real one from that scene."""
+    cycle = np.concatenate((frames, frames[::-1])) if len(frames) > 1 else frames
+    reps = -(-n // len(cycle))
+    return np.concatenate([cycle] * reps)[:n]
+
+
+def _game_footage() -> tuple[np.ndarray, np.ndarray, float]:
+    """(frames, labels, fps) of the recorded ViZDoom map (full 320x240 frames)."""
+    import sys
+
+    from daemon.config import REPO_ROOT
+
+    tools = str(REPO_ROOT / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    from record_vizdoom import record_map
+
+    full: list[np.ndarray] = []
+    clip = record_map(*GAME_MAP, seconds=GAME_RECORD_S, seed=1, overlays=False, full_frames=full)
+    return np.stack(full), np.asarray(clip.labels), float(clip.fps)
+
+
+def _game_presets(folder: Path, bpm: float) -> None:
+    """The built-in exploration and combat presets, both fixed at ``bpm``."""
+    import re
+
+    from daemon.config import SCENES_DIR
+
+    for name in ("exploration", "combat"):
+        text = (SCENES_DIR / f"{name}.toml").read_text()
+        text = re.sub(r"(?m)^bpm_min = .*$", f"bpm_min = {bpm}", text)
+        text = re.sub(r"(?m)^bpm_max = .*$", f"bpm_max = {bpm}", text)
+        (folder / f"{name}.toml").write_text(text)
+
+
+def measure_game_step(
+    config: Config,
+    footage: tuple[np.ndarray, np.ndarray, float],
+    *,
+    rise: bool,
+    bpm: float,
+    scratch: Path,
+) -> Reaction:
+    """Render a game-mode step (exploration -> combat when ``rise``, else back) cut from
+    ``footage``, and the same clip with the scene held; the reaction (module docstring)."""
+    from daemon.sources.demo import write_frames_clip
+    from models.scene_data import SCENE_CLASSES
+
+    frames, labels, fps = footage
+    first, second = ("exploration", "combat") if rise else ("combat", "exploration")
+    before_n, after_n = round(GAME_BEFORE_S * fps), round(GAME_AFTER_S * fps)
+    stretches = []
+    for name in (first, second):
+        runs = _runs(labels, SCENE_CLASSES.index(name))
+        # The earliest long stretch: the map's opening walk, its first fight.
+        long_runs = sorted(r for r in runs if r[1] - r[0] >= MIN_RUN_S * fps)
+        if not long_runs:
+            raise RuntimeError(f"the {GAME_MAP} footage has no {name} of {MIN_RUN_S:g} s")
+        start, end = long_runs[0]
+        stretches.append(frames[start:end])
+    before = _ping_pong(stretches[0], before_n)
+    after = _ping_pong(stretches[1], after_n)
+    tag = f"game-{first}-{second}-{bpm:g}"
+    clip = write_frames_clip(
+        scratch / f"{tag}.mp4", np.concatenate((before, after)), fps=fps, repeat=VIDEO_REPEAT
+    )
+    presets = scratch / f"presets-{bpm:g}"
+    presets.mkdir(exist_ok=True)
+    _game_presets(presets, bpm)
+    config = config.replace("conductor", scene=first, preset_dirs=[str(presets)])
+    config = config.replace("analysis", mode="game").replace("mqtt", enabled=False)
+    never = GAME_BEFORE_S + GAME_AFTER_S + 1.0  # longer than the clip
+    held = config.replace("conductor", scene_attack_s=never, scene_hold_s=never)
+    with_cut = _render(config, clip, scratch / f"{tag}-cut.wav")
+    without = _render(held, clip, scratch / f"{tag}-held.wav")
+    rate = config.engine.sample_rate
+    cut_s = before_n / fps
+    first_change = first_difference(with_cut, without, rate)
+    return Reaction(
+        direction="rise" if rise else "fall",
+        bpm=bpm,
+        first_change_s=None if first_change is None else round(first_change - cut_s, 3),
+        half_done_s=_rounded(half_done(with_cut, without, rate, cut_s=cut_s, beat_s=60.0 / bpm)),
+    )
+
+
+def game_reaction_figures(config: Config, *, quick: bool = False) -> dict[str, Any]:
+    """Game-mode steps (real ViZDoom footage) at 70, 110 and 150 bpm, both ways."""
+    tempos = TEMPOS[1:2] if quick else TEMPOS
+    footage = _game_footage()
+    steps: list[Reaction] = []
+    with tempfile.TemporaryDirectory(prefix="moodscore-reaction-game-") as scratch:
+        for bpm in tempos:
+            for rise in (True, False):
+                steps.append(
+                    measure_game_step(config, footage, rise=rise, bpm=bpm, scratch=Path(scratch))
+                )
+    return {
+        "method": (
+            f"{GAME_MAP[0]} {GAME_MAP[1]} footage cut {GAME_BEFORE_S:g} s into the first scene; "
+            "control: the same clip with the scene held"
+        ),
         "steps": [dataclasses.asdict(step) for step in steps],
     }
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import fractions
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,6 +183,35 @@ class DemoSource(ThreadedSource):
 
     def _release(self) -> None:
         pass
+
+
+def write_frames_clip(
+    path: Path, frames: Sequence[np.ndarray] | np.ndarray, *, fps: float, repeat: int = 1
+) -> Path:
+    """Write RGB ``frames`` (shown at ``fps``) as an H.264 MP4, each frame ``repeat`` times, so
+    footage kept at a model's low rate plays at a capture's rate (a video of real game frames
+    whose content, and labels, are known)."""
+    import av
+
+    rate = round(fps * repeat)
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "18"}
+        index = 0
+        for image in frames:
+            for _ in range(repeat):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                frame.pts = index
+                frame.time_base = fractions.Fraction(1, rate)
+                index += 1
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
 
 
 def write_demo_clip(
