@@ -192,3 +192,32 @@ def test_a_fight_is_answered_within_a_beat(
     assert reaction.first_change_s is not None and reaction.half_done_s is not None
     assert 0.0 <= reaction.first_change_s <= beat + 0.3
     assert reaction.half_done_s <= 4 * beat + 0.5
+
+
+def test_a_cut_restarts_the_scene_reading(recording: tuple[np.ndarray, np.ndarray]) -> None:
+    """After a cut found in the frames, the window reads the new picture on its own: the same as
+    a model that never saw what came before (without the cut it would still carry the calm)."""
+    from daemon.analysis.game import GameModel
+
+    frames, labels = recording
+    walk = frames[np.flatnonzero(labels == EXPLORATION)[:8]]
+    fight = frames[np.flatnonzero(labels == COMBAT)[:4]]
+    config = GameConfig(smoothing_s=0.0)
+
+    def read(model: GameModel, images: np.ndarray, start: float, *, cut: bool) -> dict[str, float]:
+        prepared = [
+            model.prepare(Frame(pts=start + k / MODEL_FPS, image=image, index=k))
+            for k, image in enumerate(images)
+        ]
+        if cut:
+            model.cut(start)
+        return model.infer(prepared, start, start + len(images) / MODEL_FPS).scene_probs
+
+    fresh = GameModel(config=config, device="cpu")
+    alone = read(fresh, fight, 1.0, cut=False)
+    for cut in (True, False):
+        model = GameModel(config=config, device="cpu")
+        read(model, walk, 0.0, cut=False)
+        after = read(model, fight, 1.0, cut=cut)
+        same = all(abs(after[name] - alone[name]) < 1e-5 for name in alone)
+        assert same is cut
