@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,9 @@ def test_a_cut_restarts_the_scene_reading(recording: tuple[np.ndarray, np.ndarra
     fight = frames[np.flatnonzero(labels == COMBAT)[:4]]
     config = GameConfig(smoothing_s=0.0)
 
-    def read(model: GameModel, images: np.ndarray, start: float, *, cut: bool) -> dict[str, float]:
+    def read(
+        model: GameModel, images: np.ndarray, start: float, *, cut: bool
+    ) -> Mapping[str, float]:
         prepared = [
             model.prepare(Frame(pts=start + k / MODEL_FPS, image=image, index=k))
             for k, image in enumerate(images)
