@@ -425,6 +425,10 @@ class RecordConfig(ConfigSection):
     dir: str = ""
     """Directory for recordings of `run` (WAV + timeline JSON); empty means no recording."""
 
+    max_file_mb: StrictInt = Field(default=4000, ge=1, le=4290)
+    """A recording continues in a new file (NAME-002.wav, ... each with its own timeline) before
+    one grows past this many megabytes; a WAV file holds at most 4,294 MB (~6 h of stereo)."""
+
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
 class ModelsConfig(ConfigSection):
@@ -528,8 +532,17 @@ class WebConfig(ConfigSection):
     """TCP port (0 = any free port; the log says which)."""
 
     token: str = Field(default="", json_schema_extra=_SECRET)
-    """Access token for clients other than this machine (append ?token=... to the URL); empty with a
-    non-local host = a random token, printed in the log at start."""
+    """Access token (?token=... in the URL, or an Authorization: Bearer header): needed by clients
+    other than this machine, by other programs' web pages, and to switch the source to a camera,
+    screen or file; empty = a random token each run, in the panel's URL printed at start."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names the server answers to besides the address it listens on, localhost, 127.0.0.1
+    and [::1] (e.g. ["studio.local"]); a request naming any other host gets 421 (DNS rebinding)."""
+
+    trust_loopback_sources: bool = False
+    """Let requests from this machine switch the source to a webcam, screen or file without the
+    token (any web page open in a browser here could then start a capture)."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)

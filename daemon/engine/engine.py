@@ -160,6 +160,10 @@ class Engine(Scheduling):
         self._grid_listeners: Listeners[[BarGrid]] = Listeners("grid")
         self._note_listeners: Listeners[[Sequence[ScheduledNote]]] = Listeners("note")
         self.late_blocks = 0  # live manual mode: blocks handed on after their wall-clock time
+        # device/jack: callbacks that came more than two periods after the one before (the card
+        # or JACK had nothing to play in between): an estimate of xruns.
+        self.xruns = 0
+        self._last_callback: float | None = None
         # wall clock (time.perf_counter) minus audio time; see wall_time()
         self._wall_offset: float | None = None
         self._clock_window: list[float] = [float("inf"), float("inf")]
@@ -679,7 +683,11 @@ class Engine(Scheduling):
         # Each callback runs a little after its period began and never before: the smallest
         # (now - audio time) over a window is the truest offset. Two half-windows let it follow
         # a drifting card clock. The block computed now is heard one block later.
-        observed = time.perf_counter() - position / self.sample_rate
+        now = time.perf_counter()
+        last, self._last_callback = self._last_callback, now
+        if last is not None and now - last > 2.0 * self.buffer_size / self.sample_rate:
+            self.xruns += 1
+        observed = now - position / self.sample_rate
         window = self._clock_window
         window[1] = min(window[1], observed)
         self._clock_count += 1
