@@ -310,10 +310,13 @@ def _configure_logging(*, verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = _StderrHandler()
     handler.setFormatter(_Formatter())
-    root = logging.getLogger("moodscore")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    # Modules log under "moodscore" or their own dotted name ("daemon.outputs.recorder"): both
+    # reach the user, in the same words (a full disk is reported by the recorder's own logger).
+    for name in ("moodscore", "daemon"):
+        root = logging.getLogger(name)
+        root.handlers[:] = [handler]
+        root.setLevel(level)
+        root.propagate = False
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -46,7 +46,8 @@ async function offer() {
 }
 const attacks = {
   tempo: () => fetch(base + "/api/tempo", { method: "POST", mode: "no-cors",
-                                            headers: { "Content-Type": "text/plain" }, body: "150" }),
+                                            headers: { "Content-Type": "text/plain" },
+                                            body: "150" }),
   scene: () => fetch(base + "/api/scene", { method: "POST",
                                             headers: { "Content-Type": "application/json" },
                                             body: JSON.stringify({ scene: "combat" }) }),
@@ -212,5 +213,5 @@ def test_a_hostile_page_changes_nothing_and_the_daemons_own_pages_work(
     viewer.close()
     daemon.stop()
     refusals = [line for line in daemon.log if "web: refused" in line]
-    assert refusals and all("\n" == line[-1] for line in refusals)
+    assert refusals and all(line[-1] == "\n" for line in refusals)
     assert json.loads(json.dumps(results))  # what the page saw, for the failure message
