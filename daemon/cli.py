@@ -310,13 +310,16 @@ def _configure_logging(*, verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = _StderrHandler()
     handler.setFormatter(_Formatter())
-    # Modules log under "moodscore" or their own dotted name ("daemon.outputs.recorder"): both
-    # reach the user, in the same words (a full disk is reported by the recorder's own logger).
-    for name in ("moodscore", "daemon"):
-        root = logging.getLogger(name)
-        root.handlers[:] = [handler]
-        root.setLevel(level)
-        root.propagate = False
+    root = logging.getLogger("moodscore")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # Modules that log under their own dotted name ("daemon.outputs.recorder": a full disk,
+    # a late engine) reach the user in the same words. They still propagate, so a program
+    # (or test) that listens on the root logger hears them too.
+    modules = logging.getLogger("daemon")
+    modules.handlers[:] = [handler]
+    modules.setLevel(level)
 
 
 class _StderrHandler(logging.StreamHandler):
