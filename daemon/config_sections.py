@@ -501,6 +501,14 @@ class MqttConfig(ConfigSection):
     """Also publish event/note for every note (with its layer, pitch and velocity), ahead of the
     sound like beats; busy (tens of messages a second), so off by default."""
 
+    protocol: Literal["5", "3.1.1"] = "5"
+    """MQTT protocol version to speak: "5" (answers on a client's response topic with its
+    correlation data) or "3.1.1" for an old broker that does not know 5 (mosquitto before 1.6)."""
+
+    plain_results: bool = False
+    """Answer commands on cmd/<name>/result in plain text ("ok" or the error) instead of JSON
+    {"ok": ..., "error": ..., "id": ...}, for scripts written for the old answers."""
+
     discovery: bool = True
     """Publish Home Assistant discovery configs (sensors, numbers, a select and a switch), re-sent
     whenever Home Assistant comes online."""
