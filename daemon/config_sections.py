@@ -388,6 +388,11 @@ class EngineConfig(ConfigSection):
     live_ahead_s: StrictFloat = Field(default=0.1, ge=0.01, le=2)
     """Audio the live manual engine renders ahead of the wall clock, seconds."""
 
+    priority: Literal["realtime", "high", "normal"] = "high"
+    """Scheduling priority of the live engine's audio thread, so a busy machine does not make it
+    late: "high" (nice -10), "realtime" (SCHED_FIFO, falling back to high) or "normal". Raising it
+    needs root, CAP_SYS_NICE or a `ulimit -e`/`-r` limit; without it the log says so, once."""
+
     tempo_ramp: StrictFloat = Field(default=1.0, ge=0, le=1)
     """Fraction of a bar over which a tempo change ramps, starting at the bar line (0 = the tempo
     jumps on the downbeat, 1 = it glides across the whole bar)."""
@@ -496,6 +501,10 @@ class MqttConfig(ConfigSection):
 
     state_interval_s: StrictFloat = Field(default=0.25, ge=0, le=60)
     """The retained state is published on change, at most once per this many seconds."""
+
+    health_interval_s: StrictFloat = Field(default=10.0, ge=1, le=3600)
+    """The retained health report (late audio blocks, xruns, CPU, memory) is published at most once
+    per this many seconds, and at once when its status changes between ok and glitching."""
 
     note_events: bool = False
     """Also publish event/note for every note (with its layer, pitch and velocity), ahead of the

@@ -57,9 +57,9 @@ class Daemon:
     """``moodscore run`` in its own process; stderr is collected, the OBS page's URL read
     from it."""
 
-    def __init__(self, workdir: Path, *flags: str) -> None:
+    def __init__(self, workdir: Path, *flags: str, config_text: str = CONFIG) -> None:
         config = workdir / "config.toml"
-        config.write_text(CONFIG)
+        config.write_text(config_text)
         self.record_dir = workdir / "rec"
         command = [
             sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main())",

@@ -270,11 +270,17 @@ def test_home_assistant_discovery_covers_the_entities_the_issue_lists() -> None:
     kinds = sorted(topic.split("/")[1] + ":" + topic.split("/")[3] for topic, _ in configs)
     assert kinds == [
         "number:layers", "number:tempo", "select:scene_select", "sensor:arousal", "sensor:bpm",
-        "sensor:scene", "sensor:valence", "switch:play",
+        "sensor:health", "sensor:late_blocks", "sensor:scene", "sensor:valence", "switch:play",
     ]  # fmt: skip
     for _, payload in configs:
         assert payload["availability_topic"] == BASE + "status"
         assert payload["unique_id"].startswith("moodscore_test_")
+    # The audio's health: ok / glitching, with every figure as an attribute, and late blocks.
+    health = next(p for t, p in configs if t.endswith("/health/config"))
+    assert health["state_topic"] == health["json_attributes_topic"] == BASE + "health"
+    assert health["value_template"] == "{{ value_json.status }}"
+    late = next(p for t, p in configs if t.endswith("/late_blocks/config"))
+    assert late["value_template"] == "{{ value_json.late_blocks_per_min }}"
     select = next(p for t, p in configs if "/select/" in t)
     assert select["options"] == ["auto", "calm", "combat"]
     assert select["command_topic"] == BASE + "cmd/scene"

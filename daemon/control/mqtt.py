@@ -6,6 +6,9 @@ section shows every payload):
 - ``status``: ``online`` / ``offline``, retained; ``offline`` is also the Last Will, so a crash or
   a lost network says so too;
 - ``state``: retained JSON (:meth:`ControlHub.state`), published on change, rate-limited;
+- ``health``: retained JSON, the health monitor's report (:mod:`daemon.control.health`: late
+  blocks, xruns, underruns, CPU, memory, ``status``), at most every ``health_interval_s`` and at
+  once when the status changes;
 - ``event/beat``: JSON per beat, published ``beat_lead_ms`` *before* the beat sounds, with the
   wall-clock time (``time``, Unix seconds) and the audio time it sounds at; ``event/bar`` the
   same per bar with the bar's plan; ``event/scene`` when the scene changes; ``event/cue`` when
@@ -169,6 +172,9 @@ class MqttBridge(Output):
         self._state_dirty = asyncio.Event()
         self._last_scene: str | None = None
         self._last_wled = -float("inf")
+        self._health: dict[str, Any] | None = None
+        self._health_sent_at = -float("inf")
+        self._health_sent_status: str | None = None
         self._fail_log = RateLimitedLog(log, interval=30.0)
         self._was_connected = False
         self.connected = asyncio.Event()
@@ -183,6 +189,7 @@ class MqttBridge(Output):
             clock.add_note_listener(self._notes_from_clock)
         self.hub.add_state_listener(self._state_changed)
         self.hub.add_event_listener(self._event)
+        self.hub.add_health_listener(self._health_changed)
 
     async def start(self) -> None:
         """Start connecting (and reconnecting) in the background."""
@@ -194,6 +201,7 @@ class MqttBridge(Output):
         """Publish ``offline`` (retained), disconnect and stop."""
         self.hub.remove_state_listener(self._state_changed)
         self.hub.remove_event_listener(self._event)
+        self.hub.remove_health_listener(self._health_changed)
         client = self._client
         if client is not None and self.connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -282,6 +290,8 @@ class MqttBridge(Output):
             await client.subscribe(self.config.discovery_prefix + "/status", qos=1)
         await client.publish(self.base + "status", "online", qos=1, retain=True)
         await self._publish_state(client)
+        if self._health is not None:
+            await client.publish(self.base + "health", json.dumps(self._health), qos=1, retain=True)
         if self.config.discovery:
             await self._publish_discovery(client)
         self.connected.set()
@@ -357,6 +367,19 @@ class MqttBridge(Output):
                     }
                 ),
             )
+
+    def _health_changed(self, report: dict[str, Any]) -> None:
+        """A health report (once a second): retained, rate-limited, at once on a new status."""
+        self._health = report
+        now = time.monotonic()
+        status = report.get("status")
+        if (
+            status == self._health_sent_status
+            and now - self._health_sent_at < self.config.health_interval_s
+        ):
+            return
+        if self._publish_now(self.base + "health", json.dumps(report), qos=1, retain=True):
+            self._health_sent_at, self._health_sent_status = now, status
 
     def _event(self, name: str, payload: dict[str, Any]) -> None:
         """A moment worth a message (a cue): ``event/<name>``, at once, best effort."""
@@ -480,9 +503,16 @@ class MqttBridge(Output):
     # -- helpers ---------------------------------------------------------------------------
 
     def _publish_now(
-        self, topic: str, payload: str, *, properties: Properties | None = None
+        self,
+        topic: str,
+        payload: str,
+        *,
+        properties: Properties | None = None,
+        qos: int = 0,
+        retain: bool = False,
     ) -> bool:
-        """Best effort, QoS 0, at once: dropped when not connected."""
+        """At once, without waiting for an acknowledgement (QoS 0 unless asked): dropped when
+        not connected."""
         client = self._client
         if client is None or self.closed or not self.connected.is_set():
             return False
@@ -490,7 +520,7 @@ class MqttBridge(Output):
         # the loop sees the socket writable. aiomqtt's coroutine would need a task and a loop
         # turn first, which costs milliseconds of beat lead when the loop is busy (aiomqtt is
         # pinned; a QoS 0 publish has nothing to wait for anyway).
-        info = client._client.publish(topic, payload, qos=0, properties=properties)
+        info = client._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         return info.rc == 0
 
     def _spawn(self, coro: Any, *, name: str) -> None:

@@ -144,7 +144,9 @@ def discovery_configs(
     *, base: str, instance: str, discovery_prefix: str, scenes: Sequence[str]
 ) -> list[tuple[str, dict[str, Any]]]:
     """Home Assistant MQTT discovery: (config topic, payload) for sensors of valence, arousal,
-    scene and bpm, numbers for tempo and layers, a select for the scene and a play switch."""
+    scene and bpm, the audio's health (``ok`` / ``glitching``, every figure as an attribute) and
+    late blocks per minute, numbers for tempo and layers, a select for the scene and a play
+    switch."""
     node = f"moodscore_{instance}".replace("-", "_")
     device = {
         "identifiers": [node],
@@ -194,6 +196,27 @@ def discovery_configs(
             value_template="{{ value_json.bpm }}",
             unit_of_measurement="bpm",
             icon="mdi:metronome",
+        ),
+        entry(
+            "sensor",
+            "health",
+            name="Audio health",
+            state_topic=base + "health",
+            value_template="{{ value_json.status }}",
+            json_attributes_topic=base + "health",
+            entity_category="diagnostic",
+            icon="mdi:heart-pulse",
+        ),
+        entry(
+            "sensor",
+            "late_blocks",
+            name="Late audio blocks",
+            state_topic=base + "health",
+            value_template="{{ value_json.late_blocks_per_min }}",
+            unit_of_measurement="/min",
+            state_class="measurement",
+            entity_category="diagnostic",
+            icon="mdi:waveform",
         ),
         entry(
             "number",

@@ -46,6 +46,7 @@ from daemon.clock import (
 from daemon.config import EngineConfig
 from daemon.engine.backends import BackendChoice
 from daemon.engine.envelopes import STOP_FADE_S
+from daemon.engine.priority import raise_thread_priority
 from daemon.engine.scores import ScoreQueue
 from daemon.engine.sequencer import Missing, Sequencer
 from daemon.errors import EngineError
@@ -160,6 +161,7 @@ class Engine(Scheduling):
         self._grid_listeners: Listeners[[BarGrid]] = Listeners("grid")
         self._note_listeners: Listeners[[Sequence[ScheduledNote]]] = Listeners("note")
         self.late_blocks = 0  # live manual mode: blocks handed on after their wall-clock time
+        self.priority = "normal"  # what the audio thread got (engine.priority asks)
         # device/jack: callbacks that came more than two periods after the one before (the card
         # or JACK had nothing to play in between): an estimate of xruns.
         self.xruns = 0
@@ -592,8 +594,11 @@ class Engine(Scheduling):
 
     def _step_loop(self, server: Any) -> None:
         paced = self.backend.name == "manual"
+        if paced:
+            self.priority = raise_thread_priority(self.config.priority)
         ahead_s = self.config.live_ahead_s
         block_s = self.buffer_size / self.sample_rate
+        fill = round(ahead_s * self.sample_rate)  # samples rendered before the stream starts
         wall_start = time.perf_counter()
         if paced:
             self._wall_offset = wall_start
@@ -615,9 +620,15 @@ class Engine(Scheduling):
                 break
             server.process()
             self._deliver(position)
-            if paced and time.perf_counter() - wall_start > (position + self.buffer_size) / (
-                self.sample_rate
-            ):
+            end = position + self.buffer_size
+            if paced and position < fill <= end:
+                # The stream starts once the engine is ``live_ahead_s`` ahead: whatever the
+                # first blocks cost (pyo warming up, the rest of the daemon still starting while
+                # the GIL is busy), no listener heard a gap before there was a stream. Its wall
+                # clock starts there, with the whole lead in hand.
+                wall_start = time.perf_counter() - (end / self.sample_rate - ahead_s)
+                self._wall_offset = wall_start
+            elif paced and end > fill and time.perf_counter() - wall_start > end / self.sample_rate:
                 # Handed on after a listener with one block of buffer needed it: a gap.
                 self.late_blocks += 1
             self._position = position + self.buffer_size
