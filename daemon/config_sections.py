@@ -576,6 +576,10 @@ class VisualsConfig(ConfigSection):
     fps: StrictFloat = Field(default=30.0, ge=1, le=60)
     """Frames per second of the live visuals stream."""
 
+    worker_process: bool = False
+    """Draw and VP8-encode the live visuals in a process of their own, so they never hold the audio
+    thread up on a busy machine (see `moodscore bench`: busy_machine); off until proven."""
+
     render: Literal["overlay", "only", "none"] = "none"
     """Visuals in `moodscore render` MP4s when --visuals is not given: "overlay" (over the input's
     picture), "only" (the visuals alone) or "none" (the input's picture as it is)."""

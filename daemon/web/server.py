@@ -145,6 +145,7 @@ class WebServer(Output):
             trust_loopback_sources=web_config.trust_loopback_sources,
         )
         self._video = VideoFormat(width=visuals.width, height=visuals.height, fps=visuals.fps)
+        self._worker_process = visuals.worker_process
         self._latest_mood = latest_mood
         self._any_port_if_busy = any_port_if_busy
         self.ring = AudioRing(sample_rate=48000)
@@ -160,7 +161,12 @@ class WebServer(Output):
     def _attach(self, clock: MusicClock) -> None:
         self.ring.configure(clock.sample_rate)
         self.timeline.attach(clock)
-        self._visuals = LiveVisuals(timeline=self.timeline, clock=clock, video=self._video)
+        self._visuals = LiveVisuals(
+            timeline=self.timeline,
+            clock=clock,
+            video=self._video,
+            worker_process=self._worker_process,
+        )
         self._peers = PeerHub(ring=self.ring, visuals=self._visuals, clock=clock)
         clock.add_audio_listener(self._tap)
 
