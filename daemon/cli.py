@@ -314,6 +314,12 @@ def _configure_logging(*, verbose: bool, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # Modules that log under their own dotted name ("daemon.outputs.recorder": a full disk,
+    # a late engine) reach the user in the same words. They still propagate, so a program
+    # (or test) that listens on the root logger hears them too.
+    modules = logging.getLogger("daemon")
+    modules.handlers[:] = [handler]
+    modules.setLevel(level)
 
 
 class _StderrHandler(logging.StreamHandler):

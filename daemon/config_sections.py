@@ -390,6 +390,11 @@ class EngineConfig(ConfigSection):
     live_ahead_s: StrictFloat = Field(default=0.1, ge=0.01, le=2)
     """Audio the live manual engine renders ahead of the wall clock, seconds."""
 
+    priority: Literal["realtime", "high", "normal"] = "high"
+    """Scheduling priority of the live engine's audio thread, so a busy machine does not make it
+    late: "high" (nice -10), "realtime" (SCHED_FIFO, falling back to high) or "normal". Raising it
+    needs root, CAP_SYS_NICE or a `ulimit -e`/`-r` limit; without it the log says so, once."""
+
     tempo_ramp: StrictFloat = Field(default=1.0, ge=0, le=1)
     """Fraction of a bar over which a tempo change ramps, starting at the bar line (0 = the tempo
     jumps on the downbeat, 1 = it glides across the whole bar)."""
@@ -426,6 +431,10 @@ class RecordConfig(ConfigSection):
 
     dir: str = ""
     """Directory for recordings of `run` (WAV + timeline JSON); empty means no recording."""
+
+    max_file_mb: StrictInt = Field(default=4000, ge=1, le=4290)
+    """A recording continues in a new file (NAME-002.wav, ... each with its own timeline) before
+    one grows past this many megabytes; a WAV file holds at most 4,294 MB (~6 h of stereo)."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
@@ -495,9 +504,21 @@ class MqttConfig(ConfigSection):
     state_interval_s: StrictFloat = Field(default=0.25, ge=0, le=60)
     """The retained state is published on change, at most once per this many seconds."""
 
+    health_interval_s: StrictFloat = Field(default=10.0, ge=1, le=3600)
+    """The retained health report (late audio blocks, xruns, CPU, memory) is published at most once
+    per this many seconds, and at once when its status changes between ok and glitching."""
+
     note_events: bool = False
     """Also publish event/note for every note (with its layer, pitch and velocity), ahead of the
     sound like beats; busy (tens of messages a second), so off by default."""
+
+    protocol: Literal["5", "3.1.1"] = "5"
+    """MQTT protocol version to speak: "5" (answers on a client's response topic with its
+    correlation data) or "3.1.1" for an old broker that does not know 5 (mosquitto before 1.6)."""
+
+    plain_results: bool = False
+    """Answer commands on cmd/<name>/result in plain text ("ok" or the error) instead of JSON
+    {"ok": ..., "error": ..., "id": ...}, for scripts written for the old answers."""
 
     discovery: bool = True
     """Publish Home Assistant discovery configs (sensors, numbers, a select and a switch), re-sent
@@ -530,8 +551,17 @@ class WebConfig(ConfigSection):
     """TCP port (0 = any free port; the log says which)."""
 
     token: str = Field(default="", json_schema_extra=_SECRET)
-    """Access token for clients other than this machine (append ?token=... to the URL); empty with a
-    non-local host = a random token, printed in the log at start."""
+    """Access token (?token=... in the URL, or an Authorization: Bearer header): needed by clients
+    other than this machine, by other programs' web pages, and to switch the source to a camera,
+    screen or file; empty = a random token each run, in the panel's URL printed at start."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names the server answers to besides the address it listens on, localhost, 127.0.0.1
+    and [::1] (e.g. ["studio.local"]); a request naming any other host gets 421 (DNS rebinding)."""
+
+    trust_loopback_sources: bool = False
+    """Let requests from this machine switch the source to a webcam, screen or file without the
+    token (any web page open in a browser here could then start a capture)."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
@@ -547,6 +577,10 @@ class VisualsConfig(ConfigSection):
 
     fps: StrictFloat = Field(default=30.0, ge=1, le=60)
     """Frames per second of the live visuals stream."""
+
+    worker_process: bool = False
+    """Draw and VP8-encode the live visuals in a process of their own, so they never hold the audio
+    thread up on a busy machine (see `moodscore bench`: busy_machine); off until proven."""
 
     render: Literal["overlay", "only", "none"] = "none"
     """Visuals in `moodscore render` MP4s when --visuals is not given: "overlay" (over the input's

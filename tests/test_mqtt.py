@@ -23,12 +23,14 @@ import soundfile
 
 from daemon.app import LiveRequest, build_live
 from daemon.config import Config, load_config
+from daemon.control.commands import CommandError, CommandResult, split_request_id
 from daemon.control.mqtt import (
     MqttBridge,
     discovery_configs,
     parse_broker,
     wled_state,
 )
+from daemon.control.mqtt_topics import response_topic_usable, result_payload
 from daemon.engine import BackendChoice
 from daemon.errors import ConfigError
 from daemon.outputs.recorder import RecordingOutput
@@ -92,9 +94,13 @@ class Broker:
 class Subscriber:
     """``mosquitto_sub`` writing ``<receive time> <topic> <payload>`` lines to a file."""
 
-    def __init__(self, port: int, topics: list[str], path: Path) -> None:
+    def __init__(
+        self, port: int, topics: list[str], path: Path, *, fmt: str = "%U %t %p", v5: bool = False
+    ) -> None:
         self.path = path
-        args = ["mosquitto_sub", "-p", str(port), "-F", "%U %t %p", "-q", "1"]
+        args = ["mosquitto_sub", "-p", str(port), "-F", fmt, "-q", "1"]
+        if v5:
+            args += ["-V", "5"]
         for topic in topics:
             args += ["-t", topic]
         self._handle = path.open("wb")
@@ -130,9 +136,9 @@ class Subscriber:
         return self.lines()
 
 
-def publish(port: int, topic: str, message: str) -> None:
+def publish(port: int, topic: str, message: str, *args: str) -> None:
     subprocess.run(
-        ["mosquitto_pub", "-p", str(port), "-q", "1", "-t", topic, "-m", message],
+        ["mosquitto_pub", "-p", str(port), "-q", "1", "-t", topic, "-m", message, *args],
         check=True,
         timeout=10,
     )
@@ -163,11 +169,11 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 @pytest.fixture
-def subscribers(tmp_path: Path) -> Iterator[Callable[[Broker, list[str]], Subscriber]]:
+def subscribers(tmp_path: Path) -> Iterator[Callable[..., Subscriber]]:
     made: list[Subscriber] = []
 
-    def make(server: Broker, topics: list[str]) -> Subscriber:
-        sub = Subscriber(server.port, topics, tmp_path / f"sub{len(made)}.txt")
+    def make(server: Broker, topics: list[str], **options: Any) -> Subscriber:
+        sub = Subscriber(server.port, topics, tmp_path / f"sub{len(made)}.txt", **options)
         made.append(sub)
         # Subscribed once a probe comes back: nothing the daemon sends is missed.
         probe = f"probe/{len(made)}"
@@ -264,11 +270,17 @@ def test_home_assistant_discovery_covers_the_entities_the_issue_lists() -> None:
     kinds = sorted(topic.split("/")[1] + ":" + topic.split("/")[3] for topic, _ in configs)
     assert kinds == [
         "number:layers", "number:tempo", "select:scene_select", "sensor:arousal", "sensor:bpm",
-        "sensor:scene", "sensor:valence", "switch:play",
+        "sensor:health", "sensor:late_blocks", "sensor:scene", "sensor:valence", "switch:play",
     ]  # fmt: skip
     for _, payload in configs:
         assert payload["availability_topic"] == BASE + "status"
         assert payload["unique_id"].startswith("moodscore_test_")
+    # The audio's health: ok / glitching, with every figure as an attribute, and late blocks.
+    health = next(p for t, p in configs if t.endswith("/health/config"))
+    assert health["state_topic"] == health["json_attributes_topic"] == BASE + "health"
+    assert health["value_template"] == "{{ value_json.status }}"
+    late = next(p for t, p in configs if t.endswith("/late_blocks/config"))
+    assert late["value_template"] == "{{ value_json.late_blocks_per_min }}"
     select = next(p for t, p in configs if "/select/" in t)
     assert select["options"] == ["auto", "calm", "combat"]
     assert select["command_topic"] == BASE + "cmd/scene"
@@ -294,12 +306,41 @@ async def test_a_missing_broker_never_stops_the_music() -> None:
     assert run.bridge.stats.connects == 0
 
 
+def test_command_results_are_json_with_the_id_echoed() -> None:
+    ok, refused = CommandResult(True, "ok"), CommandResult(False, "tempo: 'fast' is not a number")
+    assert json.loads(result_payload(ok, "a1")) == {"ok": True, "error": None, "id": "a1"}
+    assert json.loads(result_payload(refused, 7)) == {
+        "ok": False, "error": "tempo: 'fast' is not a number", "id": 7,
+    }  # fmt: skip
+    # mqtt.plain_results: the old answers, for scripts that read them.
+    assert result_payload(ok, "a1", plain=True) == "ok"
+    assert result_payload(refused, None, plain=True) == "tempo: 'fast' is not a number"
+
+
+def test_the_id_is_taken_out_of_a_json_command_and_the_rest_is_left_to_the_parser() -> None:
+    assert split_request_id(b'{"bpm": 150, "id": "a1"}') == ("a1", {"bpm": 150})
+    assert split_request_id('{"id": 3, "scene": "combat"}') == (3, {"scene": "combat"})
+    for untouched in (b"150", b'{"bpm": 150}', b'{"bpm": ', b"\xff{", b"[1]", b"{" * 5000):
+        assert split_request_id(untouched) == (None, untouched)
+    for bad in ('{"id": [1]}', '{"id": true}', '{"id": 1e999}', '{"id": "%s"}' % ("x" * 129)):
+        with pytest.raises(CommandError, match="id: send a string"):
+            split_request_id(bad)
+
+
+def test_answers_never_go_to_our_own_command_topics() -> None:
+    """An MQTT v5 response topic under the daemon's own ``cmd/`` would read the answer as a
+    command and answer it, for ever; wildcards cannot be published to."""
+    assert response_topic_usable("reply/node-red", BASE)
+    for bad in (BASE + "cmd/tempo", BASE + "state", "reply/+", "reply/#", "", "x" * 600):
+        assert not response_topic_usable(bad, BASE)
+
+
 # -- against mosquitto --------------------------------------------------------------------
 
 
 @needs_mosquitto
 async def test_beats_reach_mosquitto_sub_ahead_of_the_sound(
-    broker: Broker, subscribers: Callable[[Broker, list[str]], Subscriber]
+    broker: Broker, subscribers: Callable[..., Subscriber]
 ) -> None:
     sub = subscribers(broker, [BASE + "event/beat"])
 
@@ -326,7 +367,7 @@ async def test_beats_reach_mosquitto_sub_ahead_of_the_sound(
 
 @needs_mosquitto
 async def test_mosquitto_pub_commands_change_the_music_at_the_next_bar(
-    broker: Broker, subscribers: Callable[[Broker, list[str]], Subscriber], tmp_path: Path
+    broker: Broker, subscribers: Callable[..., Subscriber], tmp_path: Path
 ) -> None:
     import librosa
 
@@ -334,6 +375,11 @@ async def test_mosquitto_pub_commands_change_the_music_at_the_next_bar(
     sub = subscribers(
         broker, [BASE + "cmd/+/result", BASE + "event/scene", "wled/test/api", play_switch]
     )
+    # Node-RED's request/response over MQTT v5: the answer on the client's own topic, with
+    # its correlation data.
+    replies = subscribers(broker, ["reply/node-red"], fmt="%U %t %D|%p", v5=True)
+    v5_request = ["-V", "5", "-D", "publish", "response-topic", "reply/node-red"]
+    v5_request += ["-D", "publish", "correlation-data", "corr-7"]
     sent: dict[str, tuple[float, float]] = {}
 
     async def steer(session: Session, bridge: MqttBridge) -> None:
@@ -348,7 +394,11 @@ async def test_mosquitto_pub_commands_change_the_music_at_the_next_bar(
         sent["scene"] = (scene_sent, await scene_applied)
         sent["tempo"] = (tempo_sent, await tempo_applied)
         await in_thread(
-            publish, broker.port, BASE + "cmd/mood", '{"valence": -0.6, "arousal": 0.7}'
+            publish, broker.port, BASE + "cmd/mood", '{"valence": -0.6, "arousal": 0.7, "id": 42}'
+        )
+        await in_thread(publish, broker.port, BASE + "cmd/layers", '{"layers": 9, "id": "x-1"}')
+        await in_thread(
+            publish, broker.port, BASE + "cmd/tempo", '{"bpm": 150, "id": "n-1"}', *v5_request
         )
         # Home Assistant restarts: discovery comes again.
         await in_thread(publish, broker.port, "homeassistant/status", "online")
@@ -357,8 +407,18 @@ async def test_mosquitto_pub_commands_change_the_music_at_the_next_bar(
     config = live_config(broker.port, wled_topic="wled/test", wled_interval_s=0.0)
     run = await run_live(config, seconds=14.0, record=wav, during=steer)
     lines = sub.stop()
-    results = {topic: payload for _, topic, payload in lines if topic.endswith("/result")}
-    assert results == {BASE + f"cmd/{n}/result": "ok" for n in ("scene", "tempo", "mood")}
+    results = [(t.split("/")[-2], json.loads(p)) for _, t, p in lines if t.endswith("/result")]
+    assert results[0] == ("scene", {"ok": True, "error": None, "id": None})
+    assert results[1] == ("tempo", {"ok": True, "error": None, "id": None})
+    assert results[2] == ("mood", {"ok": True, "error": None, "id": 42})
+    assert results[3][0] == "layers" and results[3][1]["id"] == "x-1"
+    assert results[3][1]["ok"] is False and "layers" in results[3][1]["error"]
+    assert results[4] == ("tempo", {"ok": True, "error": None, "id": "n-1"})
+    assert len(results) == 5
+    ((_, topic, answer),) = replies.stop()
+    correlation, _, payload = answer.partition("|")
+    assert topic == "reply/node-red" and correlation == "corr-7"
+    assert json.loads(payload) == {"ok": True, "error": None, "id": "n-1"}
     assert any('"scene": "combat"' in p for _, t, p in lines if t.endswith("event/scene"))
     assert sum(t == play_switch for _, t, _ in lines) == 2  # on connecting, and on HA's birth
     wled = [json.loads(p) for _, t, p in lines if t == "wled/test/api"]
@@ -390,7 +450,7 @@ async def test_mosquitto_pub_commands_change_the_music_at_the_next_bar(
 
 @needs_mosquitto
 async def test_broker_restart_mid_run_reconnects_republishes_and_the_recording_has_no_gap(
-    broker: Broker, subscribers: Callable[[Broker, list[str]], Subscriber], tmp_path: Path
+    broker: Broker, subscribers: Callable[..., Subscriber], tmp_path: Path
 ) -> None:
     restarted = asyncio.Event()
 
@@ -427,7 +487,7 @@ async def test_broker_restart_mid_run_reconnects_republishes_and_the_recording_h
 
 @needs_mosquitto
 async def test_a_thousand_malformed_payloads_are_all_answered_and_the_music_plays_on(
-    broker: Broker, subscribers: Callable[[Broker, list[str]], Subscriber], tmp_path: Path
+    broker: Broker, subscribers: Callable[..., Subscriber], tmp_path: Path
 ) -> None:
     sub = subscribers(broker, [BASE + "cmd/+/result"])
     huge = "x" * 60_000
@@ -465,7 +525,8 @@ async def test_a_thousand_malformed_payloads_are_all_answered_and_the_music_play
     run = await run_live(live_config(broker.port), seconds=12.0, during=attack)
     answers = [(topic, payload) for _, topic, payload in sub.stop()]
     assert len(answers) == 3 * total
-    assert not any(payload == "ok" for _, payload in answers)
+    results = [json.loads(payload) for _, payload in answers]
+    assert all(r["ok"] is False and r["error"] and r["id"] is None for r in results)
     by_topic = {topic.split("/")[-2] for topic, _ in answers}
     assert by_topic == set(floods)
     assert all(len(payload) < 400 for _, payload in answers)  # a huge payload is not echoed

@@ -145,3 +145,35 @@ def test_transparent_frames_show_only_the_flash_and_the_shapes() -> None:
     packed = pack_alpha(between)
     assert packed.shape == (H, 2 * W, 3)
     assert np.array_equal(packed[:, W:, 0], alpha)
+
+
+@pytest.mark.parametrize("transparent", [False, True])
+def test_the_worker_process_draws_and_encodes_the_same_frames(
+    timeline: VisualTimeline, transparent: bool
+) -> None:
+    """``visuals.worker_process``: the frame of a moment, drawn and VP8-encoded in the worker,
+    decodes to the picture this process draws of it (within VP8's loss)."""
+    import av
+
+    from daemon.outputs.webrtc.worker import VisualsWorker
+
+    worker = VisualsWorker(width=W, height=H, fps=15.0, transparent=transparent)
+    try:
+        first = worker.encode(2.5, timeline.state_at(2.5), pts=9000, keyframe=True)
+        second = worker.encode(2.6, timeline.state_at(2.6), pts=18000, keyframe=False)
+    finally:
+        worker.close()
+    assert first[0].is_keyframe and first[0].pts == 9000 and not second[0].is_keyframe
+    decoder = av.CodecContext.create("libvpx", "r")
+    pictures = [f.to_ndarray(format="rgb24") for p in first + second for f in decoder.decode(p)]
+    assert len(pictures) == 2
+
+    def drawn_here(t: float) -> np.ndarray:
+        rgba = render_frame(t, timeline.state_at(t), width=W, height=H, transparent=transparent)
+        return (pack_alpha(rgba) if transparent else rgba)[:, :, :3].astype(int)
+
+    for picture, t, other in ((pictures[0], 2.5, 2.6), (pictures[1], 2.6, 2.5)):
+        error = np.abs(picture.astype(int) - drawn_here(t)).mean()
+        assert picture.shape == drawn_here(t).shape and error < 8.0
+        # Its own moment, not the other one.
+        assert error < np.abs(picture.astype(int) - drawn_here(other)).mean()

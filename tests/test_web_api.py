@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,33 @@ class OtherMachine:
         status, body = json.loads(done.stdout)
         return int(status), str(body)
 
+    async def post(
+        self, url: str, body: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        """POST ``body`` to ``url`` from the other machine: (status, body)."""
+        script = (
+            "import json, sys, urllib.error, urllib.request\n"
+            "request = urllib.request.Request(sys.argv[1], data=sys.argv[3].encode(),\n"
+            "                                 headers=json.loads(sys.argv[2]), method='POST')\n"
+            "try:\n"
+            "    with urllib.request.urlopen(request, timeout=10) as answer:\n"
+            "        status, body = answer.status, answer.read()\n"
+            "except urllib.error.HTTPError as error:\n"
+            "    status, body = error.code, error.read()\n"
+            "print(json.dumps([status, body.decode()]))\n"
+        )
+        argv = ["ip", "netns", "exec", self.namespace, sys.executable, "-c", script]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*argv, url, json.dumps(headers or {}), body],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        status, answer = json.loads(done.stdout)
+        return int(status), str(answer)
+
 
 def _ip(*args: str) -> None:
     done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
@@ -172,9 +200,21 @@ async def test_clients_beyond_this_machine_need_the_token(other_machine: OtherMa
         assert (await other_machine.get(remote + "?token=s3cret"))[0] == 200
         bearer = {"Authorization": "Bearer s3cret"}
         assert (await other_machine.get(remote, headers=bearer))[0] == 200
+        # A name the server does not know (what a DNS-rebinding page sends) is refused even
+        # from the other machine; the token lets a client use any name it likes.
+        foreign = {"Host": f"evil.example:{server.port}"}
+        status, body = await other_machine.get(remote, headers=foreign)
+        assert status == 421 and "allowed_hosts" in body
+        assert (await other_machine.get(remote, headers={**foreign, **bearer}))[0] == 200
+        # A state change from the other machine: refused without the token, taken with it.
+        tempo = f"http://{other_machine.server_address}:{server.port}/api/tempo"
+        assert (await other_machine.post(tempo, "120"))[0] == 401
+        status, body = await other_machine.post(tempo, "120", headers=bearer)
+        assert status == 200 and json.loads(body)["ok"], body
+        assert server.control.state()["overrides"] == {}  # queued for the router, not applied
         local = f"http://127.0.0.1:{server.port}/api/state"
         async with aiohttp.ClientSession() as http, http.get(local) as response:
-            assert response.status == 200  # this machine itself needs none
+            assert response.status == 200  # this machine itself needs none to read
     finally:
         await server.aclose()
 
@@ -183,6 +223,151 @@ def test_listening_beyond_loopback_without_a_token_makes_one() -> None:
     server = _server(host="0.0.0.0")
     assert len(server.token) >= 12
     assert f"?token={server.token}" in server.url
+
+
+def test_on_loopback_the_panel_url_carries_a_token_and_the_obs_url_does_not() -> None:
+    server = _server()
+    assert len(server.token) >= 12
+    assert server.panel_url.endswith(f"/panel?token={server.token}")
+    assert "token" not in server.url  # OBS's setting stays the same from run to run
+    assert _server(token="fixed").panel_url.endswith("?token=fixed")
+
+
+def _curl(*args: str) -> tuple[int, str]:
+    """Debian's curl (not our client): (status, body)."""
+    assert shutil.which("curl"), "curl not found: tools/setup.sh installs it"
+    done = subprocess.run(
+        ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    body, _, status = done.stdout.rpartition("\n")
+    return int(status), body
+
+
+async def test_curl_with_a_foreign_host_or_origin_changes_and_reads_nothing(
+    served: tuple[WebServer, Session],
+) -> None:
+    server, session = served
+    base = f"http://127.0.0.1:{server.port}"
+    rebind = f"evil.example:{server.port}"
+    # DNS rebinding: a page of evil.example re-pointed at 127.0.0.1 sends its own name.
+    for path in ("/api/state", "/", "/panel", "/static/panel.js"):
+        status, body = await asyncio.to_thread(_curl, "-H", f"Host: {rebind}", base + path)
+        assert status == 421 and "scene" not in body, (path, status, body)
+    status, _ = await asyncio.to_thread(
+        _curl, "-H", f"Host: {rebind}", "-H", f"Origin: http://{rebind}", "-d", "150",
+        base + "/api/tempo",
+    )  # fmt: skip
+    assert status == 421
+    # A page of another origin (another port on this machine, or a web site): the "simple"
+    # request a browser sends without asking, as a browser sends it.
+    for origin in ("http://evil.example", f"http://127.0.0.1:{server.port + 1}", "null"):
+        status, body = await asyncio.to_thread(
+            _curl, "-H", f"Origin: {origin}", "-H", "Content-Type: text/plain", "-d", "150",
+            base + "/api/tempo",
+        )  # fmt: skip
+        assert status == 403 and "another web page" in body, (origin, status, body)
+    status, _ = await asyncio.to_thread(
+        _curl, "-H", "Sec-Fetch-Site: cross-site", "-d", "stop", base + "/api/transport"
+    )
+    assert status == 403
+    # No CORS: a preflight is refused and no answer ever names another origin.
+    status, _ = await asyncio.to_thread(
+        _curl, "-X", "OPTIONS", "-H", "Origin: http://evil.example",
+        "-H", "Access-Control-Request-Method: POST", base + "/api/tempo",
+    )  # fmt: skip
+    assert status == 403
+    headers = await asyncio.to_thread(
+        _curl, "-D", "-", "-H", f"Origin: {base}", base + "/api/state"
+    )
+    assert "access-control-allow" not in headers[1].lower()
+    assert "frame-ancestors 'none'" in headers[1]
+    await asyncio.sleep(0.5)
+    assert session.control.state()["overrides"] == {} and session.control.state()["playing"]
+    assert server.refused >= 9
+    # The daemon's own origin and names, and curl on this machine, still work.
+    for host, origin in [
+        (f"127.0.0.1:{server.port}", f"http://127.0.0.1:{server.port}"),
+        (f"localhost:{server.port}", f"http://localhost:{server.port}"),
+    ]:
+        status, body = await asyncio.to_thread(
+            _curl, "-H", f"Host: {host}", "-H", f"Origin: {origin}", "-d", "3",
+            base + "/api/layers",
+        )  # fmt: skip
+        assert status == 200, body
+    assert (await asyncio.to_thread(_curl, "-d", "4", base + "/api/layers"))[0] == 200
+
+
+async def test_a_capture_source_needs_the_token_even_from_this_machine(
+    served: tuple[WebServer, Session], tmp_path: Path
+) -> None:
+    from tests.clips import write_clip
+
+    server, session = served
+    clip = tmp_path / "clip.mp4"
+    await asyncio.to_thread(write_clip, clip, duration=4.0, intensity=lambda t: 0.5)
+    base = f"http://127.0.0.1:{server.port}/api/source"
+    own = {"Origin": f"http://127.0.0.1:{server.port}"}  # even the daemon's own panel
+    async with aiohttp.ClientSession() as http:
+        for spec in (str(clip), "webcam:0", "screen:0", "auto", "/dev/video0"):
+            async with http.post(base, json={"source": spec}, headers=own) as response:
+                assert response.status == 403, spec
+                assert "token" in (await response.json())["message"]
+        assert session.control.state()["source"] == "built-in demo scene"
+        async with http.post(base, data="demo", headers=own) as response:
+            assert response.status == 200  # the demo opens nothing of the user's
+        bearer = {"Authorization": f"Bearer {server.token}"}
+        async with http.post(base, json={"source": str(clip)}, headers=bearer) as response:
+            assert response.status == 200, await response.text()
+        assert session.control.state()["source"].startswith("video file")
+        async with http.post(base + f"?token={server.token}x", data="demo") as response:
+            assert response.status == 200  # a wrong token is no token: the demo needs none
+
+
+async def test_trusted_loopback_sources_need_no_token(tmp_path: Path) -> None:
+    from tests.clips import write_clip
+
+    clip = tmp_path / "clip.mp4"
+    await asyncio.to_thread(write_clip, clip, duration=4.0, intensity=lambda t: 0.5)
+    config = live_config(
+        web={"trust_loopback_sources": True}, visuals={"width": 160, "height": 90, "fps": 10}
+    )
+    session = build(config, seconds=20.0)
+    async with running(session):
+        server = web_of(session)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{server.port}/api/source", data=str(clip)) as response,
+        ):
+            assert response.status == 200, await response.text()
+        assert session.control.state()["source"].startswith("video file")
+
+
+async def test_bodies_and_rates_are_bounded(served: tuple[WebServer, Session]) -> None:
+    from daemon.web.access import POST_BURST, POST_PER_S
+
+    server, _ = served
+    base = f"http://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/offer", data=b"x" * 200_000) as response:
+            assert response.status == 413
+        statuses = []
+        started = time.monotonic()
+        for _ in range(POST_BURST + 60):
+            async with http.post(f"{base}/api/mute", data="cowbell") as response:
+                statuses.append(response.status)
+        elapsed = time.monotonic() - started
+        assert statuses[: POST_BURST - 5] == [400] * (POST_BURST - 5)  # refused: no such layer
+        # The burst, then the allowance per second (however slow this machine is today).
+        taken = len(statuses) - statuses.count(429)
+        assert statuses.count(429) > 0 and taken <= POST_BURST + elapsed * POST_PER_S + 1
+        async with http.get(f"{base}/api/state") as response:
+            assert response.status == 200  # reads have their own allowance
+        await asyncio.sleep(0.5)  # the allowance comes back
+        async with http.post(f"{base}/api/tempo", data="120") as response:
+            assert response.status == 200
 
 
 def test_addresses_parse_and_bad_ones_are_one_line_errors(capsys: pytest.CaptureFixture) -> None:

@@ -115,10 +115,15 @@ async def test_before_the_engine_clock_runs_a_viewer_hears_paced_silence() -> No
 
 
 @pytest.mark.slow
-async def test_a_peer_receives_the_live_daemons_music_and_visuals(tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker_process", [False, True], ids=["in-process", "worker-process"])
+async def test_a_peer_receives_the_live_daemons_music_and_visuals(
+    tmp_path: Path, worker_process: bool
+) -> None:
     """A real aiortc peer in place of the browser, against ``moodscore run``'s own session:
-    signalling over HTTP, then media over UDP; what it hears is the music the daemon records."""
-    config = live_config(visuals={"width": 320, "height": 180, "fps": 15})
+    signalling over HTTP, then media over UDP; what it hears is the music the daemon records.
+    The visuals drawn in this process, and in a worker process (``visuals.worker_process``)."""
+    visuals = {"width": 320, "height": 180, "fps": 15, "worker_process": worker_process}
+    config = live_config(visuals=visuals)
     session = build(config, seconds=20.0, record_dir=tmp_path)
     server = web_of(session)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -156,6 +161,7 @@ async def test_a_peer_receives_the_live_daemons_music_and_visuals(tmp_path: Path
             await asyncio.sleep(0.1)
         left = server.peers.viewers
         producing = server.visuals.producing
+        workers = server.visuals.workers_started
     await pc.close()
     heard = np.concatenate(chunks).astype(np.float32) / 32768
     match = await asyncio.to_thread(_best_match, tmp_path, heard, first_frame_audio_time)
@@ -165,6 +171,7 @@ async def test_a_peer_receives_the_live_daemons_music_and_visuals(tmp_path: Path
     assert state["viewers"] == 1 and state["connections"] == 1
     assert state["bar"] is not None and state["audio_time"] > 0
     assert left == 0 and producing == 0
+    assert workers == (1 if worker_process else 0)
 
 
 def _best_match(folder: Path, heard: np.ndarray, audio_time: float) -> float:

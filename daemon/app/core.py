@@ -169,7 +169,13 @@ def common_outputs(
     """The outputs ``run`` and ``render`` both offer: the WAV, ``--midi``, ``--beats``, MQTT."""
     outputs: list[Output] = []
     if recording is not None:
-        outputs.append(RecordingOutput(recording))
+        outputs.append(
+            RecordingOutput(
+                recording,
+                max_file_bytes=config.record.max_file_mb * 1_000_000,
+                live=core.engine.realtime,
+            )
+        )
     if midi is not None:
         outputs.append(MidiFileOutput(midi))
     if beats is not None:
@@ -182,17 +188,42 @@ def common_outputs(
 
 
 def session_timeline(
-    config: Config, report: SessionReport, path: Path, *, seed: int | None = None
+    config: Config,
+    report: SessionReport,
+    path: Path,
+    *,
+    seed: int | None = None,
+    span: tuple[float, float] | None = None,
 ) -> Path | None:
     """Write the timeline JSON of a finished session (every mood window and every bar) to
-    ``path``, and its plot beside it; the plot's path, or None without matplotlib."""
+    ``path``, and its plot beside it; the plot's path, or None without matplotlib.
+
+    ``span``: only the audio times ``[start, end)`` (one file of a recording that rolled over
+    into several), with every time counted from ``start``; the bar already playing at ``start``
+    is included (its time is then negative).
+    """
+    moods, bars, duration = report.moods, report.bars, report.audio_seconds
+    if span is not None:
+        start, end = span
+        offset = report.source_offset
+        moods = [
+            dataclasses.replace(m, t_start=m.t_start - start, t_end=m.t_end - start)
+            for m in moods
+            if start <= (m.t_start + m.t_end) / 2 - offset < end
+        ]
+        playing = [b for b in report.bars if b.audio_time <= start]
+        bars = [
+            dataclasses.replace(b, audio_time=b.audio_time - start)
+            for b in [*playing[-1:], *(b for b in report.bars if start < b.audio_time < end)]
+        ]
+        duration = end - start
     document = build_timeline(
-        report.moods,
+        moods,
         source=report.source,
         window_s=config.analysis.window_s,
         mode=config.analysis.mode,
-        duration=report.audio_seconds,
-        bars=report.bars,
+        duration=duration,
+        bars=bars,
         source_offset=report.source_offset,
         seed=seed,
     )

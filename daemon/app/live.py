@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from daemon.app.core import build_core, build_session, common_outputs, session_timeline
+from daemon.app.core import Core, build_core, build_session, common_outputs, session_timeline
 from daemon.config import Config
+from daemon.control.health import HealthMonitor
 from daemon.engine import BackendChoice, choose_backend
 from daemon.outputs.base import Output
 from daemon.outputs.recorder import RecordingOutput
 from daemon.session import Session, SessionReport, install_signal_handlers
 from daemon.sources import FrameSource, open_source
+
+if TYPE_CHECKING:
+    from daemon.web import WebServer
 
 log = logging.getLogger("moodscore")
 
@@ -73,20 +79,45 @@ def build_live(
     )
     if config.midi.enabled:
         outputs.append(_midi_port(config))
+    web = None
     if config.web.enabled:
         from daemon.web import WebServer
 
-        outputs.append(
-            WebServer(
-                hub=core.hub,
-                web_config=config.web,
-                visuals=config.visuals,
-                latest_mood=lambda: core.board.latest,
-                any_port_if_busy=request.web_port_flexible,
-            )
+        web = WebServer(
+            hub=core.hub,
+            web_config=config.web,
+            visuals=config.visuals,
+            latest_mood=lambda: core.board.latest,
+            any_port_if_busy=request.web_port_flexible,
         )
-    return build_session(
+        outputs.append(web)
+    session = build_session(
         config, core, source=source, outputs=outputs, render=False, duration=request.duration
+    )
+    session.outputs.append(_health_monitor(core, session, web, outputs))
+    return session
+
+
+def _health_monitor(
+    core: Core, session: Session, web: WebServer | None, outputs: list[Output]
+) -> HealthMonitor:
+    """The health monitor of a live session, reading every stage through probes."""
+    engine, analysis = core.engine, session.analysis
+    counts: dict[str, Callable[[], float | int | None]] = {
+        "late_blocks": lambda: engine.late_blocks,
+        "xruns": lambda: engine.xruns,
+        "underruns": lambda: engine.underruns,
+        "dropped_frames": lambda: analysis.dropped if analysis is not None else 0,
+        "frames_analysed": lambda: analysis.frames if analysis is not None else 0,
+    }
+    if web is not None:
+        counts["web_refused"] = lambda: web.refused
+        counts["video_slots_skipped"] = lambda: web.visuals.late_slots
+    recording = next((o for o in outputs if isinstance(o, RecordingOutput)), None)
+    if recording is not None:
+        counts["recording_failed"] = lambda: int(recording.failed is not None)
+    return HealthMonitor(
+        counts=counts, margin=lambda: core.planner.scores.last_margin_s, publish=core.hub.set_health
     )
 
 
@@ -103,17 +134,39 @@ async def _run_live(
     log.info("playing%s; Ctrl-C stops", f" for {request.duration:g} s" if request.duration else "")
     report = await run_with_signals(session)
     _report_live(report)
+    monitor = next((o for o in session.outputs if isinstance(o, HealthMonitor)), None)
+    if monitor is not None:
+        log.info("%s", monitor.summary())
     recording = next((o for o in session.outputs if isinstance(o, RecordingOutput)), None)
     if recording is not None and recording.recorder is not None:
-        timeline_path = recording.path.with_suffix(".timeline.json")
-        session_timeline(config, report, timeline_path)
-        log.info(
-            "recorded %.1f s of audio to %s (timeline: %s)",
-            recording.seconds_written,
-            recording.path,
-            timeline_path,
-        )
+        _recording_timelines(config, report, recording)
     return 0
+
+
+def _recording_timelines(config: Config, report: SessionReport, recording: RecordingOutput) -> None:
+    """The timeline beside each file of the recording, and what was recorded, in the log."""
+    parts = recording.parts
+    rate = recording.clock.sample_rate
+    try:
+        for part in parts:
+            span = None
+            if len(parts) > 1:
+                span = (part.start_time, part.start_time + part.frames / rate)
+            session_timeline(config, report, part.path.with_suffix(".timeline.json"), span=span)
+    except OSError as exc:
+        log.warning("the timeline could not be written (%s)", exc.strerror or exc)
+    files = ", ".join(str(part.path) for part in parts)
+    if recording.failed is not None:
+        log.warning(
+            "the recording stopped early: %.1f s of audio in %s", recording.seconds_written, files
+        )
+    else:
+        log.info(
+            "recorded %.1f s of audio to %s (timeline%s beside it)",
+            recording.seconds_written,
+            files,
+            "s" if len(parts) > 1 else "",
+        )
 
 
 async def run_with_signals(session: Session) -> SessionReport:

@@ -53,7 +53,11 @@ Figures (later issues add theirs):
   ``half_done_s`` (activity half-way to its new level), in seconds after the cut; and
   ``live_cut_to_stinger_ms``, live (manual backend, a paced source stepping every 4 s) from the
   arrival of the frame that confirms a cut to the first sample of the stinger answering it,
-  as heard, p50/p95; see :mod:`daemon.bench.reaction`.
+  as heard, p50/p95; see :mod:`daemon.bench.reaction`;
+- ``busy_machine``: late audio blocks per minute of a live ``run`` with three OBS-page viewers
+  (headless Chromium) and two busy cores, 60 s, with ``engine.priority`` ``normal`` (before),
+  ``high`` (the default) and ``high`` with ``visuals.worker_process``; target 0; not with
+  ``--quick``; see :mod:`daemon.bench.busy`.
 """
 
 from __future__ import annotations
@@ -103,7 +107,17 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
     figures.update(_render(seconds=15.0 if quick else 60.0))
     figures["library"] = _library(config, quick=quick)
     figures["reaction"] = _reaction(config, quick=quick)
+    figures["busy_machine"] = _busy(quick=quick)
     return figures
+
+
+def _busy(*, quick: bool) -> dict[str, Any]:
+    if quick:
+        # Two daemons, three browsers and two busy cores for a minute each: not a quick look.
+        return {"skipped": "not with --quick (python -m daemon.bench.busy SECONDS runs it alone)"}
+    from daemon.bench.busy import busy_figures
+
+    return busy_figures(seconds=60.0)
 
 
 def _reaction(config: Config, *, quick: bool) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def visuals_figures(
     from daemon.composer import Composer
     from daemon.engine import BackendChoice, Engine, ScoreQueue
     from daemon.messages import Plan
-    from daemon.outputs.webrtc.video import VisualsEncoder, stream_bitrate, yuv420_frame
+    from daemon.outputs.webrtc.vp8 import VisualsEncoder, stream_bitrate, yuv420_frame
     from daemon.visuals import VisualTimeline, render_frame
 
     seconds = frames / 30.0 + 2.0

@@ -274,6 +274,57 @@ def parse_command(
     return cast(Command, command)
 
 
+# Longest request id echoed back (an automation's correlation id, a UUID, a counter).
+MAX_ID_CHARS = 128
+RequestId = str | int | float | None
+
+
+def split_request_id(
+    payload: bytes | str,
+) -> tuple[RequestId, bytes | str | dict[str, Any]]:
+    """The ``id`` of a JSON-object payload, for the answer to echo, and the payload without it.
+
+    ``{"bpm": 150, "id": "a1"}`` gives ``("a1", {"bpm": 150})``; anything else (a bare value, a
+    payload that is not JSON or too large, an object without ``id``) comes back unchanged with
+    the id None, for :func:`parse_command` to judge.
+
+    Raises
+    ------
+    CommandError
+        The ``id`` is neither a string of at most :data:`MAX_ID_CHARS` characters nor a finite
+        number.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return None, payload
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    except UnicodeDecodeError:
+        return None, payload
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return None, payload
+    try:
+        value = json.loads(stripped)
+    except (json.JSONDecodeError, RecursionError):
+        return None, payload
+    if not isinstance(value, dict) or "id" not in value:
+        return None, payload
+    request_id = value.pop("id")
+    if request_id is None:
+        return None, value
+    fits = (isinstance(request_id, str) and len(request_id) <= MAX_ID_CHARS) or (
+        isinstance(request_id, int | float)
+        and not isinstance(request_id, bool)
+        and math.isfinite(request_id)
+    )
+    if not fits:
+        raise CommandError(
+            f"id: send a string of at most {MAX_ID_CHARS} characters or a number; it comes back "
+            "in the result"
+        )
+    return request_id, value
+
+
 def _decode(name: str, payload: bytes | str | Mapping[str, Any] | None) -> Any:
     if isinstance(payload, Mapping):
         return dict(payload)

@@ -112,6 +112,8 @@ class ControlHub:
             "cue": None,
         }
         self._event_listeners: list[EventListener] = []
+        self._health: dict[str, Any] = {}
+        self._health_listeners: list[StateListener] = []
 
     # -- front ends ------------------------------------------------------------------------
 
@@ -164,6 +166,27 @@ class ControlHub:
     def remove_state_listener(self, fn: StateListener) -> None:
         """Stop calling ``fn``; unknown listeners are ignored."""
         self._listeners = [f for f in self._listeners if f is not fn]
+
+    def health(self) -> dict[str, Any]:
+        """The latest health report (:mod:`daemon.control.health`); empty before the first."""
+        return dict(self._health)
+
+    def set_health(self, report: dict[str, Any]) -> None:
+        """A new health report (the monitor, once a second): listeners hear of every one."""
+        self._health = dict(report)
+        for fn in self._health_listeners:
+            try:
+                fn(dict(report))
+            except Exception:
+                log.exception("health listener %r failed; it keeps being called", fn)
+
+    def add_health_listener(self, fn: StateListener) -> None:
+        """Call ``fn(report)`` on the event loop with every health report."""
+        self._health_listeners = [*self._health_listeners, fn]
+
+    def remove_health_listener(self, fn: StateListener) -> None:
+        """Stop calling ``fn``; unknown listeners are ignored."""
+        self._health_listeners = [f for f in self._health_listeners if f is not fn]
 
     def add_event_listener(self, fn: EventListener) -> None:
         """Call ``fn(name, payload)`` on the event loop for every event (``cue``)."""

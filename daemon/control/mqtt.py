@@ -6,14 +6,19 @@ section shows every payload):
 - ``status``: ``online`` / ``offline``, retained; ``offline`` is also the Last Will, so a crash or
   a lost network says so too;
 - ``state``: retained JSON (:meth:`ControlHub.state`), published on change, rate-limited;
+- ``health``: retained JSON, the health monitor's report (:mod:`daemon.control.health`: late
+  blocks, xruns, underruns, CPU, memory, ``status``), at most every ``health_interval_s`` and at
+  once when the status changes;
 - ``event/beat``: JSON per beat, published ``beat_lead_ms`` *before* the beat sounds, with the
   wall-clock time (``time``, Unix seconds) and the audio time it sounds at; ``event/bar`` the
   same per bar with the bar's plan; ``event/scene`` when the scene changes; ``event/cue`` when
   the music answers a sudden change at once (kind, strength, the audio time it answers at);
   ``event/note`` (``note_events``) per note;
 - ``cmd/<name>`` (mood, scene, tempo, layers, key, mute, transport, source): commands, validated
-  by :mod:`daemon.control.commands`; each is answered on ``cmd/<name>/result`` with ``ok`` or the
-  error text.
+  by :mod:`daemon.control.commands`; each is answered on ``cmd/<name>/result`` with JSON
+  ``{"ok": bool, "error": str|null, "id": ...}`` echoing the ``id`` of a JSON command (plain
+  ``ok`` or the error text with ``mqtt.plain_results``). An MQTT v5 client that sends a response
+  topic gets the same answer there too, with its correlation data.
 
 Home Assistant discovery configs are retained under ``<discovery_prefix>/...`` and sent again
 whenever ``<discovery_prefix>/status`` says ``online``. With ``wled_topic`` set, each bar sends a
@@ -45,10 +50,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from daemon.clock import MusicClock, ScheduledNote
 from daemon.config import MqttConfig
-from daemon.control.commands import COMMAND_NAMES
+from daemon.control.commands import (
+    COMMAND_NAMES,
+    CommandError,
+    CommandResult,
+    RequestId,
+    split_request_id,
+)
 from daemon.control.hub import ControlHub
 from daemon.control.mqtt_topics import (
     NAME_RE,
@@ -57,6 +70,8 @@ from daemon.control.mqtt_topics import (
     discovery_configs,
     instance_name,
     parse_broker,
+    response_topic_usable,
+    result_payload,
     tls_context,
     wled_state,
 )
@@ -88,6 +103,27 @@ _INCOMING_QUEUE = 4096
 # off the beat are worse than one missed flash. (In manual mode that is the session's very first
 # beat: the clock starts at audio time 0 the moment the engine runs, so it is never known ahead.)
 LATE_DROP_S = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """Where an MQTT v5 client asked for the answer: its response topic and correlation data."""
+
+    topic: str
+    properties: Properties | None
+
+    @classmethod
+    def of(cls, message: aiomqtt.Message, base: str) -> _Reply | None:
+        asked = message.properties
+        topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
+        if not isinstance(topic, str) or not response_topic_usable(topic, base):
+            return None
+        correlation = getattr(asked, "CorrelationData", None)
+        if correlation is None:
+            return cls(topic, None)
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.CorrelationData = bytes(correlation)
+        return cls(topic, properties)
 
 
 @dataclass
@@ -136,6 +172,9 @@ class MqttBridge(Output):
         self._state_dirty = asyncio.Event()
         self._last_scene: str | None = None
         self._last_wled = -float("inf")
+        self._health: dict[str, Any] | None = None
+        self._health_sent_at = -float("inf")
+        self._health_sent_status: str | None = None
         self._fail_log = RateLimitedLog(log, interval=30.0)
         self._was_connected = False
         self.connected = asyncio.Event()
@@ -150,6 +189,7 @@ class MqttBridge(Output):
             clock.add_note_listener(self._notes_from_clock)
         self.hub.add_state_listener(self._state_changed)
         self.hub.add_event_listener(self._event)
+        self.hub.add_health_listener(self._health_changed)
 
     async def start(self) -> None:
         """Start connecting (and reconnecting) in the background."""
@@ -161,6 +201,7 @@ class MqttBridge(Output):
         """Publish ``offline`` (retained), disconnect and stop."""
         self.hub.remove_state_listener(self._state_changed)
         self.hub.remove_event_listener(self._event)
+        self.hub.remove_health_listener(self._health_changed)
         client = self._client
         if client is not None and self.connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -189,6 +230,11 @@ class MqttBridge(Output):
             username=config.username or None,
             password=config.password or None,
             identifier=config.client_id or f"moodscore-{self.instance}",
+            protocol=(
+                aiomqtt.ProtocolVersion.V5
+                if config.protocol == "5"
+                else aiomqtt.ProtocolVersion.V311
+            ),
             will=aiomqtt.Will(self.base + "status", "offline", qos=1, retain=True),
             keepalive=config.keepalive_s,
             tls_context=self._tls,
@@ -244,6 +290,8 @@ class MqttBridge(Output):
             await client.subscribe(self.config.discovery_prefix + "/status", qos=1)
         await client.publish(self.base + "status", "online", qos=1, retain=True)
         await self._publish_state(client)
+        if self._health is not None:
+            await client.publish(self.base + "health", json.dumps(self._health), qos=1, retain=True)
         if self.config.discovery:
             await self._publish_discovery(client)
         self.connected.set()
@@ -268,24 +316,38 @@ class MqttBridge(Output):
             return
         name = topic[len(self.base) + 4 :]
         self.stats.commands += 1
+        reply = _Reply.of(message, self.base)
         if message.retain:
             # A retained command would be applied again after every reconnect.
-            self._answer(name, "refused: retained command; publish commands without retain")
+            refused = CommandResult(
+                False, "refused: retained command; publish commands without retain"
+            )
+            self._answer(name, refused, None, reply)
             return
         if name == "source":
             # Opening a camera can take a while: answer when done, keep reading commands.
-            self._spawn(self._execute(name, raw), name="mqtt-source")
+            self._spawn(self._execute(name, raw, reply), name="mqtt-source")
             return
-        await self._execute(name, raw)
+        await self._execute(name, raw, reply)
 
-    async def _execute(self, name: str, raw: bytes | str) -> None:
-        result = await self.hub.execute(name, raw)
-        self._answer(name, result.message)
+    async def _execute(self, name: str, raw: bytes | str, reply: _Reply | None) -> None:
+        try:
+            request_id, payload = split_request_id(raw)
+        except CommandError as exc:
+            self._answer(name, CommandResult(False, str(exc)), None, reply)
+            return
+        result = await self.hub.execute(name, payload)
+        self._answer(name, result, request_id, reply)
 
-    def _answer(self, name: str, text: str) -> None:
+    def _answer(
+        self, name: str, result: CommandResult, request_id: RequestId, reply: _Reply | None
+    ) -> None:
+        text = result_payload(result, request_id, plain=self.config.plain_results)
         # The result topic of an unknown or odd name still answers, on a name safe to use.
         leaf = name if name in COMMAND_NAMES or NAME_RE.match(name) else "_invalid"
         self._publish_now(f"{self.base}cmd/{leaf}/result", text)
+        if reply is not None:
+            self._publish_now(reply.topic, text, properties=reply.properties)
 
     # -- state, scene events, discovery ----------------------------------------------------
 
@@ -305,6 +367,19 @@ class MqttBridge(Output):
                     }
                 ),
             )
+
+    def _health_changed(self, report: dict[str, Any]) -> None:
+        """A health report (once a second): retained, rate-limited, at once on a new status."""
+        self._health = report
+        now = time.monotonic()
+        status = report.get("status")
+        if (
+            status == self._health_sent_status
+            and now - self._health_sent_at < self.config.health_interval_s
+        ):
+            return
+        if self._publish_now(self.base + "health", json.dumps(report), qos=1, retain=True):
+            self._health_sent_at, self._health_sent_status = now, status
 
     def _event(self, name: str, payload: dict[str, Any]) -> None:
         """A moment worth a message (a cue): ``event/<name>``, at once, best effort."""
@@ -427,8 +502,17 @@ class MqttBridge(Output):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _publish_now(self, topic: str, payload: str) -> bool:
-        """Best effort, QoS 0, at once: dropped when not connected."""
+    def _publish_now(
+        self,
+        topic: str,
+        payload: str,
+        *,
+        properties: Properties | None = None,
+        qos: int = 0,
+        retain: bool = False,
+    ) -> bool:
+        """At once, without waiting for an acknowledgement (QoS 0 unless asked): dropped when
+        not connected."""
         client = self._client
         if client is None or self.closed or not self.connected.is_set():
             return False
@@ -436,7 +520,7 @@ class MqttBridge(Output):
         # the loop sees the socket writable. aiomqtt's coroutine would need a task and a loop
         # turn first, which costs milliseconds of beat lead when the loop is busy (aiomqtt is
         # pinned; a QoS 0 publish has nothing to wait for anyway).
-        info = client._client.publish(topic, payload, qos=0)
+        info = client._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         return info.rc == 0
 
     def _spawn(self, coro: Any, *, name: str) -> None:

@@ -6,6 +6,7 @@ and WLED states. Pure functions of the config and the music, so the bridge
 from __future__ import annotations
 
 import colorsys
+import json
 import re
 import socket
 import ssl
@@ -14,9 +15,28 @@ from typing import Any
 
 from daemon import __version__
 from daemon.config import MqttConfig
+from daemon.control.commands import CommandResult, RequestId
 from daemon.errors import ConfigError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def result_payload(result: CommandResult, request_id: RequestId, *, plain: bool = False) -> str:
+    """The answer on ``cmd/<name>/result``: ``{"ok": true, "error": null, "id": ...}`` (the
+    command's ``id`` echoed, null without one), or with ``plain`` (``mqtt.plain_results``) the
+    old text: ``ok`` or the error."""
+    if plain:
+        return result.message
+    error = None if result.ok else result.message
+    return json.dumps({"ok": result.ok, "error": error, "id": request_id})
+
+
+def response_topic_usable(topic: str, base: str) -> bool:
+    """Whether an MQTT v5 response topic may be answered on: a plain topic, not one of ours
+    (an answer on ``<base>cmd/...`` would be read as a command, and answered, and so on)."""
+    return (
+        0 < len(topic) <= 512 and not any(c in topic for c in "+#\0") and not topic.startswith(base)
+    )
 
 
 def instance_name(config: MqttConfig) -> str:
@@ -124,7 +144,9 @@ def discovery_configs(
     *, base: str, instance: str, discovery_prefix: str, scenes: Sequence[str]
 ) -> list[tuple[str, dict[str, Any]]]:
     """Home Assistant MQTT discovery: (config topic, payload) for sensors of valence, arousal,
-    scene and bpm, numbers for tempo and layers, a select for the scene and a play switch."""
+    scene and bpm, the audio's health (``ok`` / ``glitching``, every figure as an attribute) and
+    late blocks per minute, numbers for tempo and layers, a select for the scene and a play
+    switch."""
     node = f"moodscore_{instance}".replace("-", "_")
     device = {
         "identifiers": [node],
@@ -174,6 +196,27 @@ def discovery_configs(
             value_template="{{ value_json.bpm }}",
             unit_of_measurement="bpm",
             icon="mdi:metronome",
+        ),
+        entry(
+            "sensor",
+            "health",
+            name="Audio health",
+            state_topic=base + "health",
+            value_template="{{ value_json.status }}",
+            json_attributes_topic=base + "health",
+            entity_category="diagnostic",
+            icon="mdi:heart-pulse",
+        ),
+        entry(
+            "sensor",
+            "late_blocks",
+            name="Late audio blocks",
+            state_topic=base + "health",
+            value_template="{{ value_json.late_blocks_per_min }}",
+            unit_of_measurement="/min",
+            state_class="measurement",
+            entity_category="diagnostic",
+            icon="mdi:waveform",
         ),
         entry(
             "number",

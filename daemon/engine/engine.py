@@ -46,6 +46,7 @@ from daemon.clock import (
 from daemon.config import EngineConfig
 from daemon.engine.backends import BackendChoice
 from daemon.engine.envelopes import STOP_FADE_S
+from daemon.engine.priority import raise_thread_priority
 from daemon.engine.scores import ScoreQueue
 from daemon.engine.sequencer import Missing, Sequencer
 from daemon.errors import EngineError
@@ -160,6 +161,11 @@ class Engine(Scheduling):
         self._grid_listeners: Listeners[[BarGrid]] = Listeners("grid")
         self._note_listeners: Listeners[[Sequence[ScheduledNote]]] = Listeners("note")
         self.late_blocks = 0  # live manual mode: blocks handed on after their wall-clock time
+        self.priority = "normal"  # what the audio thread got (engine.priority asks)
+        # device/jack: callbacks that came more than two periods after the one before (the card
+        # or JACK had nothing to play in between): an estimate of xruns.
+        self.xruns = 0
+        self._last_callback: float | None = None
         # wall clock (time.perf_counter) minus audio time; see wall_time()
         self._wall_offset: float | None = None
         self._clock_window: list[float] = [float("inf"), float("inf")]
@@ -588,8 +594,11 @@ class Engine(Scheduling):
 
     def _step_loop(self, server: Any) -> None:
         paced = self.backend.name == "manual"
+        if paced:
+            self.priority = raise_thread_priority(self.config.priority)
         ahead_s = self.config.live_ahead_s
         block_s = self.buffer_size / self.sample_rate
+        fill = round(ahead_s * self.sample_rate)  # samples rendered before the stream starts
         wall_start = time.perf_counter()
         if paced:
             self._wall_offset = wall_start
@@ -611,9 +620,15 @@ class Engine(Scheduling):
                 break
             server.process()
             self._deliver(position)
-            if paced and time.perf_counter() - wall_start > (position + self.buffer_size) / (
-                self.sample_rate
-            ):
+            end = position + self.buffer_size
+            if paced and position < fill <= end:
+                # The stream starts once the engine is ``live_ahead_s`` ahead: whatever the
+                # first blocks cost (pyo warming up, the rest of the daemon still starting while
+                # the GIL is busy), no listener heard a gap before there was a stream. Its wall
+                # clock starts there, with the whole lead in hand.
+                wall_start = time.perf_counter() - (end / self.sample_rate - ahead_s)
+                self._wall_offset = wall_start
+            elif paced and end > fill and time.perf_counter() - wall_start > end / self.sample_rate:
                 # Handed on after a listener with one block of buffer needed it: a gap.
                 self.late_blocks += 1
             self._position = position + self.buffer_size
@@ -679,7 +694,11 @@ class Engine(Scheduling):
         # Each callback runs a little after its period began and never before: the smallest
         # (now - audio time) over a window is the truest offset. Two half-windows let it follow
         # a drifting card clock. The block computed now is heard one block later.
-        observed = time.perf_counter() - position / self.sample_rate
+        now = time.perf_counter()
+        last, self._last_callback = self._last_callback, now
+        if last is not None and now - last > 2.0 * self.buffer_size / self.sample_rate:
+            self.xruns += 1
+        observed = now - position / self.sample_rate
         window = self._clock_window
         window[1] = min(window[1], observed)
         self._clock_count += 1

@@ -35,6 +35,9 @@ class ScoreQueue:
         # Ungated (live, or scores written up front): every time is clear from the start.
         self._cleared = float("-inf") if gated else float("inf")
         self._closed = False
+        self._put_at: dict[int, float] = {}  # time.monotonic() each waiting score came
+        # How long the latest bar's score waited for the engine (s): the composer's margin.
+        self.last_margin_s: float | None = None
 
     def patch(self, patch: BarPatch) -> None:
         """Add a bar patch (taken by the engine at its next block); never blocks."""
@@ -73,6 +76,7 @@ class ScoreQueue:
             if self._closed:
                 return
             self._scores[score.bar] = score
+            self._put_at.setdefault(score.bar, time.monotonic())
             self._cond.notify_all()
 
     def get(self, bar: int, timeout: float | None) -> BarScore | None:
@@ -86,8 +90,13 @@ class ScoreQueue:
             while True:
                 for stale in [b for b in self._scores if b < bar]:
                     del self._scores[stale]
+                for stale in [b for b in self._put_at if b < bar]:
+                    del self._put_at[stale]
                 score = self._scores.pop(bar, None)
                 if score is not None:
+                    put_at = self._put_at.pop(bar, None)
+                    if put_at is not None:
+                        self.last_margin_s = time.monotonic() - put_at
                     return score
                 if self._closed or self._scores:
                     return None

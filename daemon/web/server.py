@@ -33,17 +33,19 @@ Routes
     JSON object or a bare value. Answers ``{"ok": true, "message": "ok"}``, or status 400 (404
     for an unknown command) with the reason.
 
-Access. Requests from this machine (loopback) are always served. Anyone else must send the
-token (``?token=`` or ``Authorization: Bearer``); when the server listens beyond loopback and no
-token is configured, a random one is made and logged with the URL.
+Access (:mod:`daemon.web.access`). The ``Host`` header must name this server (421 otherwise:
+DNS rebinding); clients beyond this machine need the token (401); state changes and WebRTC offers
+come from the daemon's own pages or carry the token (403: other web pages, forms, ``no-cors``);
+switching the source to a camera, screen or file needs the token even from this machine (403),
+unless ``web.trust_loopback_sources``; requests are rate-limited per client (429) and bodies
+bounded (413). No CORS header is ever sent. The token (``?token=`` or ``Authorization: Bearer``)
+is ``web.token``, or a random one made at start, in the panel's URL in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import hmac
-import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -54,9 +56,10 @@ from aiohttp import web
 
 from daemon.clock import MusicClock
 from daemon.config import VisualsConfig, WebConfig
-from daemon.control.commands import COMMAND_NAMES
+from daemon.control.commands import COMMAND_NAMES, CommandError, SourceCommand, parse_command
 from daemon.control.hub import ControlHub
 from daemon.errors import ConfigError, MoodscoreError
+from daemon.logs import RateLimitedLog
 from daemon.messages import LAYER_ORDER, STINGER_KINDS, Mood
 from daemon.outputs.base import Output, Stage
 from daemon.outputs.webrtc import (
@@ -67,9 +70,13 @@ from daemon.outputs.webrtc import (
     allow_loopback_candidates,
 )
 from daemon.visuals import VisualTimeline
+from daemon.web.access import AccessPolicy, is_loopback
 from daemon.web.camera import BrowserCamera, answer_camera
 
 log = logging.getLogger("moodscore.web")
+
+# Set on each request by the guard: whether it carries the token.
+AUTHORISED = web.RequestKey("authorised", bool)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 64 * 1024  # an SDP offer is a few KB; commands far less
@@ -95,16 +102,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ConfigError(f"--web {text!r} is not HOST:PORT (e.g. 127.0.0.1:8080 or :8090)")
     return host, port
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class WebServer(Output):
@@ -139,10 +136,16 @@ class WebServer(Output):
         self.control = hub
         self.host = web_config.host
         self.port = web_config.port
-        self.token = web_config.token
-        if not self.token and not is_loopback(self.host):
-            self.token = secrets.token_urlsafe(12)
+        # Always a token: other machines need it, and so does a capture source from this one.
+        self.token = web_config.token or secrets.token_urlsafe(12)
+        self.access = AccessPolicy(
+            bound_host=self.host,
+            token=self.token,
+            allowed_hosts=web_config.allowed_hosts,
+            trust_loopback_sources=web_config.trust_loopback_sources,
+        )
         self._video = VideoFormat(width=visuals.width, height=visuals.height, fps=visuals.fps)
+        self._worker_process = visuals.worker_process
         self._latest_mood = latest_mood
         self._any_port_if_busy = any_port_if_busy
         self.ring = AudioRing(sample_rate=48000)
@@ -151,12 +154,19 @@ class WebServer(Output):
         self._peers: PeerHub | None = None
         self._camera_tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
+        self.refused = 0  # requests refused by the access rules
+        self._refusal_log = RateLimitedLog(log)
         self.app = self._build_app()
 
     def _attach(self, clock: MusicClock) -> None:
         self.ring.configure(clock.sample_rate)
         self.timeline.attach(clock)
-        self._visuals = LiveVisuals(timeline=self.timeline, clock=clock, video=self._video)
+        self._visuals = LiveVisuals(
+            timeline=self.timeline,
+            clock=clock,
+            video=self._video,
+            worker_process=self._worker_process,
+        )
         self._peers = PeerHub(ring=self.ring, visuals=self._visuals, clock=clock)
         clock.add_audio_listener(self._tap)
 
@@ -182,19 +192,20 @@ class WebServer(Output):
 
     @property
     def url(self) -> str:
-        """The OBS page's URL (with the token when one is needed)."""
-        return self._url("/")
+        """The OBS page's URL (with the token when the server is open beyond this machine; on
+        loopback it stays the same from run to run, for OBS's settings)."""
+        return self._url("/", token=not is_loopback(self.host))
 
     @property
     def panel_url(self) -> str:
-        """The control panel's URL (with the token when one is needed)."""
-        return self._url("/panel")
+        """The control panel's URL, with the token (a source switch to a camera needs it)."""
+        return self._url("/panel", token=True)
 
-    def _url(self, path: str) -> str:
+    def _url(self, path: str, *, token: bool) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         if ":" in host:
             host = f"[{host}]"
-        query = f"?token={self.token}" if self.token else ""
+        query = f"?token={self.token}" if token else ""
         return f"http://{host}:{self.port}{path}{query}"
 
     # -- app --------------------------------------------------------------------------------
@@ -216,21 +227,50 @@ class WebServer(Output):
     async def _guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self.token and not is_loopback(request.remote or "") and not self._authorised(request):
-            raise web.HTTPUnauthorized(
-                text="moodscore: add ?token=... (printed in the daemon's log) to the URL\n"
+        authorised = self._authorised(request)
+        request[AUTHORISED] = authorised
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        refusal = self.access.check(
+            method=request.method,
+            host_header=request.headers.get("Host", ""),
+            origin=request.headers.get("Origin"),
+            fetch_site=request.headers.get("Sec-Fetch-Site"),
+            remote=request.remote or "",
+            local_address=str(sockname[0]) if sockname else "",
+            authorised=authorised,
+        )
+        if refusal is not None:
+            self.refused += 1
+            self._refusal_log.warning(
+                "web: refused %s %s from %s (%d): %s",
+                request.method,
+                request.path[:80],
+                request.remote,
+                refusal.status,
+                refusal.reason.removeprefix("moodscore: "),
             )
-        response = await handler(request)
-        # The pages are the daemon's own controls: no caching of stale JS after an upgrade.
+            response: web.StreamResponse
+            if request.path.startswith("/api/"):
+                payload = {"ok": False, "message": refusal.reason.removeprefix("moodscore: ")}
+                response = web.json_response(payload, status=refusal.status)
+            else:
+                response = web.Response(status=refusal.status, text=refusal.reason + "\n")
+        else:
+            response = await handler(request)
+        # The pages are the daemon's own controls: no caching of stale JS after an upgrade, no
+        # framing by other pages (clicks tricked through an invisible frame), no token leaking
+        # in a Referer.
         response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
 
     def _authorised(self, request: web.Request) -> bool:
-        given = request.query.get("token", "")
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            given = header[len("Bearer ") :]
-        return hmac.compare_digest(given.encode(), self.token.encode())
+        return self.access.authorised(
+            request.query.get("token", ""), request.headers.get("Authorization", "")
+        )
 
     def _page(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def page(request: web.Request) -> web.StreamResponse:
@@ -303,6 +343,8 @@ class WebServer(Output):
         state["video_streams"] = self.visuals.producing
         # Blocks the live engine handed on late (audible gaps in real time); 0 when healthy.
         state["late_blocks"] = getattr(self._clock, "late_blocks", 0)
+        # The health monitor's report (daemon.control.health): glitches, CPU, memory.
+        state["health"] = self.control.health()
         return state
 
     async def _state(self, request: web.Request) -> web.Response:
@@ -327,7 +369,27 @@ class WebServer(Output):
                 {"ok": False, "message": f"unknown command; use one of {', '.join(COMMAND_NAMES)}"},
                 status=404,
             )
-        result = await self.control.execute(name, await request.read())
+        body = await request.read()
+        if name == "source":
+            try:
+                command = parse_command(name, body)
+            except CommandError:
+                command = None  # the hub refuses it with the reason
+            if isinstance(command, SourceCommand) and self.access.source_needs_token(
+                command.source, authorised=request[AUTHORISED]
+            ):
+                self._refusal_log.warning(
+                    "web: source switch to %r refused: no token", command.source[:80]
+                )
+                return web.json_response(
+                    {
+                        "ok": False,
+                        "message": "source: a camera, screen or file needs the token; open the "
+                        "panel with the link in the daemon's log (…/panel?token=…)",
+                    },
+                    status=403,
+                )
+        result = await self.control.execute(name, body)
         return web.json_response(result.to_json(), status=200 if result.ok else 400)
 
     # -- lifecycle --------------------------------------------------------------------------

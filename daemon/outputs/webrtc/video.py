@@ -12,27 +12,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fractions
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import av
-import cv2
-import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from daemon.clock import MusicClock, until
 from daemon.logs import RateLimitedLog
-from daemon.visuals import EMPTY_STATE, VisualTimeline, pack_alpha, render_frame
+from daemon.outputs.webrtc.vp8 import (
+    VIDEO_CLOCK,
+    VIDEO_TIME_BASE,
+    VisualsEncoder,
+    stream_bitrate,
+    yuv420_frame,
+)
+from daemon.visuals import EMPTY_STATE, VisualState, VisualTimeline, pack_alpha, render_frame
 
 log = logging.getLogger("moodscore.webrtc")
 
-VIDEO_CLOCK = 90_000  # RTP video clock rate
-VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 # A keyframe at least this often in the shared video stream (see LiveVisuals).
 KEYFRAME_INTERVAL_S = 2.0
 # Encoded frames a viewer may have waiting before it is dropped back to the next keyframe.
@@ -46,67 +49,6 @@ class VideoFormat:
     width: int
     height: int
     fps: float
-
-
-def stream_bitrate(width: int, height: int, fps: float) -> int:
-    """Bits per second of the shared VP8 stream: about 0.08 bit per pixel per frame (the
-    visuals are smooth gradients and a few shapes), between 300 kbit/s and 8 Mbit/s; 720p at
-    30 fps gets 2.2 Mbit/s."""
-    return int(min(max(width * height * fps * 0.08, 300_000), 8_000_000))
-
-
-def yuv420_frame(image: np.ndarray) -> av.VideoFrame:
-    """RGB or RGBA (alpha ignored) [shape=(h, w, 3|4), dtype=uint8], even h and w -> a yuv420p
-    frame (BT.601, limited range, as FFmpeg's own conversion; OpenCV's is several times faster).
-    """
-    code = cv2.COLOR_RGBA2YUV_I420 if image.shape[2] == 4 else cv2.COLOR_RGB2YUV_I420
-    yuv: np.ndarray = cv2.cvtColor(image, code).astype(np.uint8, copy=False)
-    return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-
-
-class VisualsEncoder:
-    """VP8 (libvpx, real-time settings as aiortc's own encoder uses) of one shared stream.
-
-    Parameters
-    ----------
-    width, height : frame size in pixels (even).
-    fps : frame rate (rate control only; timestamps come with the frames).
-    bitrate : constant bit rate in bits per second.
-    """
-
-    def __init__(self, *, width: int, height: int, fps: float, bitrate: int) -> None:
-        codec = av.CodecContext.create("libvpx", "w")
-        codec.width, codec.height = width, height
-        codec.pix_fmt = "yuv420p"
-        codec.time_base = VIDEO_TIME_BASE
-        codec.framerate = fractions.Fraction(fps).limit_denominator(1001)
-        codec.bit_rate = bitrate
-        codec.gop_size = 100_000  # keyframes only when asked for (see LiveVisuals)
-        codec.qmin, codec.qmax = 2, 56
-        codec.options = {
-            "bufsize": str(bitrate),
-            "cpu-used": "-6",
-            "deadline": "realtime",
-            "lag-in-frames": "0",
-            "minrate": str(bitrate),
-            "maxrate": str(bitrate),
-            "overshoot-pct": "15",
-            "undershoot-pct": "100",
-            "static-thresh": "1",
-            "partitions": "0",
-        }
-        codec.thread_count = 2 if width * height > 640 * 480 else 1
-        self._codec = codec
-
-    def encode(self, frame: av.VideoFrame, *, keyframe: bool) -> list[av.Packet]:
-        """Encode one yuv420p frame (its ``pts`` on the 90 kHz clock); a keyframe when asked."""
-        frame.pict_type = (
-            av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
-        )
-        packets = list(self._codec.encode(frame))
-        for packet in packets:
-            packet.time_base = VIDEO_TIME_BASE
-        return packets
 
 
 class VideoFeed:
@@ -174,10 +116,21 @@ class LiveVisuals:
     timeline : bar grids and notes from the engine.
     clock : the music clock.
     video : frame size and rate.
+    worker_process : draw and encode in a process of their own
+        (:mod:`daemon.outputs.webrtc.worker`), so they never hold the audio thread up
+        (``visuals.worker_process``); in a thread of this process otherwise.
     """
 
-    def __init__(self, *, timeline: VisualTimeline, clock: MusicClock, video: VideoFormat):
+    def __init__(
+        self,
+        *,
+        timeline: VisualTimeline,
+        clock: MusicClock,
+        video: VideoFormat,
+        worker_process: bool = False,
+    ):
         self.timeline = timeline
+        self.worker_process = worker_process
         # yuv420p needs even sizes.
         self.video = dataclasses.replace(
             video, width=video.width // 2 * 2, height=video.height // 2 * 2
@@ -190,6 +143,7 @@ class LiveVisuals:
         self.rendered = 0  # slots drawn and encoded
         self.render_seconds = 0.0
         self.late_slots = 0  # slots skipped because drawing fell behind the clock
+        self.workers_started = 0  # worker processes that drew a stream (worker_process)
         self._closed = False
 
     def current_slot(self) -> int | None:
@@ -240,27 +194,58 @@ class LiveVisuals:
         """The frame of ``slot`` (yuv420p, pts on the 90 kHz clock): a pure function of the
         slot, the clock and the timeline. ``None``: an empty frame for now (before the music).
         """
+        t, state, pts = self._inputs(slot)
+        width, height = self.video.width, self.video.height
+        rgba = render_frame(t, state, width=width, height=height, transparent=transparent)
+        frame = yuv420_frame(pack_alpha(rgba) if transparent else rgba)
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        return frame
+
+    def _inputs(self, slot: int | None) -> tuple[float, VisualState, int]:
+        """What the frame of ``slot`` is drawn from: its audio time, the visual state then and
+        its timestamp (the slot's wall time since :attr:`origin`, 90 kHz)."""
         offset = self._clock.wall_time(0.0)
         if slot is None or offset is None:
             t, state, wall = 0.0, EMPTY_STATE, time.perf_counter()
         else:
             t = slot / self.video.fps
             state, wall = self.timeline.state_at(t), offset + t
-        width, height = self.video.width, self.video.height
-        rgba = render_frame(t, state, width=width, height=height, transparent=transparent)
-        frame = yuv420_frame(pack_alpha(rgba) if transparent else rgba)
-        frame.pts = max(0, round((wall - self.origin) * VIDEO_CLOCK))
-        frame.time_base = VIDEO_TIME_BASE
-        return frame
+        return t, state, max(0, round((wall - self.origin) * VIDEO_CLOCK))
 
     async def _produce(self, stream: _Stream, transparent: bool) -> None:
+        worker = None
+        if self.worker_process:
+            from daemon.outputs.webrtc.worker import VisualsWorker
+
+            try:
+                worker = await asyncio.to_thread(
+                    VisualsWorker,
+                    width=self.video.width,
+                    height=self.video.height,
+                    fps=self.video.fps,
+                    transparent=transparent,
+                )
+            except (RuntimeError, OSError) as exc:
+                log.warning("visuals: no worker process (%s); drawing in this one", exc)
+            else:
+                self.workers_started += 1
+        try:
+            await self._produce_with(stream, transparent, worker)
+        finally:
+            if worker is not None:
+                await asyncio.to_thread(worker.close)
+
+    async def _produce_with(self, stream: _Stream, transparent: bool, worker: Any) -> None:
         width = self.video.width * (2 if transparent else 1)
-        encoder = VisualsEncoder(
-            width=width,
-            height=self.video.height,
-            fps=self.video.fps,
-            bitrate=stream_bitrate(width, self.video.height, self.video.fps),
-        )
+        encoder = None
+        if worker is None:
+            encoder = VisualsEncoder(
+                width=width,
+                height=self.video.height,
+                fps=self.video.fps,
+                bitrate=stream_bitrate(width, self.video.height, self.video.fps),
+            )
         period = 1.0 / self.video.fps
         next_key: int | None = None
         slot: int | None = None
@@ -268,7 +253,11 @@ class LiveVisuals:
 
         def render_and_encode(slot: int | None, keyframe: bool) -> list[av.Packet]:
             started = time.perf_counter()
-            packets = encoder.encode(self.render(slot, transparent), keyframe=keyframe)
+            if encoder is not None:
+                packets = encoder.encode(self.render(slot, transparent), keyframe=keyframe)
+            else:
+                t, state, pts = self._inputs(slot)
+                packets = worker.encode(t, state, pts=pts, keyframe=keyframe)
             self.render_seconds += time.perf_counter() - started
             self.rendered += 1
             return packets

@@ -44,6 +44,7 @@ function show(state) {
   $("s-playing").textContent = state.playing === false ? "stopped" : "playing";
   const cue = state.cue;
   $("s-cue").textContent = cue ? `${cue.kind}${cue.scene ? " " + cue.scene : ""} at ${cue.audio_time.toFixed(1)} s` : "–";
+  showHealth(state.health || {});
   const overrides = state.overrides || {};
   $("tempo-auto").classList.toggle("on", !("bpm" in overrides || "tempo" in overrides));
   for (const button of document.querySelectorAll("#layer-count button")) {
@@ -65,6 +66,25 @@ function show(state) {
   });
   while (history.length && history[0].t < state.audio_time - HISTORY_S) history.shift();
   plot();
+}
+
+// The audio's health badge: "ok" or "glitching", with the counts a listener would hear as gaps.
+function showHealth(health) {
+  const badge = $("health");
+  if (!health.status) {
+    badge.textContent = "–";
+    badge.className = "";
+    return;
+  }
+  const late = health.late_blocks ?? 0;
+  const glitches = late + (health.xruns ?? 0) + (health.underruns ?? 0);
+  badge.textContent = `${health.status} · ${late} late blocks` +
+    (glitches > late ? ` · ${glitches - late} other glitches` : "");
+  badge.className = health.status;
+  badge.dataset.lateBlocks = String(late);
+  badge.title = `late blocks ${late} (${health.late_blocks_per_min ?? 0}/min), ` +
+    `xruns ${health.xruns ?? 0}, bars late from the composer ${health.underruns ?? 0}, ` +
+    `CPU ${health.cpu_percent ?? "–"} %, memory ${health.rss_mb ?? "–"} MB`;
 }
 
 function plot() {
