@@ -529,6 +529,9 @@ class MqttConfig(ConfigSection):
     wled_interval_s: StrictFloat = Field(default=1.0, ge=0, le=60)
     """Send WLED at most once per this many seconds (a bar at 180 bpm is 1.3 s)."""
 
+    wled_segments: tuple[Annotated[StrictInt, Field(ge=0, le=31)], ...] = (0,)
+    """WLED segment ids the colour and effect go to (WLED numbers them from 0, up to 31)."""
+
     group: str = ""
     """A group this daemon belongs to: commands published to <prefix>/group/<group>/cmd/<name>
     reach every member (one installation, several rooms); empty = none. `run --group NAME` sets
@@ -541,12 +544,11 @@ class MqttConfig(ConfigSection):
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
 class OscConfig(ConfigSection):
-    """``[osc]``: Open Sound Control out (beats, bars, phase, mood, scene, cues) and in (commands).
-    """
+    """``[osc]``: Open Sound Control: beats, bars, phase, mood, scene and cues out; commands in."""
 
     enabled: bool = False
-    """Send beats, bars, the phase, mood, scene and cues as OSC bundles to host:port (README: "OSC");
-    `run --osc HOST:PORT` turns it on for one run."""
+    """Send beats, bars, the phase, mood, scene and cues as OSC bundles to host:port (README:
+    "OSC"); `run --osc HOST:PORT` turns it on for one run."""
 
     host: str = "127.0.0.1"
     """Where OSC goes: a host name or address (a broadcast address reaches a whole subnet)."""
@@ -559,10 +561,10 @@ class OscConfig(ConfigSection):
     `run --osc-listen [HOST:]PORT` sets it. A host other than 127.0.0.1 lets the network steer the
     music."""
 
-    lead_ms: StrictFloat = Field(default=50.0, ge=0, le=1000)
+    lead_ms: StrictFloat = Field(default=80.0, ge=0, le=1000)
     """Send each beat's bundle this many milliseconds before it sounds; its time tag says when it
-    sounds, so a receiver that honours time tags is exact whatever the network does. At most
-    engine.live_ahead_s (the engine knows beats that far ahead)."""
+    sounds, so a receiver that honours time tags is exact whatever the network or a busy machine
+    does (one that acts on arrival is this early: lower it for such a receiver). Up to a beat."""
 
     delay_ms: StrictFloat = Field(default=0.0, ge=-500, le=2000)
     """Move OSC later (+) or earlier (-) than the sound, milliseconds (its time tags too), to match

@@ -16,6 +16,7 @@ from daemon.config import Config
 from daemon.control.hub import ControlHub
 from daemon.control.router import Router
 from daemon.engine import BackendChoice, Engine, ScoreQueue
+from daemon.errors import ConfigError
 from daemon.outputs.base import Output
 from daemon.outputs.beatmap import BeatMapOutput
 from daemon.outputs.midi import MidiFileOutput
@@ -178,6 +179,27 @@ def common_outputs(
         from daemon.control.mqtt import MqttBridge
 
         outputs.append(MqttBridge(config=config.mqtt, hub=core.hub))
+    return outputs
+
+
+def sync_outputs(config: Config, core: Core) -> list[Output]:
+    """What plays in time with other programs live: OSC (out and commands in), off unless the
+    config or a flag turns it on.
+
+    Raises
+    ------
+    ConfigError
+        A bad address or prefix; before any music.
+    """
+    outputs: list[Output] = []
+    if config.osc.enabled or config.osc.listen:
+        from daemon.control.osc import OscBridge
+
+        outputs.append(OscBridge(config=config.osc, hub=core.hub))
+    if config.midi.clock_in:
+        raise ConfigError(
+            "midi.clock_in: following an outside MIDI clock is not available yet; set it to false"
+        )
     return outputs
 
 

@@ -8,7 +8,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.app.core import build_core, build_session, common_outputs, session_timeline
+from daemon.app.core import (
+    build_core,
+    build_session,
+    common_outputs,
+    session_timeline,
+    sync_outputs,
+)
 from daemon.config import Config
 from daemon.engine import BackendChoice, choose_backend
 from daemon.outputs.base import Output
@@ -42,7 +48,7 @@ class LiveRequest:
 
 def run_live(config: Config, request: LiveRequest) -> int:
     """``moodscore run``: the live daemon, until the duration passes or Ctrl-C."""
-    backend = choose_backend(config.engine.backend, render=False)
+    backend = choose_backend(config.engine.backend, render=False, device=config.engine.device)
     source = open_source(request.source or config.source.kind, config.source, paced=True)
     log.info("source: %s", source.description)
     log.info("audio: %s (%s)", backend.name, backend.reason)
@@ -73,6 +79,7 @@ def build_live(
     )
     if config.midi.enabled:
         outputs.append(_midi_port(config))
+    outputs += sync_outputs(config, core)
     if config.web.enabled:
         from daemon.web import WebServer
 

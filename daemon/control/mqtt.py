@@ -408,7 +408,11 @@ class MqttBridge(Output):
             if now - self._last_wled >= self.config.wled_interval_s:
                 self._last_wled = now
                 state = wled_state(
-                    valence=plan.valence, arousal=plan.arousal, bpm=plan.bpm, layers=plan.layers
+                    valence=plan.valence,
+                    arousal=plan.arousal,
+                    bpm=plan.bpm,
+                    layers=plan.layers,
+                    segments=self.config.wled_segments,
                 )
                 self._publish_now(self.config.wled_topic.rstrip("/") + "/api", json.dumps(state))
 
