@@ -400,7 +400,8 @@ class EngineConfig(ConfigSection):
     delay_ms: StrictFloat = Field(default=0.0, ge=0, le=2000)
     """Delay the live sound by this many milliseconds (a delay line on the master), so lights or a
     stream slower than the speakers can catch up; every other output keeps its time. Renders are
-    never delayed."""
+    never delayed.
+    Not available yet: a value other than the default is refused at start."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
@@ -429,7 +430,8 @@ class MidiConfig(ConfigSection):
 
     clock_in: bool = False
     """Follow an outside MIDI clock (24 pulses per beat): its tempo and bar lines, and its Start,
-    Stop and Continue as the transport; `run --midi-clock-in [PORT]` turns it on."""
+    Stop and Continue as the transport; `run --midi-clock-in [PORT]` turns it on.
+    Not available yet: a value other than the default is refused at start."""
 
     clock_in_port: str = ""
     """Input port the outside clock comes from (a unique part of its name is enough); empty opens
@@ -535,7 +537,8 @@ class MqttConfig(ConfigSection):
     group: str = ""
     """A group this daemon belongs to: commands published to <prefix>/group/<group>/cmd/<name>
     reach every member (one installation, several rooms); empty = none. `run --group NAME` sets
-    it. Letters, digits, "-" and "_" only."""
+    it. Letters, digits, "-" and "_" only.
+    Not available yet: a value other than the default is refused at start."""
 
     delay_ms: StrictFloat = Field(default=0.0, ge=-500, le=2000)
     """Move MQTT beat, bar and note events later (+) or earlier (-) than the sound, milliseconds
@@ -583,7 +586,8 @@ class Os2lConfig(ConfigSection):
 
     enabled: bool = False
     """Send OS2L beat messages to a lighting program (README: "OS2L"); `run --os2l [HOST:PORT]`
-    turns it on for one run."""
+    turns it on for one run.
+    Not available yet: a value other than the default is refused at start."""
 
     host: str = ""
     """The lighting program's host; empty = find it on the network by DNS-SD (_os2l._tcp), as DJ
@@ -608,7 +612,8 @@ class LinkConfig(ConfigSection):
     enabled: bool = False
     """Join the Link session on the local network (README: "Ableton Link"); `run --link
     [lead|follow]` turns it on for one run. With Link on, tempo changes land on the bar line
-    (no ramp), so every peer's timeline stays exact."""
+    (no ramp), so every peer's timeline stays exact.
+    Not available yet: a value other than the default is refused at start."""
 
     follow: bool = False
     """Follow the session: the conductor's tempo yields to the session's and bar lines move onto
@@ -641,7 +646,8 @@ class WebConfig(ConfigSection):
 
     delay_ms: StrictFloat = Field(default=0.0, ge=-100, le=2000)
     """Move the OBS page's audio and visuals later (+) or earlier (-) than the sound, milliseconds
-    (the panel's calibration page measures it)."""
+    (the panel's calibration page measures it).
+    Not available yet: a value other than the default is refused at start."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)

@@ -129,6 +129,9 @@ class MqttBridge(Output):
         self.instance = instance_name(config)
         self._tls = tls_context(config)
         self._lead_s = config.beat_lead_ms / 1000.0
+        # mqtt.delay_ms: the session attaches the bridge to the clock seen this much later, so
+        # beats, bars, notes and their "time" all move with it.
+        self.delay_s = config.delay_ms / 1000.0
         self._client: aiomqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
