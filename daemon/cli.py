@@ -233,6 +233,11 @@ def _add_sync_flags(run: argparse.ArgumentParser) -> None:
         help="take OSC commands (/moodscore/cmd/<name>) on this UDP port (host: 127.0.0.1)",
     )
     run.add_argument(
+        "--os2l",
+        metavar="HOST:PORT",
+        help="send OS2L beats to a lighting program (QLC+, SoundSwitch) listening there",
+    )
+    run.add_argument(
         "--device",
         metavar="NAME|INDEX",
         help="play on this sound card (a unique part of its name, or its index, as `moodscore "
@@ -251,6 +256,9 @@ def _with_sync(args: argparse.Namespace, config: Config) -> Config:
     if args.osc_listen is not None:
         parse_host_port(args.osc_listen, what="--osc-listen", default_host="127.0.0.1", listen=True)
         config = config.replace("osc", listen=args.osc_listen)
+    if args.os2l is not None:
+        host, port = parse_host_port(args.os2l, what="--os2l", default_host=None)
+        config = config.replace("os2l", enabled=True, host=host, port=port)
     if args.device is not None:
         config = config.replace("engine", device=args.device)
     return config

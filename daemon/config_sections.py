@@ -586,12 +586,11 @@ class Os2lConfig(ConfigSection):
 
     enabled: bool = False
     """Send OS2L beat messages to a lighting program (README: "OS2L"); `run --os2l [HOST:PORT]`
-    turns it on for one run.
-    Not available yet: a value other than the default is refused at start."""
+    turns it on for one run."""
 
     host: str = ""
-    """The lighting program's host; empty = find it on the network by DNS-SD (_os2l._tcp), as DJ
-    software does."""
+    """The lighting program's host (QLC+'s OS2L plugin listens there); empty = find it on the
+    network by DNS-SD (_os2l._tcp), not available yet: give a host."""
 
     port: StrictInt = Field(default=8088, ge=1, le=65535)
     """Its OS2L TCP port (with host; a DNS-SD announcement names its own)."""

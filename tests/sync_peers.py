@@ -7,6 +7,9 @@ tests.sync_peers KIND ...``), so their timing is their own and not the daemon's 
 - ``midi-in CLIENT OUT``: a JACK MIDI input (client ``CLIENT``, port ``in``); every message, with
   the time rtmidi took it in JACK's process cycle, is a JSON line in OUT. Its own process, so
   the daemon's Python cannot hold up its JACK cycle.
+- ``os2l OUT``: a TCP server as a lighting program runs one (on a free port, printed first);
+  every chunk that arrives, with its arrival time, is a JSON line in OUT; to the first client it
+  sends a line that is not OS2L and a button press that is.
 """
 
 from __future__ import annotations
@@ -79,10 +82,29 @@ def midi_in(client: str, out: Path) -> None:
     port.close()
 
 
+def os2l(out: Path) -> None:
+    import socket
+
+    lines = Lines(out)
+    server = socket.create_server(("127.0.0.1", 0))
+    print(json.dumps(server.getsockname()[1]), flush=True)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.sendall(b'hello, not OS2L\n{"evt": "btn", "name": "strobe", "state": "on"}')
+        while data := conn.recv(65536):
+            lines.write(t=time.time(), data=data.decode())
+
+    threading.Thread(target=serve, daemon=True).start()
+    sys.stdin.read()
+
+
 if __name__ == "__main__":
     kind, *rest = sys.argv[1:]
     if kind == "osc":
         osc([int(p) for p in rest[0].split(",")], Path(rest[1]))
+    elif kind == "os2l":
+        os2l(Path(rest[0]))
     elif kind == "midi-in":
         midi_in(rest[0], Path(rest[1]))
     else:

@@ -289,7 +289,6 @@ def test_a_busy_listen_port_is_a_one_line_error(capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize(
     ("section", "line", "key"),
     [
-        ("os2l", "enabled = true", "os2l.enabled"),
         ("link", "enabled = true", "link.enabled"),
         ("midi", "clock_in = true", "midi.clock_in"),
         ("mqtt", 'group = "hall"', "mqtt.group"),

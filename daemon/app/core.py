@@ -183,8 +183,8 @@ def common_outputs(
 
 
 def sync_outputs(config: Config, core: Core) -> list[Output]:
-    """What plays in time with other programs live: OSC (out and commands in), off unless the
-    config or a flag turns it on.
+    """What plays in time with other programs live: OSC (out and commands in), OS2L beats, each
+    off unless the config or a flag turns it on.
 
     Raises
     ------
@@ -196,6 +196,10 @@ def sync_outputs(config: Config, core: Core) -> list[Output]:
         from daemon.control.osc import OscBridge
 
         outputs.append(OscBridge(config=config.osc, hub=core.hub))
+    if config.os2l.enabled:
+        from daemon.outputs.os2l import Os2lOutput
+
+        outputs.append(Os2lOutput(config=config.os2l))
     _refuse_not_yet(config)
     return outputs
 
@@ -205,7 +209,6 @@ def _refuse_not_yet(config: Config) -> None:
     line rather than silently ignored."""
     not_yet = {
         "midi.clock_in": config.midi.clock_in,
-        "os2l.enabled": config.os2l.enabled,
         "link.enabled": config.link.enabled,
         "mqtt.group": bool(config.mqtt.group),
         "engine.delay_ms": config.engine.delay_ms != 0,
