@@ -592,8 +592,8 @@ class Os2lConfig(ConfigSection):
     """The lighting program's host (QLC+'s OS2L plugin listens there); empty = find it on the
     network by DNS-SD (_os2l._tcp), not available yet: give a host."""
 
-    port: StrictInt = Field(default=8088, ge=1, le=65535)
-    """Its OS2L TCP port (with host; a DNS-SD announcement names its own)."""
+    port: StrictInt = Field(default=9996, ge=1, le=65535)
+    """Its OS2L TCP port (QLC+ listens on 9996 by default)."""
 
     lead_ms: StrictFloat = Field(default=30.0, ge=0, le=1000)
     """Send each beat this many milliseconds before it sounds (OS2L has no time stamps: the
