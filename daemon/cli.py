@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "web.host:web.port, 127.0.0.1:8080)",
     )
     run.add_argument("--no-web", action="store_true", help="no web server (OBS page, panel, API)")
+    _add_sync_flags(run)
 
     render = add("render", "score a video file (or `demo`) faster than real time")
     render.add_argument(
@@ -221,6 +222,48 @@ def _add_mqtt_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_sync_flags(run: argparse.ArgumentParser) -> None:
+    """Playing in time with other programs: OSC, OS2L, Link, MIDI clock in, the sound card."""
+    run.add_argument(
+        "--osc", metavar="HOST:PORT", help="send beats, bars, phase, mood and scene as OSC here"
+    )
+    run.add_argument(
+        "--osc-listen",
+        metavar="[HOST:]PORT",
+        help="take OSC commands (/moodscore/cmd/<name>) on this UDP port (host: 127.0.0.1)",
+    )
+    run.add_argument(
+        "--os2l",
+        metavar="HOST:PORT",
+        help="send OS2L beats to a lighting program (QLC+, SoundSwitch) listening there",
+    )
+    run.add_argument(
+        "--device",
+        metavar="NAME|INDEX",
+        help="play on this sound card (a unique part of its name, or its index, as `moodscore "
+        "doctor` lists them)",
+    )
+
+
+def _with_sync(args: argparse.Namespace, config: Config) -> Config:
+    """``--osc``, ``--osc-listen``, ``--device`` over their config sections, checked before
+    anything opens."""
+    from daemon.control.net import parse_host_port
+
+    if args.osc is not None:
+        host, port = parse_host_port(args.osc, what="--osc", default_host="127.0.0.1")
+        config = config.replace("osc", enabled=True, host=host, port=port)
+    if args.osc_listen is not None:
+        parse_host_port(args.osc_listen, what="--osc-listen", default_host="127.0.0.1", listen=True)
+        config = config.replace("osc", listen=args.osc_listen)
+    if args.os2l is not None:
+        host, port = parse_host_port(args.os2l, what="--os2l", default_host=None)
+        config = config.replace("os2l", enabled=True, host=host, port=port)
+    if args.device is not None:
+        config = config.replace("engine", device=args.device)
+    return config
+
+
 def _with_mqtt(args: argparse.Namespace, config: Config) -> Config:
     """``--mqtt [HOST[:PORT]]`` turns ``[mqtt]`` on for this run, with that broker; the MQTT
     settings are checked before anything opens."""
@@ -355,7 +398,7 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
         config = config.replace("midi", enabled=True, port=args.midi_port)
     if args.midi_backend is not None:
         config = config.replace("midi", backend=args.midi_backend)
-    config = _with_web(args, _with_music_flags(args, config))
+    config = _with_sync(args, _with_web(args, _with_music_flags(args, config)))
     request = LiveRequest(
         source=args.source,
         duration=args.duration,

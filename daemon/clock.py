@@ -22,6 +22,7 @@ In a render there is no wall clock: a call runs as soon as it can.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import logging
@@ -155,6 +156,18 @@ class BarGrid:
         into = beat - k / STEPS_PER_BEAT
         return self._bounds[k] + into * 60.0 / self.step_bpm(k)
 
+    def beat_at(self, audio_time: float) -> float:
+        """Beats from the downbeat at ``audio_time`` (the inverse of :meth:`time_at`; before the
+        downbeat negative at ``bpm_from``, past the bar's end on at ``plan.bpm``)."""
+        seconds = audio_time - self.start / self.sample_rate
+        if seconds < 0:
+            return seconds * self.bpm_from / 60.0
+        ramp_end = self._bounds[-1]
+        if seconds >= ramp_end:
+            return self.ramp_beats + (seconds - ramp_end) * self.plan.bpm / 60.0
+        k = max(bisect.bisect_right(self._bounds, seconds) - 1, 0)
+        return k / STEPS_PER_BEAT + (seconds - self._bounds[k]) * self.step_bpm(k) / 60.0
+
     def offset_samples(self, beat: float) -> int:
         """Samples from the downbeat to ``beat`` beats into the bar (rounded once)."""
         return round(self.seconds_at(beat) * self.sample_rate)
@@ -191,6 +204,23 @@ class BarGrid:
 def bar_length_samples(plan: Plan, sample_rate: int) -> int:
     """Samples from a constant-tempo bar's downbeat to the next."""
     return round(plan.beats_per_bar * 60.0 / plan.bpm * sample_rate)
+
+
+def follow_tempo(
+    *, beat_at_start: float, beats: int, tempo: float, quantum: float, max_shift: float
+) -> float:
+    """The tempo for a bar of ``beats`` beats that lines it up with an outside beat grid.
+
+    The outside grid (a Link session, a MIDI clock) runs at ``tempo`` and has its bar lines on
+    multiples of ``quantum`` beats; the bar starts at the grid's beat ``beat_at_start``. At
+    ``tempo`` the bar would end at ``beat_at_start + beats``; the bar ends instead on the grid's
+    bar line nearest to that, moving by at most ``max_shift`` beats (a bar far off catches up
+    over several bars rather than lurching). A bar already in phase gets ``tempo`` itself.
+    """
+    end = beat_at_start + beats
+    target = round(end / quantum) * quantum
+    shift = max(-max_shift, min(max_shift, target - end))
+    return tempo * beats / (beats + shift)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +340,67 @@ class MusicClock(Protocol):
     def add_note_listener(self, fn: NoteListener) -> None: ...
 
     def add_audio_listener(self, fn: AudioListener) -> None: ...
+
+
+class DelayedClock:
+    """A view of a clock whose sound arrives ``delay_s`` later (earlier when negative): what an
+    output with its own latency to make up attaches to (see :class:`~daemon.outputs.base.Output`'s
+    ``delay_s``).
+
+    Events and their audio times pass through unchanged; only the wall clock moves: ``wall_time``
+    says ``delay_s`` later and ``call_at`` runs ``delay_s`` later. An output that schedules by
+    the clock (every one does) is therefore shifted as a whole against the sound, its lead and
+    time stamps included, without knowing it.
+    """
+
+    def __init__(self, clock: MusicClock, delay_s: float) -> None:
+        self.inner = clock
+        self.delay_s = delay_s
+
+    @property
+    def sample_rate(self) -> int:
+        return self.inner.sample_rate
+
+    @property
+    def audio_time(self) -> float:
+        return self.inner.audio_time
+
+    @property
+    def playing(self) -> bool:
+        return self.inner.playing
+
+    def wall_time(self, audio_time: float) -> float | None:
+        wall = self.inner.wall_time(audio_time)
+        return None if wall is None else wall + self.delay_s
+
+    def call_at(
+        self,
+        audio_time: float,
+        fn: Callable[[], object],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> ScheduledCall:
+        return self.inner.call_at(audio_time + self.delay_s, fn, loop=loop)
+
+    def add_beat_listener(self, fn: BeatListener) -> None:
+        self.inner.add_beat_listener(fn)
+
+    def add_bar_listener(self, fn: BarListener) -> None:
+        self.inner.add_bar_listener(fn)
+
+    def add_grid_listener(self, fn: GridListener) -> None:
+        self.inner.add_grid_listener(fn)
+
+    def add_note_listener(self, fn: NoteListener) -> None:
+        self.inner.add_note_listener(fn)
+
+    def add_audio_listener(self, fn: AudioListener) -> None:
+        self.inner.add_audio_listener(fn)
+
+
+def delayed(clock: MusicClock, delay_s: float) -> MusicClock:
+    """``clock`` as an output ``delay_s`` seconds late sees it (``clock`` itself for 0)."""
+    return clock if delay_s == 0 else DelayedClock(clock, delay_s)
 
 
 async def until(clock: MusicClock, audio_time: float) -> None:
@@ -478,6 +569,7 @@ __all__ = [
     "BarGrid",
     "BarListener",
     "BeatListener",
+    "DelayedClock",
     "GridListener",
     "Listeners",
     "MusicClock",
@@ -488,5 +580,7 @@ __all__ = [
     "WallScheduler",
     "bar_length_samples",
     "call_on_loop",
+    "delayed",
+    "follow_tempo",
     "until",
 ]

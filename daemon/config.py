@@ -33,9 +33,12 @@ from daemon.config_sections import (
     FaceConfig,
     GameConfig,
     LibraryConfig,
+    LinkConfig,
     MidiConfig,
     ModelsConfig,
     MqttConfig,
+    Os2lConfig,
+    OscConfig,
     RecordConfig,
     SourceConfig,
     VisualsConfig,
@@ -64,9 +67,12 @@ __all__ = [
     "FaceConfig",
     "GameConfig",
     "LibraryConfig",
+    "LinkConfig",
     "MidiConfig",
     "ModelsConfig",
     "MqttConfig",
+    "Os2lConfig",
+    "OscConfig",
     "RecordConfig",
     "SourceConfig",
     "VisualsConfig",
@@ -107,6 +113,9 @@ class Config:
     record: RecordConfig = Field(default_factory=RecordConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    osc: OscConfig = Field(default_factory=OscConfig)
+    os2l: Os2lConfig = Field(default_factory=Os2lConfig)
+    link: LinkConfig = Field(default_factory=LinkConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     visuals: VisualsConfig = Field(default_factory=VisualsConfig)
     library: LibraryConfig = Field(default_factory=LibraryConfig)

@@ -399,6 +399,17 @@ class EngineConfig(ConfigSection):
     """Fraction of a bar over which a tempo change ramps, starting at the bar line (0 = the tempo
     jumps on the downbeat, 1 = it glides across the whole bar)."""
 
+    device: str = ""
+    """Sound card for the "device" backend: its name (a unique part is enough) or its index, as
+    `moodscore doctor` lists them; empty = the system's default output. `run --device NAME|INDEX`
+    sets it."""
+
+    delay_ms: StrictFloat = Field(default=0.0, ge=0, le=2000)
+    """Delay the live sound by this many milliseconds (a delay line on the master), so lights or a
+    stream slower than the speakers can catch up; every other output keeps its time. Renders are
+    never delayed.
+    Not available yet: a value other than the default is refused at start."""
+
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
 class MidiConfig(ConfigSection):
@@ -422,7 +433,16 @@ class MidiConfig(ConfigSection):
 
     offset_ms: StrictFloat = Field(default=0.0, ge=-500, le=500)
     """Shift MIDI later (+) or earlier (-) than the audio, milliseconds, to match a receiver's
-    latency."""
+    latency (MIDI's per-output delay)."""
+
+    clock_in: bool = False
+    """Follow an outside MIDI clock (24 pulses per beat): its tempo and bar lines, and its Start,
+    Stop and Continue as the transport; `run --midi-clock-in [PORT]` turns it on.
+    Not available yet: a value other than the default is refused at start."""
+
+    clock_in_port: str = ""
+    """Input port the outside clock comes from (a unique part of its name is enough); empty opens
+    a virtual input called "moodscore-clock-in" that the clock's sender connects to."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
@@ -534,6 +554,98 @@ class MqttConfig(ConfigSection):
     wled_interval_s: StrictFloat = Field(default=1.0, ge=0, le=60)
     """Send WLED at most once per this many seconds (a bar at 180 bpm is 1.3 s)."""
 
+    wled_segments: tuple[Annotated[StrictInt, Field(ge=0, le=31)], ...] = (0,)
+    """WLED segment ids the colour and effect go to (WLED numbers them from 0, up to 31)."""
+
+    group: str = ""
+    """A group this daemon belongs to: commands published to <prefix>/group/<group>/cmd/<name>
+    reach every member (one installation, several rooms); empty = none. `run --group NAME` sets
+    it. Letters, digits, "-" and "_" only.
+    Not available yet: a value other than the default is refused at start."""
+
+    delay_ms: StrictFloat = Field(default=0.0, ge=-500, le=2000)
+    """Move MQTT beat, bar and note events later (+) or earlier (-) than the sound, milliseconds
+    (their "time" too), to match the lights' latency."""
+
+
+@dataclass(frozen=True, slots=True, config=_SECTION)
+class OscConfig(ConfigSection):
+    """``[osc]``: Open Sound Control: beats, bars, phase, mood, scene and cues out; commands in."""
+
+    enabled: bool = False
+    """Send beats, bars, the phase, mood, scene and cues as OSC bundles to host:port (README:
+    "OSC"); `run --osc HOST:PORT` turns it on for one run."""
+
+    host: str = "127.0.0.1"
+    """Where OSC goes: a host name or address (a broadcast address reaches a whole subnet)."""
+
+    port: StrictInt = Field(default=9000, ge=1, le=65535)
+    """UDP port OSC goes to (TouchDesigner's OSC In, Resolume's OSC input, a QLab cue list...)."""
+
+    listen: str = ""
+    """Take OSC commands (/moodscore/cmd/<name>) on this [HOST:]PORT over UDP; empty = none.
+    `run --osc-listen [HOST:]PORT` sets it. A host other than 127.0.0.1 lets the network steer the
+    music."""
+
+    lead_ms: StrictFloat = Field(default=80.0, ge=0, le=1000)
+    """Send each beat's bundle this many milliseconds before it sounds; its time tag says when it
+    sounds, so a receiver that honours time tags is exact whatever the network or a busy machine
+    does (one that acts on arrival is this early: lower it for such a receiver). Up to a beat."""
+
+    delay_ms: StrictFloat = Field(default=0.0, ge=-500, le=2000)
+    """Move OSC later (+) or earlier (-) than the sound, milliseconds (its time tags too), to match
+    a receiver's latency."""
+
+    phase_hz: StrictFloat = Field(default=30.0, ge=0, le=200)
+    """Send /moodscore/phase (bar and beat phase, 0-1) this many times a second; 0 = never."""
+
+    prefix: str = "/moodscore"
+    """First part of every OSC address, out and in."""
+
+
+@dataclass(frozen=True, slots=True, config=_SECTION)
+class Os2lConfig(ConfigSection):
+    """``[os2l]``: OS2L beats for DMX lighting software (QLC+, SoundSwitch, ...)."""
+
+    enabled: bool = False
+    """Send OS2L beat messages to a lighting program (README: "OS2L"); `run --os2l [HOST:PORT]`
+    turns it on for one run."""
+
+    host: str = ""
+    """The lighting program's host (QLC+'s OS2L plugin listens there); empty = find it on the
+    network by DNS-SD (_os2l._tcp), not available yet: give a host."""
+
+    port: StrictInt = Field(default=9996, ge=1, le=65535)
+    """Its OS2L TCP port (QLC+ listens on 9996 by default)."""
+
+    lead_ms: StrictFloat = Field(default=30.0, ge=0, le=1000)
+    """Send each beat this many milliseconds before it sounds (OS2L has no time stamps: the
+    receiver acts on arrival, so set delay_ms to what its lights need)."""
+
+    delay_ms: StrictFloat = Field(default=0.0, ge=-500, le=2000)
+    """Move OS2L beats later (+) or earlier (-) than the sound, milliseconds."""
+
+
+@dataclass(frozen=True, slots=True, config=_SECTION)
+class LinkConfig(ConfigSection):
+    """``[link]``: Ableton Link: tempo and bar phase shared with DJ software, DAWs, phones and other
+    moodscore daemons on the local network."""
+
+    enabled: bool = False
+    """Join the Link session on the local network (README: "Ableton Link"); `run --link
+    [lead|follow]` turns it on for one run. With Link on, tempo changes land on the bar line
+    (no ramp), so every peer's timeline stays exact.
+    Not available yet: a value other than the default is refused at start."""
+
+    follow: bool = False
+    """Follow the session: the conductor's tempo yields to the session's and bar lines move onto
+    its bar lines (a far-off phase is caught up over a few bars). Off: moodscore leads, and the
+    session gets its tempo and bar phase."""
+
+    start_stop: bool = True
+    """Share play/stop with the session (Link's start/stop sync): following, the session's stop
+    stops the music at the next bar line; leading, moodscore's transport starts and stops it."""
+
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
 class WebConfig(ConfigSection):
@@ -562,6 +674,11 @@ class WebConfig(ConfigSection):
     trust_loopback_sources: bool = False
     """Let requests from this machine switch the source to a webcam, screen or file without the
     token (any web page open in a browser here could then start a capture)."""
+
+    delay_ms: StrictFloat = Field(default=0.0, ge=-100, le=2000)
+    """Move the OBS page's audio and visuals later (+) or earlier (-) than the sound, milliseconds
+    (the panel's calibration page measures it).
+    Not available yet: a value other than the default is refused at start."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)

@@ -116,11 +116,13 @@ def _pyo(config: Config) -> list[Check]:
 
 
 def _audio_devices(config: Config) -> list[Check]:
-    from daemon.engine import probe_audio_devices
+    from daemon.engine import probe_audio_outputs
 
-    devices = probe_audio_devices()
+    devices = probe_audio_outputs()
     if devices:
-        return [Check("audio devices", True, "; ".join(devices))]
+        # As --device and engine.device take them: the index or the name.
+        listed = "; ".join(f"{index}: {name}" for index, name in devices)
+        return [Check("audio devices", True, listed + " (choose with --device NAME|INDEX)")]
     return [
         Check(
             "audio devices",

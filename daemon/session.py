@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from daemon.analysis import AnalysisStage
 from daemon.analysis.board import MoodBoard
+from daemon.clock import delayed
 from daemon.control.hub import ControlHub
 from daemon.control.router import Router
 from daemon.engine import BackendChoice, Engine
@@ -171,7 +172,7 @@ class Session:
             if output.stage is Stage.SOUND and not stopped_engine:
                 stack.push_async_callback(asyncio.to_thread, engine.stop)
                 stopped_engine = True
-            output.attach(engine)
+            output.attach(delayed(engine, output.delay_s))
             stack.push_async_callback(output.aclose)
             await output.start()
         if not stopped_engine:

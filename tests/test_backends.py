@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from daemon.engine import (
     backends,
     choose_backend,
     jack_running,
+    pick_device,
     probe_audio_devices,
 )
 from daemon.errors import EngineError
@@ -230,3 +232,47 @@ def test_engine_plays_live_on_jack(jack_server: str) -> None:
     peaks = np.abs(audio).max(axis=0)
     assert np.all(peaks > 0.05), peaks
     assert np.all(peaks < 1.0), peaks
+
+
+# --------------------------------------------------------------------------- choosing the card
+
+
+def test_a_device_is_picked_by_index_or_a_unique_part_of_its_name() -> None:
+    outputs = [(0, "HDA Intel PCH: ALC257 Analog (hw:0,0)"), (3, "USB Audio CODEC"), (7, "pulse")]
+    assert pick_device("3", outputs) == (3, "USB Audio CODEC")
+    assert pick_device("usb", outputs) == (3, "USB Audio CODEC")
+    assert pick_device("pulse", outputs) == (7, "pulse")
+    with pytest.raises(EngineError, match=r"'HDMI' matches none of: 0: HDA Intel.*7: pulse"):
+        pick_device("HDMI", outputs)
+    with pytest.raises(EngineError, match="could be any of"):
+        pick_device("a", outputs)
+    with pytest.raises(EngineError, match="no audio output device here"):
+        pick_device("1", [])
+
+
+@pytest.fixture
+def null_sound_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """An environment whose ALSA has one output PortAudio lists: a null sink (it plays and
+    throws the sound away), declared in the test's own ~/.asoundrc (the device probe, a
+    subprocess, sees it too)."""
+    (tmp_path / ".asoundrc").write_text(
+        "pcm.moodscore_null {\n  type null\n"
+        '  hint { show on description "moodscore test sink" }\n}\n'
+    )
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return dict(os.environ, HOME=str(tmp_path), PYO_GUI_WX="0")
+
+
+def test_doctor_lists_the_card_and_run_refuses_one_not_there(
+    null_sound_card: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli import main
+    from daemon.config import load_config
+    from daemon.doctor import gather_checks
+
+    checks = gather_checks(load_config(use_user_file=False))
+    devices = next(c for c in checks if c.name == "audio devices")
+    assert devices.ok and "0: moodscore_null" in devices.detail
+    code = main(["run", "--source", "demo", "--no-web", "--duration", "2", "--device", "9"])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "matches none of: 0: moodscore_null" in err

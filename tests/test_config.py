@@ -41,7 +41,7 @@ def _comments() -> dict[tuple[str, str], str]:
     comments: dict[tuple[str, str], str] = {}
     section, lines = "", list[str]()
     for line in DEFAULT_CONFIG_PATH.read_text().splitlines():
-        if header := re.match(r"^\[([a-z_]+)\]", line):
+        if header := re.match(r"^\[([a-z0-9_]+)\]", line):
             section, lines = header.group(1), []
         elif line.startswith("#"):
             lines.append(line[1:].strip())

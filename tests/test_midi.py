@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -226,6 +229,8 @@ class FakeEngine(Scheduling):
     """Hands a MIDI output the grids and notes an engine would, at times of our choosing, and
     schedules on the clock's thread as the engine does (the engine's own ``call_at``)."""
 
+    playing = True
+
     def __init__(self, wall_time: Callable[[float], float | None]) -> None:
         self.grid_listeners: list[Callable[[BarGrid], None]] = []
         self.note_listeners: list[Callable[[Sequence[ScheduledNote]], None]] = []
@@ -435,3 +440,75 @@ def _clock_intervals(jack_server: str, *, bpm: float, seconds: float) -> np.ndar
     clocks = np.array([t for t, status in arrivals if status == 0xF8])
     window = clocks[24 : 24 + int(seconds * bpm / 60 * 24)]  # skip the first beat
     return np.diff(window)
+
+
+@contextlib.contextmanager
+def peer(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """An independent peer of ``tests.sync_peers`` in its own process, once it is ready; its
+    stdin is closed (it ends) when the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.sync_peers", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == '"ready"'
+        yield process
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.jack
+def test_midi_transport_over_jack_stops_and_continues_with_the_music(
+    jack_server: str, tmp_path: Path
+) -> None:
+    """A JACK MIDI client sees Start, then Stop at the bar a transport stop silences, then Song
+    Position and Continue at the bar that plays again, at the right place in the clock."""
+    out = tmp_path / "daw.jsonl"
+    port = open_port("", "jack")
+    queue = ScoreQueue()
+    for bar in range(8):  # a bar a second at 240 bpm
+        queue.put(BarScore(bar, plan(bar, 240.0, layers=3), A_MINOR, band(bar)))
+    engine = Engine(
+        config=EngineConfig(), backend=BackendChoice("manual", "test"), scores=queue, realtime=True
+    )
+    output = MidiPortOutput(port=port, clock=True)
+    output.attach(engine)
+    with peer("midi-in", "daw", str(out)):
+        subprocess.run(["jack_connect", _jack_port("moodscore-midi:"), "daw:in"], check=True)
+        try:
+            engine.start()
+            time.sleep(1.4)
+            engine.set_playing(False)  # bar 2 falls silent
+            time.sleep(1.0)
+            engine.set_playing(True)  # bar 3 plays again
+            time.sleep(2.0)
+        finally:
+            asyncio.run(output.aclose())
+            engine.stop()
+            time.sleep(0.05)
+    received = [(r["t"], r["data"]) for r in map(json.loads, out.read_text().splitlines())]
+    names = {0xF2: "songpos", 0xFA: "start", 0xFC: "stop", 0xFB: "continue"}
+    transport = [(t, m) for t, m in received if m[0] in names]
+    assert [names[m[0]] for _, m in transport] == [
+        "songpos", "start", "stop", "songpos", "continue", "stop"
+    ]  # fmt: skip
+    # Stop on bar 2's downbeat, Continue on bar 3's, a bar apart (the Start, sent as the engine
+    # boots, may come a little late).
+    times = [t for t, _ in transport]
+    assert times[2] - times[1] == pytest.approx(2.0, abs=0.03)
+    assert times[4] - times[2] == pytest.approx(1.0, abs=0.01)
+    # Song Position counts sixteenth notes from the session's start: 3 bars of 16.
+    songpos = transport[3][1]
+    assert songpos[1] | (songpos[2] << 7) == 3 * 16
+    # The pulses ran on while the music was stopped (96 a bar; a loaded dummy JACK server drops
+    # a few in its late cycles): a follower keeps the tempo.
+    assert sum(1 for t, m in received if m[0] == 0xF8 and times[2] < t < times[4]) >= 80

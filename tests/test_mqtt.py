@@ -272,9 +272,15 @@ def test_home_assistant_discovery_covers_the_entities_the_issue_lists() -> None:
         "number:layers", "number:tempo", "select:scene_select", "sensor:arousal", "sensor:bpm",
         "sensor:health", "sensor:late_blocks", "sensor:scene", "sensor:valence", "switch:play",
     ]  # fmt: skip
-    for _, payload in configs:
+    for topic, payload in configs:
         assert payload["availability_topic"] == BASE + "status"
         assert payload["unique_id"].startswith("moodscore_test_")
+        # Home Assistant 2025.10 deprecated object_id for default_entity_id (domain included),
+        # and asks integrations to say where discovery came from.
+        assert "object_id" not in payload
+        component = topic.split("/")[1]
+        assert payload["default_entity_id"] == f"{component}.{payload['unique_id']}"
+        assert payload["origin"]["name"] == "moodscore" and payload["origin"]["sw_version"]
     # The audio's health: ok / glitching, with every figure as an attribute, and late blocks.
     health = next(p for t, p in configs if t.endswith("/health/config"))
     assert health["state_topic"] == health["json_attributes_topic"] == BASE + "health"
@@ -295,6 +301,10 @@ def test_wled_colour_follows_the_mood_and_speed_the_tempo() -> None:
     assert calm["seg"][0]["fx"] == 2 and wild["seg"][0]["fx"] == 22  # Breathe vs Sparkle+
     assert calm["seg"][0]["sx"] < 20 < 220 < wild["seg"][0]["sx"]
     assert calm["bri"] < wild["bri"]
+    # Every configured segment gets the look, each named by its id.
+    both = wled_state(valence=0.9, arousal=0.9, bpm=170, layers=5, segments=(0, 3))
+    assert [seg["id"] for seg in both["seg"]] == [0, 3]
+    assert both["seg"][1] == {**wild["seg"][0], "id": 3}
 
 
 async def test_a_missing_broker_never_stops_the_music() -> None:
@@ -404,7 +414,9 @@ async def test_mosquitto_pub_commands_change_the_music_at_the_next_bar(
         await in_thread(publish, broker.port, "homeassistant/status", "online")
 
     wav = tmp_path / "steered.wav"
-    config = live_config(broker.port, wled_topic="wled/test", wled_interval_s=0.0)
+    config = live_config(
+        broker.port, wled_topic="wled/test", wled_interval_s=0.0, wled_segments=[1, 2]
+    )
     run = await run_live(config, seconds=14.0, record=wav, during=steer)
     lines = sub.stop()
     results = [(t.split("/")[-2], json.loads(p)) for _, t, p in lines if t.endswith("/result")]
@@ -425,6 +437,7 @@ async def test_mosquitto_pub_commands_change_the_music_at_the_next_bar(
     # One per bar (the last bar may start as the run ends, with the bridge closing).
     assert len(run.report.bars) - 1 <= len(wled) <= len(run.report.bars)
     assert wled[0]["seg"][0]["sx"] < wled[-1]["seg"][0]["sx"]  # 66 bpm, then 150
+    assert all([seg["id"] for seg in state["seg"]] == [1, 2] for state in wled)
     # The next bar line when the command came at least 0.3 s before it, else the one after.
     downbeats = [(b.bar, b.audio_time) for b in run.report.bars]
     changed = next(b for b in run.report.bars if b.plan.bpm == 150.0)

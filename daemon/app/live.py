@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from daemon.app.core import Core, build_core, build_session, common_outputs, session_timeline
+from daemon.app.core import (
+    Core,
+    build_core,
+    build_session,
+    common_outputs,
+    session_timeline,
+    sync_outputs,
+)
 from daemon.config import Config
 from daemon.control.health import HealthMonitor
 from daemon.engine import BackendChoice, choose_backend
@@ -48,7 +55,7 @@ class LiveRequest:
 
 def run_live(config: Config, request: LiveRequest) -> int:
     """``moodscore run``: the live daemon, until the duration passes or Ctrl-C."""
-    backend = choose_backend(config.engine.backend, render=False)
+    backend = choose_backend(config.engine.backend, render=False, device=config.engine.device)
     source = open_source(request.source or config.source.kind, config.source, paced=True)
     log.info("source: %s", source.description)
     log.info("audio: %s (%s)", backend.name, backend.reason)
@@ -79,6 +86,7 @@ def build_live(
     )
     if config.midi.enabled:
         outputs.append(_midi_port(config))
+    outputs += sync_outputs(config, core)
     web = None
     if config.web.enabled:
         from daemon.web import WebServer

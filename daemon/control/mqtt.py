@@ -165,6 +165,9 @@ class MqttBridge(Output):
         self.instance = instance_name(config)
         self._tls = tls_context(config)
         self._lead_s = config.beat_lead_ms / 1000.0
+        # mqtt.delay_ms: the session attaches the bridge to the clock seen this much later, so
+        # beats, bars, notes and their "time" all move with it.
+        self.delay_s = config.delay_ms / 1000.0
         self._client: aiomqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -483,7 +486,11 @@ class MqttBridge(Output):
             if now - self._last_wled >= self.config.wled_interval_s:
                 self._last_wled = now
                 state = wled_state(
-                    valence=plan.valence, arousal=plan.arousal, bpm=plan.bpm, layers=plan.layers
+                    valence=plan.valence,
+                    arousal=plan.arousal,
+                    bpm=plan.bpm,
+                    layers=plan.layers,
+                    segments=self.config.wled_segments,
                 )
                 self._publish_now(self.config.wled_topic.rstrip("/") + "/api", json.dumps(state))
 

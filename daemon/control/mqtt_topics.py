@@ -113,8 +113,10 @@ def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
     return context
 
 
-def wled_state(*, valence: float, arousal: float, bpm: float, layers: int) -> dict[str, Any]:
-    """A WLED JSON API state for one bar.
+def wled_state(
+    *, valence: float, arousal: float, bpm: float, layers: int, segments: Sequence[int] = (0,)
+) -> dict[str, Any]:
+    """A WLED JSON API state for one bar, for each of ``segments`` (WLED segment ids).
 
     Colour: hue from valence (unpleasant = blue-violet, neutral = green-teal, pleasant = warm
     amber), saturation and brightness rising with arousal. Effect by arousal: Breathe (2) when
@@ -125,18 +127,18 @@ def wled_state(*, valence: float, arousal: float, bpm: float, layers: int) -> di
     level = (max(-1.0, min(1.0, arousal)) + 1.0) / 2.0
     r, g, b = colorsys.hsv_to_rgb(hue % 1.0, 0.55 + 0.45 * level, 1.0)
     effect = 2 if level < 0.35 else 15 if level < 0.7 else 22
+    look = {
+        "col": [[round(r * 255), round(g * 255), round(b * 255)]],
+        "fx": effect,
+        "sx": round(255 * max(0.0, min(1.0, (bpm - 60.0) / 120.0))),
+        "ix": round(255 * max(1, min(5, layers)) / 5),
+    }
     return {
         "on": True,
         "bri": round(70 + 185 * level),
         "transition": 7,  # tenths of a second
-        "seg": [
-            {
-                "col": [[round(r * 255), round(g * 255), round(b * 255)]],
-                "fx": effect,
-                "sx": round(255 * max(0.0, min(1.0, (bpm - 60.0) / 120.0))),
-                "ix": round(255 * max(1, min(5, layers)) / 5),
-            }
-        ],
+        # WLED applies a "seg" entry to the segment its "id" names.
+        "seg": [{"id": segment, **look} for segment in segments],
     }
 
 
@@ -155,16 +157,24 @@ def discovery_configs(
         "model": "live soundtrack daemon",
         "sw_version": __version__,
     }
+    origin = {"name": "moodscore", "sw_version": __version__}
     common = {
         "availability_topic": base + "status",
         "payload_available": "online",
         "payload_not_available": "offline",
         "state_topic": base + "state",
         "device": device,
+        "origin": origin,
     }
 
     def entry(component: str, key: str, **fields: Any) -> tuple[str, dict[str, Any]]:
-        payload = {**common, "unique_id": f"{node}_{key}", "object_id": f"{node}_{key}", **fields}
+        # default_entity_id (the whole entity id) replaces the deprecated object_id.
+        payload = {
+            **common,
+            "unique_id": f"{node}_{key}",
+            "default_entity_id": f"{component}.{node}_{key}",
+            **fields,
+        }
         return f"{discovery_prefix}/{component}/{node}/{key}/config", payload
 
     return [

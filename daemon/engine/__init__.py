@@ -9,7 +9,9 @@ from daemon.engine.backends import (
     BackendChoice,
     choose_backend,
     jack_running,
+    pick_device,
     probe_audio_devices,
+    probe_audio_outputs,
 )
 from daemon.engine.engine import Engine
 from daemon.engine.scores import ScoreQueue
@@ -22,5 +24,7 @@ __all__ = [
     "ScoreQueue",
     "choose_backend",
     "jack_running",
+    "pick_device",
     "probe_audio_devices",
+    "probe_audio_outputs",
 ]

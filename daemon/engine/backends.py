@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 BackendName = Literal["device", "jack", "manual", "offline"]
 BACKEND_NAMES: tuple[str, ...] = ("auto", "device", "jack", "manual", "offline")
 
-# Runs in the probe subprocess: print the output devices PortAudio sees as a JSON list.
+# Runs in the probe subprocess: print the output devices PortAudio sees as a JSON list of
+# [index, name] pairs.
 _PROBE_SCRIPT = """
 import json, pyo
-names, _ = pyo.pa_get_output_devices()
-print("MOODSCORE_DEVICES=" + json.dumps([str(n) for n in names]))
+names, indexes = pyo.pa_get_output_devices()
+print("MOODSCORE_DEVICES=" + json.dumps([[int(i), str(n)] for n, i in zip(names, indexes)]))
 """
 
 
@@ -42,6 +43,8 @@ class BackendChoice:
 
     name: BackendName
     reason: str
+    device: int | None = None
+    """For ``device``: the PortAudio output index to open (None: the system's default)."""
 
 
 def probe_audio_devices(timeout: float = 5.0) -> list[str]:
@@ -55,6 +58,12 @@ def probe_audio_devices(timeout: float = 5.0) -> list[str]:
     -------
     The device names; ``[]`` when there is none or the probe crashed, hung or printed nothing.
     """
+    return [name for _, name in probe_audio_outputs(timeout)]
+
+
+def probe_audio_outputs(timeout: float = 5.0) -> list[tuple[int, str]]:
+    """(PortAudio index, name) of each audio output device, probed in a subprocess; ``[]``
+    when there is none or the probe crashed, hung or printed nothing."""
     env = dict(os.environ, PYO_GUI_WX="0")
     try:
         proc = subprocess.run(
@@ -75,11 +84,39 @@ def probe_audio_devices(timeout: float = 5.0) -> list[str]:
     for line in proc.stdout.splitlines():
         if line.startswith("MOODSCORE_DEVICES="):
             try:
-                names = json.loads(line.partition("=")[2])
-            except json.JSONDecodeError:
+                pairs = json.loads(line.partition("=")[2])
+                return [(int(index), str(name)) for index, name in pairs]
+            except (json.JSONDecodeError, TypeError, ValueError):
                 return []
-            return [str(name) for name in names]
     return []
+
+
+def pick_device(wanted: str, outputs: list[tuple[int, str]]) -> tuple[int, str]:
+    """The output device ``wanted`` names: its PortAudio index, or its name (exactly, or a
+    unique case-insensitive part of it), among ``outputs`` (``probe_audio_outputs()``).
+
+    Raises
+    ------
+    EngineError
+        No output device here, or none (or more than one) matches; the message lists them.
+    """
+    if not outputs:
+        raise EngineError(
+            f"no audio output device here for --device {wanted!r}; `moodscore doctor` lists "
+            "them (use --backend manual or jack without a sound card)"
+        )
+    text = wanted.strip()
+    if text.isdigit():
+        chosen = [o for o in outputs if o[0] == int(text)]
+    else:
+        chosen = [o for o in outputs if o[1] == text] or [
+            o for o in outputs if text.lower() in o[1].lower()
+        ]
+    if len(chosen) != 1:
+        listed = "; ".join(f"{index}: {name}" for index, name in outputs)
+        what = "matches none of" if not chosen else "could be any of"
+        raise EngineError(f"audio device {wanted!r} {what}: {listed}"[:400])
+    return chosen[0]
 
 
 def jack_running(timeout: float = 3.0) -> bool:
@@ -105,11 +142,13 @@ def jack_running(timeout: float = 3.0) -> bool:
     return proc.returncode == 0
 
 
-def choose_backend(requested: str, *, render: bool) -> BackendChoice:
+def choose_backend(requested: str, *, render: bool, device: str = "") -> BackendChoice:
     """Pick the server mode for ``requested`` (``config.engine.backend`` or ``--backend``).
 
     Parameters
     ----------
+    device : ``engine.device``: a sound card's name or index; with ``auto`` it asks for the
+        ``device`` backend (a render ignores it).
     requested : ``auto`` (JACK if running, else a device if one exists, else manual) or a forced
         name: ``device``, ``jack``, ``manual``, ``offline``.
     render : a file render: always ``offline`` (stepped as fast as possible, no device needed).
@@ -130,6 +169,9 @@ def choose_backend(requested: str, *, render: bool) -> BackendChoice:
         return BackendChoice("manual", "forced: pyo stepped by the engine, paced to the clock")
     if requested == "offline":
         return BackendChoice("offline", "forced: pyo stepped as fast as possible, not paced")
+    if device and requested in ("auto", "device"):
+        index, name = pick_device(device, probe_audio_outputs())
+        return BackendChoice("device", f"PortAudio output {name!r} (index {index})", index)
     if requested == "device":
         devices = probe_audio_devices()
         if not devices:

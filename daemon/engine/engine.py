@@ -401,6 +401,8 @@ class Engine(Scheduling):
             jackname="moodscore",
             verbosity=1,  # errors only; warnings go through our own logging
         )
+        if audio == "portaudio" and self.backend.device is not None:
+            server.setOutputDevice(self.backend.device)  # engine.device / --device
         # MIDI is mirrored by the MIDI output stage with mido; pyo must not open PortMidi.
         server.deactivateMidi()
         # Noise and other random objects draw from this seed: renders repeat sample for sample.

@@ -42,10 +42,15 @@ class Output:
     ----------
     stage : when :meth:`aclose` runs in the shutdown order.
     name : a short name for logs.
+    delay_s : how much later than the sound this output acts (negative: earlier), to make up
+        for its own latency (lights over Wi-Fi, a browser source, a sound card); the session
+        attaches it to the clock seen that much later (:func:`~daemon.clock.delayed`), so
+        everything it schedules and stamps moves with it.
     """
 
     stage: ClassVar[Stage] = Stage.RECORDING
     name: ClassVar[str] = "output"
+    delay_s: float = 0.0
 
     _clock: MusicClock | None = None
     _closed: bool = False

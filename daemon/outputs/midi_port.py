@@ -5,8 +5,10 @@ clock's grids and notes and schedules every message with the clock's ``call_at``
 thread waits for each message's wall-clock time, so a busy event loop cannot delay MIDI): notes,
 note-offs, program changes when a scene or an edited preset changes the sounds, and, with
 ``clock``, MIDI clock at 24 PPQN placed on the beat grid, Song Position Pointer and Start at the
-first bar. Closing it is the panic, before pyo stops: pending messages are dropped, every
-sounding note is released, each channel gets All Notes Off, and the clock gets Stop.
+first bar, and the transport: Stop at the bar a transport stop silences, Song Position Pointer and
+Continue at the bar it plays again. Closing it is the panic, before pyo stops: pending messages
+are dropped, every sounding note is released, each channel gets All Notes Off, and the clock gets
+Stop.
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ class MidiPortOutput(Output):
         self._sounding: collections.Counter[tuple[int, int]] = collections.Counter()
         self._channels: set[int] = set()
         self._clock_started = False
+        self._transport_playing = True
         self._scene: str | None = None
         self._programs: dict[Layer, int] = {}
         # Notes a reaction withdrew before they sounded (ids), and the notes not sounded yet
@@ -201,13 +204,26 @@ class MidiPortOutput(Output):
             self._schedule(events)
             return
         if self.send_clock:
+            # The transport of the bar (the engine decides it as the bar begins): Start at the
+            # first bar, Stop at the bar a transport stop silences, Song Position and Continue
+            # at the bar it plays again. The clock pulses run on while stopped, as the music's
+            # clock does, so a follower keeps the tempo.
+            playing = self.clock.playing
+            position = min(grid.first_beat * 4, SPP_MAX)
             if not self._clock_started:
                 self._clock_started = True
-                position = min(grid.first_beat * 4, SPP_MAX)
+                self._transport_playing = True
                 events.append((start - 0.002, mido.Message("songpos", pos=position), -1))
                 events.append(
                     (start - 0.001, mido.Message("start" if position == 0 else "continue"), -1)
                 )
+            if playing != self._transport_playing:
+                self._transport_playing = playing
+                if playing:
+                    events.append((start - 0.002, mido.Message("songpos", pos=position), -1))
+                    events.append((start - 0.001, mido.Message("continue"), -1))
+                else:
+                    events.append((start - 0.001, mido.Message("stop"), -1))
             pulse = mido.Message("clock")
             for k in range(grid.beats * CLOCKS_PER_BEAT):
                 events.append((grid.time_at(k / CLOCKS_PER_BEAT), pulse, -1))
@@ -276,7 +292,7 @@ class MidiPortOutput(Output):
                 return
             self._stopped = True
             try:
-                if self.send_clock and self._clock_started:
+                if self.send_clock and self._clock_started and self._transport_playing:
                     self.port.send(mido.Message("stop"))
                 for channel, note in sorted(self._sounding):
                     self.port.send(mido.Message("note_off", channel=channel, note=note))

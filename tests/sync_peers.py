@@ -1,0 +1,111 @@
+"""Independent peers for the sync tests, each run as its own process (``python -m
+tests.sync_peers KIND ...``), so their timing is their own and not the daemon's event loop's.
+
+- ``osc PORTS OUT``: python-osc's threading UDP server on each port; every datagram's arrival and
+  every message as python-osc's dispatcher hands it over (it honours bundle time tags) is a JSON
+  line in OUT.
+- ``midi-in CLIENT OUT``: a JACK MIDI input (client ``CLIENT``, port ``in``); every message, with
+  the time rtmidi took it in JACK's process cycle, is a JSON line in OUT. Its own process, so
+  the daemon's Python cannot hold up its JACK cycle.
+- ``os2l OUT``: a TCP server as a lighting program runs one (on a free port, printed first);
+  every chunk that arrives, with its arrival time, is a JSON line in OUT; to the first client it
+  sends a line that is not OS2L and a button press that is.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+class Lines:
+    """JSON lines appended to a file as they come (any thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a", buffering=1)
+        self._lock = threading.Lock()
+
+    def write(self, **record: Any) -> None:
+        text = json.dumps(record)
+        with self._lock:
+            self._file.write(text + "\n")
+
+
+def osc(ports: list[int], out: Path) -> None:
+    from pythonosc.dispatcher import Dispatcher
+    from pythonosc.osc_server import ThreadingOSCUDPServer
+
+    lines = Lines(out)
+    bound = []
+    for index, port in enumerate(ports):
+
+        class Recording(ThreadingOSCUDPServer):
+            which = index
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                # The moment the datagram arrived, before python-osc waits for its time tag.
+                lines.write(kind="arrival", port=self.which, t=time.time(), data=request[0].hex())
+                super().process_request(request, client_address)
+
+        dispatcher = Dispatcher()
+
+        def handle(address: str, *args: Any, which: int = index) -> None:
+            lines.write(kind="dispatch", port=which, t=time.time(), address=address, args=args)
+
+        dispatcher.set_default_handler(handle)
+        server = Recording(("127.0.0.1", port), dispatcher)
+        bound.append(server.server_address[1])
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(json.dumps(bound), flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+
+
+def midi_in(client: str, out: Path) -> None:
+    import mido
+
+    lines = Lines(out)
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    port = backend.open_input("in", virtual=True, client_name=client)
+    clock = [0.0]
+
+    def on_message(event: tuple[list[int], float], data: object) -> None:
+        clock[0] += event[1]
+        lines.write(t=clock[0], data=event[0])
+
+    port._rt.set_callback(on_message)
+    print(json.dumps("ready"), flush=True)
+    sys.stdin.read()
+    port.close()
+
+
+def os2l(out: Path) -> None:
+    import socket
+
+    lines = Lines(out)
+    server = socket.create_server(("127.0.0.1", 0))
+    print(json.dumps(server.getsockname()[1]), flush=True)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.sendall(b'hello, not OS2L\n{"evt": "btn", "name": "strobe", "state": "on"}')
+        while data := conn.recv(65536):
+            lines.write(t=time.time(), data=data.decode())
+
+    threading.Thread(target=serve, daemon=True).start()
+    sys.stdin.read()
+
+
+if __name__ == "__main__":
+    kind, *rest = sys.argv[1:]
+    if kind == "osc":
+        osc([int(p) for p in rest[0].split(",")], Path(rest[1]))
+    elif kind == "os2l":
+        os2l(Path(rest[0]))
+    elif kind == "midi-in":
+        midi_in(rest[0], Path(rest[1]))
+    else:
+        raise SystemExit(f"unknown peer {kind!r}")

@@ -1,0 +1,308 @@
+"""OSC: beats, bars and the phase reach an independent python-osc server ahead of the sound, in
+time-tagged bundles; OSC commands steer the music through the same hub as MQTT; junk is refused
+with one logged line while the music plays on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pythonosc.osc_bundle import OscBundle
+from pythonosc.osc_message import OscMessage
+from pythonosc.udp_client import SimpleUDPClient
+
+from daemon.cli import main
+from daemon.control.commands import CommandError
+from daemon.control.osc import OscBridge, osc_payload
+from daemon.messages import Beat
+from daemon.session import Session
+from tests.live import build, live_config
+from tests.nextbar import allowed_bars, watch_override
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def osc_peer(tmp_path: Path, count: int) -> Iterator[tuple[list[int], Path]]:
+    """python-osc servers on ``count`` free ports in a process of their own; their log."""
+    out = tmp_path / "osc-peer.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.sync_peers", "osc", ",".join(["0"] * count), str(out)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ports = json.loads(process.stdout.readline())
+        yield ports, out
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def peer_log(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def arrivals(records: list[dict[str, Any]], port: int) -> list[tuple[float, float, OscMessage]]:
+    """(arrival, time tag, message) of every message that came to peer port ``port``."""
+    found = []
+    for record in records:
+        if record["kind"] == "arrival" and record["port"] == port:
+            packet = OscBundle(bytes.fromhex(record["data"]))
+            for message in packet:
+                found.append((record["t"], packet.timestamp, message))
+    return found
+
+
+def is_beat(message: OscMessage) -> bool:
+    return bool(message.address == "/moodscore/beat")
+
+
+def sound_times(session: Session) -> dict[int, float]:
+    """Beat index -> the Unix time it sounds, as the engine says (filled while it plays)."""
+    sounds: dict[int, float] = {}
+    engine = session.engine
+
+    def on_beat(beat: Beat) -> None:  # the audio thread
+        wall = engine.wall_time(beat.audio_time)
+        if wall is not None and engine.playing:
+            sounds[beat.index] = time.time() + (wall - time.perf_counter())
+
+    engine.add_beat_listener(on_beat)
+    return sounds
+
+
+@pytest.mark.slow
+async def test_every_beat_of_a_minute_arrives_ahead_and_a_delay_moves_them(tmp_path: Path) -> None:
+    """60 s at 120 bpm to two python-osc servers, one through a +100 ms delay."""
+    with osc_peer(tmp_path, 2) as (ports, out):
+        config = live_config(web={"enabled": False}, osc={"enabled": True, "port": ports[0]})
+        session = build(config, seconds=62.0)
+        late = OscBridge(
+            config=config.osc.with_(port=ports[1], delay_ms=100.0, phase_hz=0.0),
+            hub=session.control,
+        )
+        session.outputs.append(late)
+        session.planner.conductor.fix_tempo(120.0)
+        sounds = sound_times(session)
+        report = await session.run()
+        await asyncio.sleep(0.3)  # the last bundles of the delayed server arrive
+    records = peer_log(out)
+    assert report.underruns == 0
+    # A minute of beats after the first (the session's very first beat sounds the moment the
+    # engine starts: nothing can be sent ahead of it).
+    minute = [i for i in sorted(sounds) if 1 <= i <= 120]
+    assert len(minute) == 120 and sounds[120] - sounds[1] == pytest.approx(59.5, abs=0.002)
+    on_time = {m.params[0]: (t, tag) for t, tag, m in arrivals(records, 0) if is_beat(m)}
+    delayed = {m.params[0]: (t, tag) for t, tag, m in arrivals(records, 1) if is_beat(m)}
+    bridge = next(o for o in session.outputs if isinstance(o, OscBridge) and o is not late)
+    missing = [i for i in minute if i not in on_time]
+    assert not missing, (missing, bridge.stats.beats_late, sorted(bridge.stats.beat_leads_ms)[:5])
+    leads_ms = np.array([(sounds[i] - on_time[i][0]) * 1000 for i in minute])
+    assert leads_ms.min() >= 20.0, sorted(leads_ms)[:5]
+    # The time tag is the moment the beat sounds (Unix time, as OSC's NTP stamp carries it).
+    tag_error_ms = np.array([(on_time[i][1] - sounds[i]) * 1000 for i in minute])
+    assert np.abs(tag_error_ms).max() < 1.0, tag_error_ms
+    # +100 ms of delay: time tags move by exactly that, arrivals by 100 +- 2 ms.
+    assert all(i in delayed for i in minute)
+    tag_shift_ms = np.array([(delayed[i][1] - on_time[i][1]) * 1000 for i in minute])
+    assert np.abs(tag_shift_ms - 100.0).max() < 0.1
+    moved_ms = np.array([(delayed[i][0] - on_time[i][0]) * 1000 for i in minute])
+    assert abs(np.median(moved_ms) - 100.0) < 2.0, np.percentile(moved_ms, [5, 50, 95])
+    # python-osc's server honours the time tags: it dispatches each beat when it sounds.
+    dispatched = {
+        r["args"][0]: r["t"]
+        for r in records
+        if r["kind"] == "dispatch" and r["port"] == 0 and r["address"].endswith("/beat")
+    }
+    dispatch_ms = np.array([(dispatched[i] - sounds[i]) * 1000 for i in minute])
+    assert abs(np.median(dispatch_ms)) < 5.0, np.percentile(dispatch_ms, [5, 50, 95])
+    # Bars at 120 bpm, and a phase ramp of about 30 values a second that says where the bar is.
+    messages = arrivals(records, 0)
+    bars = [m.params for _, _, m in messages if m.address == "/moodscore/bar"]
+    assert len(bars) >= 29 and all(params[1] == 120.0 for params in bars)
+    phases = [(tag, m.params) for _, tag, m in messages if m.address == "/moodscore/phase"]
+    assert 25 * 60 <= len(phases) <= 31 * 62
+    downbeats = sorted(sounds[i] for i in sounds if i % 4 == 0)
+    errors = []
+    for tag, (bar_phase, beat_phase) in phases:
+        before = [d for d in downbeats if d <= tag]
+        if before and tag - before[-1] < 2.0:
+            expected = (tag - before[-1]) / 2.0
+            errors.append(abs(((bar_phase - expected) + 0.5) % 1.0 - 0.5))
+            assert beat_phase == pytest.approx((bar_phase * 4) % 1.0, abs=1e-3)
+    assert len(errors) > 1000 and max(errors) < 0.005  # 10 ms of a 2 s bar
+
+
+class Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def captured(name: str) -> Iterator[Captured]:
+    handler = Captured()
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+async def bar_started(session: Session, bar: int) -> None:
+    started = asyncio.Event()
+
+    def on_state(state: dict[str, Any]) -> None:
+        if (state["bar"] if state["bar"] is not None else -1) >= bar:
+            started.set()
+
+    session.control.add_state_listener(on_state)
+    on_state(session.control.state())
+    await started.wait()
+    session.control.remove_state_listener(on_state)
+
+
+async def test_osc_commands_steer_on_the_next_bar_and_junk_is_refused(tmp_path: Path) -> None:
+    config = live_config(web={"enabled": False}, osc={"listen": "127.0.0.1:0"})
+    session = build(config, seconds=14.0, record_dir=tmp_path)
+    bridge = next(o for o in session.outputs if isinstance(o, OscBridge))
+    sent: dict[str, tuple[float, float]] = {}
+    replies: list[tuple[str, list[Any]]] = []
+
+    async def steer() -> None:
+        await bar_started(session, 0)
+        assert bridge.listening is not None
+        client = SimpleUDPClient(*bridge.listening)
+        tempo_applied = watch_override(session, "bpm", 123.0)
+        scene_applied = watch_override(session, "scene", "combat")
+        tempo_sent = session.engine.audio_time
+        client.send_message("/moodscore/cmd/tempo", 123)
+        scene_sent = session.engine.audio_time
+        client.send_message("/moodscore/cmd/scene", "combat")
+        sent["tempo"] = (tempo_sent, await tempo_applied)
+        sent["scene"] = (scene_sent, await scene_applied)
+        # Junk: not OSC at all, a blob, a value out of range, an unknown command, an address
+        # outside the command space.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            raw.sendto(b"\x00\x01 not osc", bridge.listening)
+            raw.sendto(b"/moodscore/cmd/tempo\x00\x00\x00\x00,i\x00", bridge.listening)  # cut
+        client.send_message("/moodscore/cmd/tempo", b"\x01\x02")
+        client.send_message("/moodscore/cmd/tempo", 999)
+        client.send_message("/moodscore/cmd/launch", 1)
+        client.send_message("/other/thing", 1.0)
+        for _ in range(5):  # tempo, scene, the blob, 999 bpm, the unknown command
+            with contextlib.suppress(TimeoutError):
+                message = OscMessage(await asyncio.to_thread(client.receive, 2.0))
+                replies.append((message.address, message.params))
+
+    with captured("moodscore.osc") as osc_log, captured("moodscore.control") as control_log:
+        task = asyncio.create_task(steer())
+        report = await session.run()
+        await task
+    # The answers come back to the sender, one per command.
+    assert len(replies) == 5, replies
+    tempo = [params for address, params in replies if address == "/moodscore/cmd/tempo/result"]
+    assert sorted(ok for ok, _ in tempo) == [0, 0, 1]
+    assert any("180" in text for _, text in tempo)  # 999 bpm: the range is named
+    assert ("/moodscore/cmd/scene/result", [1, "ok"]) in replies
+    invalid = dict(replies)["/moodscore/cmd/_invalid/result"]
+    assert invalid[0] == 0 and "unknown command" in invalid[1]
+    # The next bar line when the command came at least 0.3 s before it, else the one after.
+    downbeats = [(b.bar, b.audio_time) for b in report.bars]
+    changed = next(b for b in report.bars if b.plan.bpm == 123.0)
+    assert changed.bar in allowed_bars(downbeats, *sent["tempo"]), (sent, downbeats)
+    combat = next(b for b in report.bars if b.plan.scene == "combat")
+    assert combat.bar in allowed_bars(downbeats, *sent["scene"]), (sent, downbeats)
+    # Each piece of junk was refused and said so in one line; the music played on.
+    assert bridge.stats.refused == 4  # not OSC, cut short, a blob, an address outside cmd/
+    assert session.control.rejected == 2  # 999 bpm, an unknown command
+    lines = osc_log.lines + control_log.lines
+    assert lines and all("\n" not in line for line in lines)
+    assert any("refused a malformed packet" in line for line in osc_log.lines)
+    assert report.underruns == 0
+    assert report.audio_seconds == pytest.approx(14.0, abs=0.01)
+
+
+def test_arguments_become_the_commands_payloads() -> None:
+    assert osc_payload("tempo", [123]) == "123"
+    assert osc_payload("tempo", [123.5]) == "123.5"
+    assert osc_payload("scene", ["combat"]) == "combat"
+    assert osc_payload("mood", [0.5, -0.2, 30]) == "0.5,-0.2,30"
+    assert osc_payload("stinger", []) == ""
+    assert osc_payload("scene", ['{"scene": "calm"}']) == '{"scene": "calm"}'
+    with pytest.raises(CommandError, match="numbers, strings or true/false"):
+        osc_payload("tempo", [b"\x00"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--osc", "localhost:http"], "--osc"),
+        (["--osc", "localhost:0"], "1 to 65535"),
+        (["--osc-listen", "host:"], "--osc-listen"),
+    ],
+)
+def test_bad_osc_flags_are_one_line_errors(
+    flags: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "--source", "demo", "--backend", "manual", "--no-web", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+
+
+def test_a_busy_listen_port_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        code = main(
+            ["run", "--source", "demo", "--backend", "manual", "--no-web", "--duration", "1",
+             "-q", "--osc-listen", str(port)]
+        )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(port) in err, err
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "key"),
+    [
+        ("link", "enabled = true", "link.enabled"),
+        ("midi", "clock_in = true", "midi.clock_in"),
+        ("mqtt", 'group = "hall"', "mqtt.group"),
+        ("web", "delay_ms = 90.0", "web.delay_ms"),
+    ],
+)
+def test_sync_keys_not_built_yet_are_refused_in_one_line(
+    section: str, line: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mine.toml"
+    config.write_text(f"[{section}]\n{line}\n")
+    code = main(
+        ["run", "--source", "demo", "--backend", "manual", "--no-web", "--duration", "1", "-q",
+         "--config", str(config)]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"{key} is not available yet" in err, err
