@@ -5,6 +5,7 @@ music, a broker restart mid-run, and a flood of malformed payloads."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -530,25 +531,30 @@ async def test_a_thousand_malformed_payloads_are_all_answered_and_the_music_play
     async def attack(session: Session, bridge: MqttBridge) -> None:
         await bridge.connected.wait()
         await bar_started(session, 0)
-        for round_ in range(3):
+        for round_ in range(FLOODS):
             await in_thread(flood)
             await in_thread(sub.wait_for_count, total * (round_ + 1), 30.0)
             rss.append(_rss_bytes())
 
-    run = await run_live(live_config(broker.port), seconds=12.0, during=attack)
+    run = await run_live(live_config(broker.port), seconds=14.0, during=attack)
     answers = [(topic, payload) for _, topic, payload in sub.stop()]
-    assert len(answers) == 3 * total
+    assert len(answers) == FLOODS * total
     results = [json.loads(payload) for _, payload in answers]
     assert all(r["ok"] is False and r["error"] and r["id"] is None for r in results)
     by_topic = {topic.split("/")[-2] for topic, _ in answers}
     assert by_topic == set(floods)
     assert all(len(payload) < 400 for _, payload in answers)  # a huge payload is not echoed
-    # The music played on: all 12 s, nothing late, nothing queued, and memory did not grow
-    # from the second flood to the third.
-    assert run.report.audio_seconds == pytest.approx(12.0, abs=0.01)
+    # The music played on: all 14 s, nothing late, nothing queued, and memory did not grow with
+    # the floods. A leak grows the process by the same amount every flood (1 KiB a message is
+    # 1 MiB a flood); the allocator's arenas jump by several MiB now and then whatever the
+    # cause, so at least one flood after the first must leave the size (almost) unchanged.
+    assert run.report.audio_seconds == pytest.approx(14.0, abs=0.01)
     assert run.report.underruns == 0
-    assert run.session.control.pending == 0 and run.session.control.rejected == 3 * total
-    assert rss[2] - rss[1] < 4 * 2**20, rss
+    assert run.session.control.pending == 0 and run.session.control.rejected == FLOODS * total
+    assert min(b - a for a, b in itertools.pairwise(rss[1:])) < 2**20, rss
+
+
+FLOODS = 4  # of 1,000 malformed payloads each
 
 
 def _rss_bytes() -> int:
