@@ -23,11 +23,11 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from . import renpy_vn
+from . import openarena, renpy_vn
 from .common import REPO_ROOT, finish_clip
 from .sheets import summarise, write_sheets
 
-GAMES: dict[str, ModuleType] = {module.GAME.name: module for module in (renpy_vn,)}
+GAMES: dict[str, ModuleType] = {module.GAME.name: module for module in (renpy_vn, openarena)}
 
 
 def _record_game(
@@ -61,14 +61,19 @@ def _record_game(
                     print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
                 continue
         command = f".venv/bin/python -m tools.record_games {module.GAME.name} --clip {plan.name}"
-        finish_clip(
-            module.GAME,
-            plan,
-            session.capture.recording,
-            out_root=out,
-            command=command,
-            extra_meta={"wall_s": round(time.monotonic() - started, 1)},
-        )
+        try:
+            finish_clip(
+                module.GAME,
+                plan,
+                session.capture.recording,
+                out_root=out,
+                command=command,
+                extra_meta={"wall_s": round(time.monotonic() - started, 1)},
+            )
+        except Exception:
+            failures += 1
+            print(f"{module.GAME.name}/{plan.name}: could not be written", file=sys.stderr)
+            traceback.print_exc()
     return failures
 
 

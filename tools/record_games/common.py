@@ -32,7 +32,9 @@ CONFIG_DIR = Path(__file__).resolve().parent / "config"
 MENU_AFFECT = (-0.8, 0.1)
 DIALOGUE_AFFECT = (-0.5, 0.1)
 
-Affect = Callable[[str, Mapping[str, float]], tuple[float, float]]
+# (states, cues) -> (states, arousal, valence): a game's own refinement of the recorder's states
+# from the cues it logged (a fight around each hit) and its targets per frame.
+Annotate = Callable[[list[str], Mapping[str, np.ndarray]], tuple[list[str], np.ndarray, np.ndarray]]
 
 
 def default_affect(cls: str | None) -> tuple[float, float]:
@@ -44,6 +46,32 @@ def default_affect(cls: str | None) -> tuple[float, float]:
     return (math.nan, math.nan)
 
 
+def default_targets(game: Game, states: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame (arousal, valence): fixed for menus and dialogue, NaN for the rest."""
+    # Raw recorder states an annotator is about to refine may be missing from ``game.states``.
+    pairs = np.array(
+        [default_affect(None if s == SETTLE else game.states.get(s)) for s in states],
+        dtype=np.float32,
+    )
+    pairs = pairs.reshape(len(states), 2)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()
+
+
+def around(events: np.ndarray, *, before_s: float, after_s: float) -> np.ndarray:
+    """Per frame, the sum of ``events`` from ``before_s`` ahead to ``after_s`` back in time.
+
+    A frame is "in" an event that happens up to ``before_s`` later (the enemy is on screen
+    before the first hit lands) or happened up to ``after_s`` earlier.
+    """
+    values = np.nan_to_num(np.asarray(events, dtype=np.float64))
+    ahead, back = round(before_s * MODEL_FPS), round(after_s * MODEL_FPS)
+    total = np.concatenate([[0.0], np.cumsum(values)])
+    index = np.arange(len(values))
+    hi = np.minimum(len(values), index + ahead + 1)
+    lo = np.maximum(0, index - back)
+    return (total[hi] - total[lo]).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Game:
     """One game: what it is, where its footage goes, and what its label states mean.
@@ -53,8 +81,9 @@ class Game:
     split : ``"train"`` or ``"val"`` (held-out games, never trained on).
     packages : the Debian packages the recorder needs (beyond the harness's).
     states : each label state's scene class, ``None`` when frames in it are not labelled.
-    affect : (arousal, valence) of a frame from its state and cues; the default gives menus and
-        dialogue the fixed targets and leaves gameplay unlabelled (NaN).
+    annotate : refines the recorder's states from the game's cues and gives each frame its
+        (arousal, valence); the default keeps the states, gives menus and dialogue the fixed
+        targets and leaves gameplay without targets (NaN).
     """
 
     name: str
@@ -62,7 +91,7 @@ class Game:
     split: str
     packages: tuple[str, ...]
     states: Mapping[str, str | None]
-    affect: Affect | None = None
+    annotate: Annotate | None = None
 
     def class_of(self, state: str) -> str | None:
         if state == SETTLE:
@@ -124,6 +153,34 @@ class Session:
 
     def done(self) -> bool:
         return self.recorded_s() >= self.plan.seconds
+
+    def wait_log(self, text: str, *, timeout_s: float = 120, then_s: float = 0.0) -> None:
+        """Wait until the game's own output contains ``text`` (then ``then_s`` more)."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.process.log_text():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the game never printed {text!r}")
+            self.wait(0.5)
+        self.wait(then_s)
+
+    def moved(self, before: np.ndarray | None, threshold: float = 4.0) -> bool:
+        """Whether the picture changed since ``before`` (a frame from :meth:`latest`)."""
+        now = self.capture.latest()
+        if before is None or now is None:
+            return True
+        diff = np.abs(now.astype(np.int16) - before.astype(np.int16))
+        return float(diff.mean()) > threshold
+
+    def wait_change(self, *, threshold: float = 12.0, timeout_s: float = 30.0) -> bool:
+        """Wait until the picture differs clearly from now (a loading screen gives way)."""
+        self.wait(0.3)
+        before = self.capture.latest()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.wait(0.25)
+            if self.moved(before, threshold):
+                return True
+        return False
 
     def shot(self, tag: str, *, every: int = 1) -> None:
         """A full-size screenshot into the shots folder (for checking what is on screen)."""
@@ -199,18 +256,17 @@ def finish_clip(
     if n < min_frames:
         print(f"{game.name}/{plan.name}: only {n} frames, not written")
         return None
-    states = list(recording.states)
+    cues = {k: np.asarray(v, dtype=np.float32) for k, v in recording.cues.items()}
+    if game.annotate is not None:
+        states, arousal, valence = game.annotate(list(recording.states), cues)
+    else:
+        states = list(recording.states)
+        arousal, valence = default_targets(game, states)
     classes = [game.class_of(s) for s in states]
     labels = np.array([-1 if c is None else SCENE_CLASSES.index(c) for c in classes], np.int16)
-    cues = {k: np.asarray(v, dtype=np.float32) for k, v in recording.cues.items()}
-    arousal = np.full(n, np.nan, dtype=np.float32)
-    valence = np.full(n, np.nan, dtype=np.float32)
-    for i, (state, cls) in enumerate(zip(states, classes, strict=True)):
-        if cls is None:
-            continue
-        frame_cues = {k: float(v[i]) for k, v in cues.items()}
-        a, v = game.affect(state, frame_cues) if game.affect else default_affect(cls)
-        arousal[i], valence[i] = a, v
+    # No targets where there is no label.
+    arousal = np.where(labels >= 0, arousal, np.nan).astype(np.float32)
+    valence = np.where(labels >= 0, valence, np.nan).astype(np.float32)
     monsters = cues.get("enemies", np.full(n, np.nan, dtype=np.float32))
     state_classes: dict[str, str | None] = {s: game.class_of(s) for s in sorted(set(states))}
     meta: dict[str, Any] = {

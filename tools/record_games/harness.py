@@ -428,6 +428,7 @@ class Capture:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._region_cache: tuple[float, Geometry | None] = (-1e9, None)
+        self._last: np.ndarray | None = None
 
     # the recorder's side ---------------------------------------------------------------
 
@@ -456,6 +457,10 @@ class Capture:
 
     def seconds(self) -> float:
         return len(self.recording) / self.fps
+
+    def latest(self) -> np.ndarray | None:
+        """The newest 96x72 grab, kept or not (paused); ``None`` before the first."""
+        return self._last
 
     # the thread ------------------------------------------------------------------------
 
@@ -501,11 +506,12 @@ class Capture:
                         continue
                     # Late (a slow grab, a busy machine): drop the missed ticks, keep real time.
                     next_tick += period * max(1, int((now - next_tick) / period) + 1)
-                    if self._paused.is_set():
-                        previous = None
-                        continue
                     frame = self._grab(grabber)
                     if frame is None:
+                        continue
+                    self._last = frame
+                    if self._paused.is_set():
+                        previous = None
                         continue
                     state = self._frame_state(now)
                     cues = dict(self._cues)
