@@ -23,11 +23,13 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from . import openarena, renpy_vn
+from . import openarena, renpy_vn, supertuxkart
 from .common import REPO_ROOT, finish_clip
 from .sheets import summarise, write_sheets
 
-GAMES: dict[str, ModuleType] = {module.GAME.name: module for module in (renpy_vn, openarena)}
+GAMES: dict[str, ModuleType] = {
+    module.GAME.name: module for module in (renpy_vn, openarena, supertuxkart)
+}
 
 
 def _record_game(
