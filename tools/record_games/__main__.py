@@ -23,13 +23,17 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from . import openarena, renpy_vn, supertuxkart
+from . import chromium_bsu, openarena, renpy_vn, supertuxkart
 from .common import REPO_ROOT, finish_clip
 from .sheets import summarise, write_sheets
 
-GAMES: dict[str, ModuleType] = {
-    module.GAME.name: module for module in (renpy_vn, openarena, supertuxkart)
-}
+RECORDERS: list[ModuleType] = [
+    renpy_vn,
+    openarena,
+    supertuxkart,
+    chromium_bsu,
+]
+GAMES: dict[str, ModuleType] = {module.GAME.name: module for module in RECORDERS}
 
 
 def _record_game(
