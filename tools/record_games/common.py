@@ -219,6 +219,9 @@ def game_session(
         ) as process:
             xinput = XInput(display.display)
             xinput.wait_window(window, timeout_s=window_timeout_s, alive=process.alive)
+            # Without a window manager nothing gives the game the keyboard focus (Irrlicht
+            # games ignore keys without it).
+            xinput.focus()
             capture = Capture(
                 display=display.display,
                 region=None if whole_screen else xinput.geometry,
