@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from . import chromium_bsu, minetest, openarena, renpy_vn, supertuxkart
+from . import chromium_bsu, minetest, openarena, renpy_vn, supertuxkart, wesnoth
 from .common import REPO_ROOT, finish_clip
 from .sheets import summarise, write_sheets
 
@@ -33,6 +33,7 @@ RECORDERS: list[ModuleType] = [
     supertuxkart,
     chromium_bsu,
     minetest,
+    wesnoth,
 ]
 GAMES: dict[str, ModuleType] = {module.GAME.name: module for module in RECORDERS}
 

@@ -30,6 +30,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "config"
 # Targets for the calm classes, as the Doom recorder sets them (models/SCENE_CARD.md): a menu is
 # safe and paused, dialogue is calm.
 MENU_AFFECT = (-0.8, 0.1)
+# The state of a frame with (almost) nothing on it.
+BLANK = "blank"
 DIALOGUE_AFFECT = (-0.5, 0.1)
 
 # (states, cues) -> (states, arousal, valence): a game's own refinement of the recorder's states
@@ -50,7 +52,7 @@ def default_targets(game: Game, states: Sequence[str]) -> tuple[np.ndarray, np.n
     """Per-frame (arousal, valence): fixed for menus and dialogue, NaN for the rest."""
     # Raw recorder states an annotator is about to refine may be missing from ``game.states``.
     pairs = np.array(
-        [default_affect(None if s == SETTLE else game.states.get(s)) for s in states],
+        [default_affect(None if s in (SETTLE, BLANK) else game.states.get(s)) for s in states],
         dtype=np.float32,
     )
     pairs = pairs.reshape(len(states), 2)
@@ -94,7 +96,7 @@ class Game:
     annotate: Annotate | None = None
 
     def class_of(self, state: str) -> str | None:
-        if state == SETTLE:
+        if state in (SETTLE, BLANK):
             return None
         return self.states[state]
 
@@ -260,10 +262,15 @@ def finish_clip(
         print(f"{game.name}/{plan.name}: only {n} frames, not written")
         return None
     cues = {k: np.asarray(v, dtype=np.float32) for k, v in recording.cues.items()}
+    recorded = list(recording.states)
+    # A black (or flat) frame - a fade, a window not drawn yet - shows no scene at all.
+    for i, frame in enumerate(recording.frames):
+        if int(frame.max()) - int(frame.min()) < 12:
+            recorded[i] = BLANK
     if game.annotate is not None:
-        states, arousal, valence = game.annotate(list(recording.states), cues)
+        states, arousal, valence = game.annotate(recorded, cues)
     else:
-        states = list(recording.states)
+        states = recorded
         arousal, valence = default_targets(game, states)
     classes = [game.class_of(s) for s in states]
     labels = np.array([-1 if c is None else SCENE_CLASSES.index(c) for c in classes], np.int16)
