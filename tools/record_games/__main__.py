@@ -23,7 +23,15 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from . import chromium_bsu, minetest, openarena, renpy_vn, supertuxkart, wesnoth
+from . import (
+    chromium_bsu,
+    minetest,
+    openarena,
+    redeclipse,
+    renpy_vn,
+    supertuxkart,
+    wesnoth,
+)
 from .common import REPO_ROOT, finish_clip
 from .sheets import summarise, write_sheets
 
@@ -34,6 +42,7 @@ RECORDERS: list[ModuleType] = [
     chromium_bsu,
     minetest,
     wesnoth,
+    redeclipse,
 ]
 GAMES: dict[str, ModuleType] = {module.GAME.name: module for module in RECORDERS}
 
