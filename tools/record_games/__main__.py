@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ from types import ModuleType
 
 from . import (
     chromium_bsu,
+    flare,
     minetest,
     openarena,
     redeclipse,
@@ -43,6 +45,7 @@ RECORDERS: list[ModuleType] = [
     minetest,
     wesnoth,
     redeclipse,
+    flare,
 ]
 GAMES: dict[str, ModuleType] = {module.GAME.name: module for module in RECORDERS}
 
@@ -69,6 +72,8 @@ def _record_game(
             home.mkdir()
             try:
                 session = module.record(plan, work=work, home=home, shots=shots)
+                if shots is not None:
+                    shutil.copy(work / "game.log", shots / f"{plan.name}.log")
             except Exception:
                 failures += 1
                 print(f"{module.GAME.name}/{plan.name}: FAILED", file=sys.stderr)
