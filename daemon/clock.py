@@ -70,6 +70,9 @@ class BarGrid:
     bpm_from : the tempo at the downbeat (the previous bar's final tempo).
     ramp_steps : 16th-note steps over which the tempo moves; 0 for a bar of constant tempo.
     section : the label of the form's section the bar belongs to, None in free form.
+    patched_from : None for a bar as it starts; a beat when the bar is announced again because
+        a reaction changed it from that beat on (``plan`` is then the new plan, at the bar's
+        tempo): listeners withdraw what they hold of the bar from there (its notes come again).
     """
 
     bar: int
@@ -81,6 +84,7 @@ class BarGrid:
     ramp_steps: int
     _bounds: tuple[float, ...]  # seconds from the downbeat at each ramp step's start, and its end
     section: str | None = None
+    patched_from: float | None = None
 
     @classmethod
     def build(

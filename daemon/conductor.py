@@ -2,9 +2,18 @@
 
 Mapping (documented in the README):
 
-- valence and arousal are smoothed with a confidence-weighted exponential filter whose time
-  constant is ``conductor.smoothing_s``, stepped by each window's own timestamps, so a render and a
-  live run of the same windows smooth identically;
+- valence and arousal are smoothed with confidence-weighted exponential filters stepped by each
+  window's own timestamps, so a render and a live run of the same windows smooth identically.
+  Valence uses ``conductor.smoothing_s``. Arousal moves only when the last two windows agree on
+  a direction (both above the level: the lower of them leads; both below: the higher), so a
+  blink, a single bright window or a flickering picture moves nothing. A drift follows with
+  ``smoothing_s``; a sudden change (``cue_threshold`` or more) is asymmetric: a **rise** follows
+  with the short ``attack_s``, a **fall** with the long ``release_s``: a fight starts with the
+  picture and fades slowly;
+- a window whose (two-window) arousal jumps at least ``cue_threshold`` from the smoothed level is
+  a **cue** (``rise``/``fall``; once per change, not again while the level is still catching
+  up), as is a confident scene change (``scene``); :meth:`observe`
+  returns them, for the planner to answer at once rather than at the next bar line;
 - arousal is read as a **level** in [0, 1] across [-0.8, +0.8] (clipped beyond): analysers seldom
   report the extremes, and the full tempo and layer ranges should be reachable;
 - **bpm** = bpm_min + level * (bpm_max - bpm_min) of the scene preset, rounded; it changes only
@@ -16,9 +25,10 @@ Mapping (documented in the README):
   (unless the preset fixes it); the tonic is the preset's major or (relative) minor tonic;
 - **density** (how busy the notes are) = (arousal + 1) / 2, nudged up a little by valence;
 - **scene**: when moods name a scene (``Mood.scene``, from a scene model) that has a preset in
-  ``scenes/``, and keep naming it for ``conductor.scene_hold_s`` seconds, the conductor switches
-  to that preset; tempo and layers then start afresh in the new preset's ranges. Names without a
-  preset are ignored (logged once).
+  ``scenes/``, and keep naming it for ``conductor.scene_hold_s`` seconds (``scene_attack_s`` when
+  its probability is at least ``scene_confidence``), the conductor switches to that preset; tempo
+  and layers then start afresh in the new preset's ranges. Names without a preset are ignored
+  (logged once).
 
 Plans are asked for one bar at a time (:meth:`Conductor.plan_for_bar`), so every change lands on
 a bar line.
@@ -35,11 +45,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from daemon.config import ConductorConfig
 from daemon.errors import ConfigError
-from daemon.messages import Mode, Mood, Plan
+from daemon.messages import Cue, Mode, Mood, Plan
 from daemon.scenes import BUILT_IN, PresetLibrary, ScenePreset
 
 log = logging.getLogger(__name__)
@@ -52,6 +62,10 @@ class _Smoothed:
     valence: float
     arousal: float
     time: float
+    last_arousal: float | None = None  # the previous window's reading (rises must hold)
+    # The sudden change under way ("rise"/"fall"), cued once: a slow release stays sudden for
+    # many windows, and each would otherwise be a fresh cue (and a fresh stinger).
+    moving: str | None = None
 
 
 class Conductor:
@@ -172,31 +186,58 @@ class Conductor:
         self._bpm = None
         self._layers = None
 
-    def observe(self, mood: Mood) -> None:
-        """Fold one analysis window into the smoothed mood (and its scene, if it names one)."""
+    def observe(self, mood: Mood) -> list[Cue]:
+        """Fold one analysis window into the smoothed mood (and its scene, if it names one);
+        the cues it raises (a jump in arousal, a confident scene change), usually none."""
         self.moods_seen += 1
-        self._observe_scene(mood)
+        cues = self._observe_scene(mood)
         if self._smoothed is None:
-            self._smoothed = _Smoothed(mood.valence, mood.arousal, mood.t_end)
-            return
-        dt = max(0.0, mood.t_end - self._smoothed.time)
-        tau = self._config.smoothing_s
-        alpha = 1.0 if tau <= 0 else 1.0 - math.exp(-dt / tau)
-        alpha *= max(0.0, min(1.0, mood.confidence))
+            self._smoothed = _Smoothed(mood.valence, mood.arousal, mood.t_end, mood.arousal)
+            return cues
         s = self._smoothed
-        s.valence += alpha * (mood.valence - s.valence)
-        s.arousal += alpha * (mood.arousal - s.arousal)
+        dt = max(0.0, mood.t_end - s.time)
+        confidence = max(0.0, min(1.0, mood.confidence))
+        s.valence += _alpha(dt, self._config.smoothing_s) * confidence * (mood.valence - s.valence)
+        # A sudden change must hold for two windows to lead (a rise: the lower of the two; a
+        # fall: the higher): one odd window moves nothing, a new level moves at once (a rise)
+        # or slowly (a fall).
+        last = s.last_arousal if s.last_arousal is not None else mood.arousal
+        rising = min(mood.arousal, last)
+        falling = max(mood.arousal, last)
+        threshold = self._config.cue_threshold
+        sudden = False
+        if rising > s.arousal:
+            target = rising
+            sudden = rising - s.arousal >= threshold
+            tau = self._config.attack_s if sudden else self._config.smoothing_s
+        elif falling < s.arousal:
+            target = falling
+            sudden = s.arousal - falling >= threshold
+            tau = self._config.release_s if sudden else self._config.smoothing_s
+        else:
+            # The two windows straddle the level (a wobble, a flicker): it stays.
+            target, tau = s.arousal, self._config.smoothing_s
+        jump = target - s.arousal
+        kind: Literal["rise", "fall"] = "rise" if jump > 0 else "fall"
+        if sudden and confidence >= 0.5 and s.moving != kind:
+            cues.append(Cue(time=mood.t_end, kind=kind, strength=round(min(1.0, abs(jump)), 3)))
+        s.moving = kind if sudden else None
+        s.arousal += _alpha(dt, tau) * confidence * (target - s.arousal)
+        s.last_arousal = mood.arousal
         s.time = max(s.time, mood.t_end)
+        return cues
 
-    def _observe_scene(self, mood: Mood) -> None:
+    def _observe_scene(self, mood: Mood) -> list[Cue]:
         name = mood.scene
         if name is None or name == self._preset.name:
             self._candidate = None
-            return
+            return []
         if self._candidate is None or self._candidate[0] != name:
             self._candidate = (name, mood.t_start)
-        if mood.t_end - self._candidate[1] < self._config.scene_hold_s:
-            return
+        sure = mood.scene_probs.get(name, 0.0) >= self._config.scene_confidence
+        hold = self._config.scene_attack_s if sure else self._config.scene_hold_s
+        if mood.t_end - self._candidate[1] < hold:
+            return []
         try:
             preset = self.presets.get(name)
         except ConfigError as exc:
@@ -205,9 +246,11 @@ class Conductor:
                 log.warning(
                     "scene %r has no usable preset; keeping %s (%s)", name, self._preset.name, exc
                 )
-            return
+            return []
         self._candidate = None
         self.set_preset(preset)
+        strength = round(mood.scene_probs.get(name, 0.5), 3)
+        return [Cue(time=mood.t_end, kind="scene", strength=strength, scene=name)]
 
     @property
     def mood(self) -> tuple[float, float]:
@@ -288,6 +331,11 @@ class Conductor:
             else:
                 self._preset = fresh
         return fresh
+
+
+def _alpha(dt: float, tau: float) -> float:
+    """How far an exponential filter of time constant ``tau`` moves in ``dt`` (0 tau: all)."""
+    return 1.0 if tau <= 0 else 1.0 - math.exp(-dt / tau)
 
 
 def _clip(x: float) -> float:

@@ -277,7 +277,21 @@ class ConductorConfig(ConfigSection):
     """Scene preset (a file in scenes/) used until a scene model names one."""
 
     smoothing_s: StrictFloat = Field(default=2.0, ge=0, le=60)
-    """Time constant of the exponential smoothing of valence and arousal, seconds."""
+    """Time constant of the exponential smoothing of valence, and of arousal while it drifts,
+    seconds."""
+
+    attack_s: StrictFloat = Field(default=0.25, ge=0, le=60)
+    """Time constant with which a sudden rise in arousal (see cue_threshold) is followed once it
+    holds for two windows, seconds (short: the music answers a fight at once)."""
+
+    release_s: StrictFloat = Field(default=3.0, ge=0, le=60)
+    """Time constant with which a sudden fall in arousal is followed, seconds (long: a fight
+    fades)."""
+
+    cue_threshold: StrictFloat = Field(default=0.35, ge=0.05, le=2)
+    """A jump in arousal at least this big (in a window, or in a frame's reading that holds
+    0.1 s) is a cue: the music answers it at once (a stinger, a transition rule) instead of
+    through the smoothing."""
 
     hysteresis: StrictFloat = Field(default=0.08, ge=0, le=0.5)
     """A smoothed value must move this far past a step boundary before bpm, layers or mode change.
@@ -289,6 +303,19 @@ class ConductorConfig(ConfigSection):
     scene_hold_s: StrictFloat = Field(default=2.0, ge=0, le=60)
     """A scene named by the analysis (a scene model) must persist this long, seconds, before the
     conductor switches to its preset (at the next bar line); names without a preset are ignored."""
+
+    scene_attack_s: StrictFloat = Field(default=0.5, ge=0, le=60)
+    """A scene named with at least scene_confidence probability must persist only this long,
+    seconds."""
+
+    scene_confidence: StrictFloat = Field(default=0.7, ge=0, le=1)
+    """Probability from which a scene change counts as confident (see scene_attack_s)."""
+
+    stingers: bool = True
+    """Play a stinger (a short phrase in the key: a hit, a riser, a fill) when a cue comes."""
+
+    stinger_interval_s: StrictFloat = Field(default=4.0, ge=0, le=600)
+    """At least this long between two stingers, seconds."""
 
     preset_dirs: tuple[str, ...] = ()
     """Your own scene preset folders, searched before the built-in scenes/ (a preset there with

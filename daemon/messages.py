@@ -26,11 +26,14 @@ class Layer(StrEnum):
     DRUMS = "drums"
     PAD = "pad"
     ARP = "arp"
+    # Stingers sound over the music whatever the layer count (they are not one of the five).
+    STINGER = "stinger"
 
     @property
     def order(self) -> int:
-        """1-based position: the layer sounds when ``Plan.layers >= order``."""
-        return LAYER_ORDER.index(self) + 1
+        """1-based position: the layer sounds when ``Plan.layers >= order`` (0 for stingers,
+        which sound at any layer count)."""
+        return LAYER_ORDER.index(self) + 1 if self in LAYER_ORDER else 0
 
 
 LAYER_ORDER: tuple[Layer, ...] = (Layer.LEAD, Layer.BASS, Layer.DRUMS, Layer.PAD, Layer.ARP)
@@ -86,6 +89,48 @@ ARP_SOUNDS = ("pluck", "bell", "marimba")
 DRUM_STYLES = ("none", "brushes", "backbeat", "four_on_floor", "breakbeat", "march")
 # "valence" follows the mood (major when pleasant, minor when not); the others fix the mode.
 PRESET_MODES = ("valence", "major", "minor")
+# Stingers: a chord hit on the beat, a riser of chord tones into it, a run down the scale into
+# it, a "danger" half-step ostinato, a soft swell (for a fall to calm).
+STINGER_KINDS = ("hit", "riser", "fill", "danger", "swell")
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRule:
+    """How the music moves between two states (game audio middleware's transition rules).
+
+    ``source`` and ``target`` are scene names or ``*`` (any); for a change of intensity within a
+    scene the rule is keyed ``rise`` or ``fall`` (``source`` is then that word, ``target`` ``*``).
+
+    exit : ``immediate`` (the next 16th note), ``beat`` (the next beat), ``bar`` (the next bar
+        line) or ``bars:N`` (after N bar lines).
+    fade_beats : how long the layers take to come in or go, in beats.
+    bridge : a stinger played into the change (one of :data:`STINGER_KINDS`), or None.
+    """
+
+    source: str
+    target: str
+    exit: str = "bar"
+    fade_beats: float = 1.0
+    bridge: str | None = None
+
+    @property
+    def bars(self) -> int:
+        """Bar lines to wait for: 0 for ``immediate``/``beat``, 1 for ``bar``, N for ``bars:N``."""
+        if self.exit in ("immediate", "beat"):
+            return 0
+        if self.exit == "bar":
+            return 1
+        return int(self.exit.split(":", 1)[1])
+
+
+# What a preset without a rule does: a new scene at the next bar line, a rise in intensity at the
+# next beat with a riser into it (it starts at once: the answer is heard within a tenth of a
+# second), a fall at the next bar with a soft swell.
+DEFAULT_RULES = (
+    TransitionRule("rise", "*", exit="beat", fade_beats=0.25, bridge="riser"),
+    TransitionRule("fall", "*", exit="bar", fade_beats=2.0, bridge="swell"),
+    TransitionRule("*", "*", exit="bar", fade_beats=1.0),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +141,8 @@ class ScenePreset:
     bpm_min/bpm_max bound the tempo arousal maps onto; major_tonic/minor_tonic are pitch classes
     (0 = C) used for positive and negative valence; ``mode`` fixes the mode or lets valence pick
     it; layers_min/layers_max bound the layer count; lead/bass/pad/arp name each layer's sound
-    and ``drums`` the drum style.
+    and ``drums`` the drum style; ``transitions`` are its :class:`TransitionRule` s (see
+    :func:`transition_rule`).
 
     A :class:`Plan` carries the preset it was made with, frozen: the composer, the engine and
     every output read the sounds and drum style from the plan, never from ``scenes/``, so a
@@ -117,15 +163,45 @@ class ScenePreset:
     pad: str = "strings"
     arp: str = "pluck"
     drums: str = "backbeat"
+    transitions: tuple[TransitionRule, ...] = ()
 
     def sound(self, layer: Layer) -> str:
-        """The sound ``layer`` plays in this preset (``"kit"`` for the drums)."""
+        """The sound ``layer`` plays in this preset (``"kit"`` for the drums, ``"stab"`` for
+        stingers)."""
         if layer is Layer.DRUMS:
             return "kit"
+        if layer is Layer.STINGER:
+            return "stab"
         return str(getattr(self, layer.value))
 
 
 DEFAULT_PRESET = ScenePreset(name="default")
+
+
+def transition_rule(
+    source: ScenePreset, target: ScenePreset, *, change: str | None = None
+) -> TransitionRule:
+    """The rule for leaving ``source`` for ``target`` (a scene change), or, with ``change``
+    ``"rise"``/``"fall"``, for a change of intensity within ``source``.
+
+    The most specific rule wins: in ``source``'s file, then ``target``'s, then the defaults
+    (:data:`DEFAULT_RULES`); ``a -> b`` before ``a -> *`` before ``* -> b`` before ``* -> *``.
+    """
+    if change is not None:
+        wanted = [(change, "*")]
+    else:
+        wanted = [
+            (source.name, target.name),
+            (source.name, "*"),
+            ("*", target.name),
+            ("*", "*"),
+        ]
+    for rules in (source.transitions, target.transitions, DEFAULT_RULES):
+        for key in wanted:
+            for rule in rules:
+                if (rule.source, rule.target) == key:
+                    return rule
+    return DEFAULT_RULES[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +224,9 @@ class Plan:
     arousal: float
     preset: ScenePreset = DEFAULT_PRESET
     beats_per_bar: int = 4
+    # The fraction of the bar a tempo change ramps over; None: the engine's ``tempo_ramp``
+    # (a reaction ramps over one beat instead of the bar).
+    ramp: float | None = None
 
     @property
     def scene(self) -> str:
@@ -206,6 +285,43 @@ class BarScore:
     @property
     def seconds(self) -> float:
         return self.plan.beats_per_bar * 60.0 / self.plan.bpm
+
+
+@dataclass(frozen=True, slots=True)
+class BarPatch:
+    """A change to bar ``bar`` from ``from_beat`` on (beats from its downbeat), for a reaction
+    that cannot wait for the next bar line.
+
+    With ``replace``, the bar's notes from ``from_beat`` on give way to ``notes`` and the band
+    takes ``plan``'s sounds and layers there, its layers fading over ``fade_beats`` (the tempo
+    holds until the next bar line). Without it, ``notes`` are played over the music as they are
+    (a stinger) and ``plan`` is only their context.
+    """
+
+    bar: int
+    from_beat: float
+    plan: Plan
+    notes: tuple[NoteEvent, ...]
+    replace: bool = True
+    fade_beats: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    """An event in what the analysis sees: a sudden, confident change that the music should
+    answer at once rather than through its smoothing.
+
+    time : source time (seconds) of the frame or window where it happened.
+    kind : ``cut`` (the picture changed at once), ``flash`` (a frame stood out and went),
+        ``rise`` / ``fall`` (arousal jumped up or down), ``scene`` (a confident new scene).
+    strength : how big the change was, in [0, 1].
+    scene : the new scene's name, for ``scene`` cues.
+    """
+
+    time: float
+    kind: Literal["cut", "flash", "rise", "fall", "scene"]
+    strength: float
+    scene: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ the same bar line.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import tomllib
 from collections.abc import Sequence
@@ -30,7 +31,9 @@ from daemon.messages import (
     LEAD_SOUNDS,
     PAD_SOUNDS,
     PRESET_MODES,
+    STINGER_KINDS,
     ScenePreset,
+    TransitionRule,
 )
 
 __all__ = [
@@ -89,6 +92,56 @@ def load_scene(name: str, directory: Path = SCENES_DIR) -> ScenePreset:
     return _parse(name, data, path)
 
 
+_EXIT_RE = re.compile(r"^(immediate|beat|bar|bars:[1-8])$")
+
+
+def _transitions(table: object, path: Path) -> tuple[TransitionRule, ...]:
+    """The ``[transitions]`` table: ``"from -> to" = {exit, fade_beats, bridge}``, or the keys
+    ``rise`` / ``fall`` for a change of intensity within the scene."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [transitions] must be a table")
+    rules = []
+    for key, value in table.items():
+        if key in ("rise", "fall"):
+            source, target = key, "*"
+        else:
+            parts = [p.strip() for p in key.split("->")]
+            if len(parts) != 2 or not all(parts):
+                raise ConfigError(
+                    f'{path}: transition "{key}" must be "from -> to" (scene names or *), '
+                    "rise or fall"
+                )
+            source, target = parts
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f'{path}: transition "{key}" must be a table such as '
+                '{ exit = "beat", fade_beats = 0.5, bridge = "riser" }'
+            )
+        unknown = set(value) - {"exit", "fade_beats", "bridge"}
+        if unknown:
+            raise ConfigError(
+                f'{path}: transition "{key}": unknown key(s) {", ".join(sorted(unknown))}; '
+                "valid: bridge, exit, fade_beats"
+            )
+        exit_ = str(value.get("exit", "bar"))
+        if not _EXIT_RE.match(exit_):
+            raise ConfigError(
+                f'{path}: transition "{key}": exit = {exit_!r} is not immediate, beat, bar or '
+                "bars:N (N from 1 to 8)"
+            )
+        fade = _number(value.get("fade_beats", 1.0), "fade_beats")
+        if not 0 <= fade <= 16:
+            raise ConfigError(f'{path}: transition "{key}": fade_beats must be in [0, 16]')
+        bridge = value.get("bridge")
+        if bridge is not None and bridge not in STINGER_KINDS:
+            raise ConfigError(
+                f'{path}: transition "{key}": bridge = {bridge!r} is not one of '
+                f"{', '.join(STINGER_KINDS)}"
+            )
+        rules.append(TransitionRule(source, target, exit=exit_, fade_beats=fade, bridge=bridge))
+    return tuple(rules)
+
+
 def _parse(name: str, data: dict[str, Any], path: Path) -> ScenePreset:
     known = {f.name for f in dataclasses.fields(ScenePreset)} - {"name"}
     unknown = set(data) - known
@@ -117,6 +170,7 @@ def _parse(name: str, data: dict[str, Any], path: Path) -> ScenePreset:
             pad=str(data.get("pad", d.pad)),
             arp=str(data.get("arp", d.arp)),
             drums=str(data.get("drums", d.drums)),
+            transitions=_transitions(data.get("transitions", {}), path),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc

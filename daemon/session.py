@@ -201,7 +201,8 @@ class Session:
                 end_time = self._source.duration
             if end_time is not None:
                 self.engine.set_end_time(end_time)
-            workers = [group.create_task(self._plan(bar_events), name="planner")]
+            on_bar = self.router.show_bar if self.router is not None else _ignore
+            workers = [group.create_task(self.planner.run(bar_events, on_bar), name="planner")]
             if self.router is not None:
                 workers.append(group.create_task(self.router.run(), name="control"))
                 if not self._render:
@@ -224,9 +225,17 @@ class Session:
         source = self._source
         assert source is not None and self.analysis is not None
         offset = self._mood_offset
-        emit = self.board.put if offset == 0 else _shifted(self.board.put, offset)
+        board = self.board
         try:
-            await self.analysis.run(source, emit, lossless=self._render)
+            await self.analysis.run(
+                source,
+                board.put if offset == 0 else lambda m: board.put(_shifted(m, offset)),
+                lossless=self._render,
+                emit_cue=board.put_cue
+                if offset == 0
+                else lambda c: board.put_cue(dataclasses.replace(c, time=c.time + offset)),
+                reach=board.reach if offset == 0 else lambda t: board.reach(t + offset),
+            )
         finally:
             # A source switch cancels this task and starts another: the analysis goes on.
             if not self._switching:
@@ -247,13 +256,6 @@ class Session:
                 "the camera and run again)",
                 source.description,
             )
-
-    async def _plan(self, bar_events: asyncio.Queue[BarStarted]) -> None:
-        while True:
-            event = await bar_events.get()
-            if self.router is not None:
-                self.router.show_bar(event)
-            await self.planner.bar_started(event)
 
     async def _wait_engine(self) -> None:
         while not await asyncio.to_thread(self.engine.wait, 0.25):
@@ -349,13 +351,13 @@ def _first_moodscore_error(exc: BaseException) -> MoodscoreError | None:
     return None
 
 
-def _shifted(emit: Callable[[Mood], None], offset: float) -> Callable[[Mood], None]:
-    """``emit`` for a switched-in source: its windows moved on by ``offset`` seconds."""
+def _shifted(mood: Mood, offset: float) -> Mood:
+    """A switched-in source's window moved on by ``offset`` seconds."""
+    return dataclasses.replace(mood, t_start=mood.t_start + offset, t_end=mood.t_end + offset)
 
-    def shifted(mood: Mood) -> None:
-        emit(dataclasses.replace(mood, t_start=mood.t_start + offset, t_end=mood.t_end + offset))
 
-    return shifted
+def _ignore(event: BarStarted) -> None:
+    """No router to tell (a render)."""
 
 
 def install_signal_handlers(session: Session) -> Callable[[], None]:

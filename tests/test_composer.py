@@ -143,7 +143,7 @@ def test_bass_plays_the_chord_root_on_beat_one(model):
 
 def test_chords_are_diatonic_voiced_mid_register_and_fit_the_melody(model):
     _, scores = compose(model, 32, tonic=9, mode="minor")
-    triads = {(c.root, c.quality) for c in diatonic_triads(9, "minor")}
+    triads = A_MINOR_TRIADS
     fitted = 0
     for score in scores:
         chord = score.chord
@@ -192,10 +192,32 @@ def test_density_shapes_the_lead_rhythm(model):
     assert n_busy > 2 * n_sparse
 
 
+# Written out from music theory, not from the composer's tables. Minor keys allow the natural
+# minor scale and the raised 7th of harmonic minor (the leading note of minor cadences).
+C, CS, D, DS, E, F, FS, G, GS, A, AS, B = range(12)
+SCALES = {
+    (2, "major"): {D, E, FS, G, A, B, CS},  # D major
+    (11, "minor"): {B, CS, D, E, FS, G, A, AS},  # B minor (+ A#)
+    (5, "minor"): {F, G, GS, AS, C, CS, DS, E},  # F minor (+ E)
+    (10, "major"): {AS, C, D, DS, F, G, A},  # Bb major
+    (7, "minor"): {G, A, AS, C, D, DS, F, FS},  # G minor (+ F#)
+}
+# A minor's diatonic triads: i, ii°, III, iv, V (harmonic minor), VI, VII.
+A_MINOR_TRIADS = {
+    (A, "min"), (B, "dim"), (C, "maj"), (D, "min"), (E, "maj"), (F, "maj"), (G, "maj"),
+}  # fmt: skip
+
+
+def test_the_scale_tables_are_the_keys_scales():
+    for (tonic, mode), pitch_classes in SCALES.items():
+        assert scale_pitch_classes(tonic, mode) == pitch_classes  # type: ignore[arg-type]
+    assert {(c.root, c.quality) for c in diatonic_triads(A, "minor")} == A_MINOR_TRIADS
+
+
 def test_lead_is_in_scale_in_register_and_singable(model):
     for tonic, mode in ((2, "major"), (11, "minor"), (5, "minor"), (10, "major")):
         _, scores = compose(model, 24, tonic=tonic, mode=mode, temperature=1.5, density=0.8)
-        scale = scale_pitch_classes(tonic, mode)  # type: ignore[arg-type]
+        scale = SCALES[(tonic, mode)]
         pitches = [n.pitch for s in scores for n in lead(s)]
         assert all(p % 12 in scale for p in pitches)
         assert all(60 <= p <= 84 for p in pitches)
@@ -228,7 +250,7 @@ def test_key_change_carries_the_melody_into_the_new_key(model):
         score = composer.compose_bar(make_plan(bar, tonic=tonic, mode=mode))
         bar_pitches = [n.pitch for n in lead(score)]
         if bar >= 6:
-            assert all(p % 12 in scale_pitch_classes(7, "minor") for p in bar_pitches)
+            assert all(p % 12 in SCALES[(7, "minor")] for p in bar_pitches)
         pitches.extend(bar_pitches)
     assert all(abs(a - b) <= 12 for a, b in itertools.pairwise(pitches))
 
@@ -331,5 +353,5 @@ def test_without_the_scale_constraint_the_lstm_still_keeps_the_key(lstm):
         for b in range(32)
         for n in lead(composer.compose_bar(make_plan(b, tonic=7, mode="minor")))
     ]
-    scale = scale_pitch_classes(7, "minor")
+    scale = SCALES[(7, "minor")]
     assert sum(p % 12 in scale for p in pitches) >= 0.9 * len(pitches)

@@ -32,6 +32,7 @@ from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.messages import KICK, BarScore, BarStarted, Beat, Chord, Layer, Mood, NoteEvent, Plan
 from daemon.scenes import available_scenes, load_scene
 from daemon.sources import open_source
+from tests.nextbar import APPLY_SLACK_S, REPLAN_MARGIN_S, allowed_bars, watch_override
 
 os.environ.setdefault("PYO_GUI_WX", "0")
 
@@ -65,6 +66,18 @@ OFFLINE = BackendChoice("offline", "test")
         ("key", "f#m", KeyCommand(key="F# minor")),
         ("key", "Eb", KeyCommand(key="Eb major")),
         ("key", "a", KeyCommand(key="A minor")),
+        ("key", "F♯m", KeyCommand(key="F# minor")),
+        ("key", "B♭", KeyCommand(key="Bb major")),
+        ("key", "E-", KeyCommand(key="Eb major")),
+        ("key", "A min", KeyCommand(key="A minor")),
+        ("key", "c minor", KeyCommand(key="C minor")),
+        ("key", "auto", KeyCommand(key=None)),
+        ("scene", "auto", SceneCommand(scene=None)),
+        ("layers", "auto", LayersCommand(layers=None)),
+        ("tempo", None, TempoCommand(bpm=None)),
+        ("mood", "0.5,-0.2,30", MoodCommand(valence=0.5, arousal=-0.2, hold_s=30.0)),
+        # README: up to 4 KiB is accepted, whitespace and all.
+        ("tempo", '{"bpm": 120' + " " * (4096 - 12) + "}", TempoCommand(bpm=120.0)),
     ],
 )
 def test_commands_accept_json_objects_and_natural_bare_values(
@@ -106,6 +119,49 @@ def test_bad_payloads_are_refused_with_one_line_that_says_why(
     assert len(message) <= 400
 
 
+def test_keys_name_their_tonic_and_mode() -> None:
+    for payload, tonic_mode in (("F♯m", (6, "minor")), ("B♭", (10, "major")), ("Am", (9, "minor"))):
+        command = parse_command("key", payload)
+        assert isinstance(command, KeyCommand) and command.tonic_mode == tonic_mode
+
+
+def test_refusals_read_as_one_plain_sentence() -> None:
+    """What a user reads on the result topic: the command, the field when it is one, no
+    pydantic prefix, a long value cut to 40 characters, a long list of errors to 300."""
+    messages = {}
+    for name, payload in (
+        ("key", "H minor"),
+        ("mood", '{"valence": 5, "arousal": 0}'),
+        ("tempo", "x" * 60),
+        ("tempo", '{"bpm": 120' + " " * (4097 - 12) + "}"),
+    ):
+        with pytest.raises(CommandError) as caught:
+            parse_command(name, payload)
+        messages[name, payload[:5]] = str(caught.value)
+    assert messages["key", "H min"] == (
+        "key: not a key; write e.g. 'A minor', 'Am', 'Eb major' or 'F#'"
+    )
+    assert messages["mood", '{"val'] == "mood: valence: Input should be less than or equal to 1"
+    assert messages["tempo", "xxxxx"] == (
+        "tempo: '" + "x" * 40 + '...\' is not a number; send e.g. {"bpm": 120} or 120'
+    )
+    assert messages["tempo", '{"bpm'] == "tempo: payload of 4097 bytes is too large (at most 4096)"
+    with pytest.raises(CommandError) as caught:
+        parse_command("mood", "1,2,3,4")
+    assert str(caught.value).startswith('mood: send a JSON object, e.g. {"valence"')
+    many = {f"k{i:02d}": i for i in range(60)}  # sixty unknown fields, sixty errors
+    with pytest.raises(CommandError) as caught:
+        parse_command("tempo", {"bpm": 100, **many})
+    message = str(caught.value)
+    assert len(message) == len("tempo: ") + 300 and message.endswith("...")
+    assert message.startswith("tempo: k00: Extra inputs are not permitted; k01: ")
+
+
+def test_results_are_sent_as_ok_and_message() -> None:
+    assert CommandResult(True, "ok").to_json() == {"ok": True, "message": "ok"}
+    assert CommandResult(False, "tempo: no").to_json() == {"ok": False, "message": "tempo: no"}
+
+
 def test_unknown_scene_names_the_available_presets() -> None:
     with pytest.raises(CommandError) as caught:
         parse_command("scene", "../../etc/passwd")
@@ -117,7 +173,7 @@ def test_unknown_scene_names_the_available_presets() -> None:
 
 def test_every_command_name_has_a_schema() -> None:
     assert set(COMMAND_NAMES) == {
-        "mood", "scene", "tempo", "layers", "key", "mute", "transport", "source",
+        "mood", "scene", "tempo", "layers", "key", "mute", "transport", "stinger", "source",
     }  # fmt: skip
 
 
@@ -145,7 +201,93 @@ async def test_a_flood_drops_the_oldest_commands_and_keeps_the_newest() -> None:
 
 async def test_source_commands_without_a_live_session_are_refused() -> None:
     result = await ControlHub().execute("source", "demo")
-    assert not result.ok and "cannot switch" in result.message
+    assert result == CommandResult(False, "source: this session cannot switch sources (a render)")
+
+
+async def test_source_switches_answer_with_what_went_wrong_in_one_line() -> None:
+    from daemon.errors import SourceError
+
+    asked: list[str] = []
+
+    async def switch(spec: str) -> str:
+        asked.append(spec)
+        if spec == "webcam:9":
+            raise SourceError("no camera at index 9; pass --source FILE or --source demo")
+        if spec.startswith("crash"):
+            raise OSError("device busy")
+        return f"opened {spec}"
+
+    class Switcher:
+        async def switch_source(self, spec: str) -> str:
+            return await switch(spec)
+
+        async def use_source(self, source: object) -> str:
+            raise AssertionError("not used here")
+
+    hub = ControlHub()
+    hub.set_source_switcher(Switcher())
+    assert await hub.execute("source", "demo") == CommandResult(True, "ok")
+    assert await hub.execute("source", "webcam:9") == CommandResult(
+        False, "source: no camera at index 9; pass --source FILE or --source demo"
+    )
+    long_spec = "crash" + "x" * 200
+    crashed = await hub.execute("source", long_spec)
+    assert crashed == CommandResult(
+        False, f"source: could not switch to {long_spec[:80]!r}: device busy"
+    )
+    assert asked == ["demo", "webcam:9", long_spec]
+    # A source command never waits in the queue: it is done when answered.
+    assert hub.pending == 0 and hub.take_all() == []
+    hub.set_source_switcher(None)
+    assert not (await hub.execute("source", "demo")).ok
+    later = ControlHub()
+    later.set_source_switcher(Switcher())  # the session sets it once it runs
+    assert await later.execute("source", "demo") == CommandResult(True, "ok")
+
+
+async def test_the_hub_hands_commands_over_in_order_and_waits_for_the_next() -> None:
+    hub = ControlHub(queue_size=3)
+    state = hub.state()
+    assert state["overrides"] == {} and state["playing"] is True
+    assert (state["valence"], state["arousal"], state["bar"]) == (0.0, 0.0, None)
+    state["overrides"]["bpm"] = 1.0  # a copy: the hub's own state is untouched
+    assert hub.state()["overrides"] == {}
+    refused = await hub.execute("tempo", "1000")
+    assert refused.ok is False
+    waiting = asyncio.create_task(hub.next_command())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    hub.submit(TempoCommand(bpm=100.0))
+    assert await asyncio.wait_for(waiting, 1.0) == TempoCommand(bpm=100.0)
+    for bpm in (101.0, 102.0):
+        hub.submit(TempoCommand(bpm=bpm))
+    assert hub.pending == 2
+    assert await hub.next_command() == TempoCommand(bpm=101.0)
+    assert hub.take_all() == [TempoCommand(bpm=102.0)] and hub.pending == 0
+    with pytest.raises(ValueError, match="at least 1"):
+        ControlHub(queue_size=0)
+    single = ControlHub(queue_size=1)
+    single.submit(TempoCommand(bpm=90.0))
+    single.submit(TempoCommand(bpm=91.0))
+    assert single.take_all() == [TempoCommand(bpm=91.0)] and single.dropped == 1
+
+
+def test_a_removed_or_failing_listener_does_not_stop_the_others() -> None:
+    hub = ControlHub()
+    heard: list[object] = []
+
+    def broken(state: dict[str, object]) -> None:
+        raise RuntimeError("listener bug")
+
+    hub.add_state_listener(broken)
+    hub.add_state_listener(lambda state: heard.append(state["bpm"]))
+    hub.update(bpm=90.0)
+    hub.remove_state_listener(broken)
+    hub.remove_state_listener(print)  # unknown: ignored
+    hub.update(bpm=91.0)
+    assert heard == [90.0, 91.0]
+    with pytest.raises(KeyError, match="colour"):
+        hub.update(colour="red")
 
 
 def test_state_listeners_hear_changes_once_and_get_copies() -> None:
@@ -319,9 +461,11 @@ async def test_commands_steer_a_live_session_on_the_next_bar_and_switch_sources(
 
     async def drive() -> None:
         await started.wait()
+        applied = watch_override(session, "scene", "combat")
+        results["sent_at"] = session.engine.audio_time
         results["tempo"] = await hub.execute("tempo", "180")
         results["scene"] = await hub.execute("scene", "combat")
-        results["sent_in_bar"] = hub.state()["bar"]
+        results["applied_by"] = await applied
         results["bad_source"] = await hub.execute("source", str(tmp_path / "missing.mp4"))
         results["source"] = await hub.execute("source", "demo")
         results["mute"] = await hub.execute("mute", "drums")
@@ -334,12 +478,15 @@ async def test_commands_steer_a_live_session_on_the_next_bar_and_switch_sources(
     bad = results["bad_source"]
     assert isinstance(bad, CommandResult)
     assert not bad.ok and "missing.mp4" in bad.message
-    sent_in = results["sent_in_bar"]
-    assert isinstance(sent_in, int)
-    # The bar after the one playing when the commands came (or, within 0.3 s of its
-    # downbeat, the one after) is at 180 bpm in combat.
+    sent_at, applied_by = results["sent_at"], results["applied_by"]
+    assert isinstance(sent_at, float) and isinstance(applied_by, float)
+    # The next bar line when the commands came at least 0.3 s before it, else the one after.
     changed = [b for b in bars if b.plan.bpm == 180.0 and b.plan.scene == "combat"]
-    assert changed and changed[0].bar <= sent_in + 2
+    assert changed and changed[0].bar in allowed_bars(_downbeats(bars), sent_at, applied_by), (
+        sent_at,
+        applied_by,
+        [(b.bar, round(b.audio_time, 3)) for b in bars],
+    )
     assert all(b.plan.bpm == 180.0 for b in bars if b.bar >= changed[0].bar)
     state = hub.state()
     assert state["overrides"] == {"scene": "combat", "bpm": 180.0}
@@ -349,3 +496,76 @@ async def test_commands_steer_a_live_session_on_the_next_bar_and_switch_sources(
     assert report.moods[-1].t_end > 7.0
     times = [m.t_end for m in report.moods]
     assert times == sorted(times)
+
+
+# -- the next-bar rule --------------------------------------------------------------------
+
+
+def _downbeats(bars: list[BarStarted]) -> list[tuple[int, float]]:
+    return [(b.bar, b.audio_time) for b in bars]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait for a condition on the engine's clock or bars (they change on its own thread)."""
+    while not condition():  # noqa: ASYNC110 - nothing on the event loop to wait on
+        await asyncio.sleep(0.002)
+
+
+@pytest.mark.slow
+async def test_a_command_lands_on_the_next_bar_line_or_the_one_after_when_too_close() -> None:
+    """Both halves of the rule, each well away from the 0.3 s boundary: 1.7 s before a
+    downbeat the command takes that bar; 0.15 s before it, the bar after."""
+    config = load_config(use_user_file=False).replace("engine", backend="manual")
+    source = open_source("demo", config.source, paced=True)
+    session = build_live(
+        config.replace("web", enabled=False),
+        LiveRequest(duration=20.0),
+        source,
+        BackendChoice("manual", "test"),
+    )
+    hub = session.control
+    engine = session.engine
+    bars: list[BarStarted] = []
+    engine.add_bar_listener(bars.append)
+    sent: dict[str, tuple[float, float, int]] = {}
+
+    async def command(label: str, name: str, payload: str, override: str, value: int) -> None:
+        applied = watch_override(session, override, value)
+        playing = bars[-1].bar
+        sent_at = engine.audio_time
+        assert (await hub.execute(name, payload)).ok
+        sent[label] = (sent_at, await applied, playing)
+
+    async def drive() -> None:
+        # A steady 120 bpm first, so every bar lasts 2.0 s and the next downbeat is known.
+        await _until(lambda: bool(bars))
+        assert (await hub.execute("tempo", "120")).ok
+        await _until(lambda: len(bars) >= 2 and bars[-1].plan.bpm == bars[-2].plan.bpm == 120)
+        for label, payload, into_bar, latest in (("early", 2, 0.3, 1.0), ("late", 4, 1.85, 1.95)):
+            # Send ``into_bar`` s after a downbeat; a busy machine that wakes the loop past
+            # ``latest`` waits for the next bar instead (nothing sent yet).
+            while True:
+                downbeat = bars[-1].audio_time
+                await _until(lambda: engine.audio_time >= downbeat + into_bar)  # noqa: B023
+                if engine.audio_time <= downbeat + latest and bars[-1].audio_time == downbeat:
+                    break
+                await _until(lambda: bars[-1].audio_time > downbeat)  # noqa: B023
+            await command(label, "layers", str(payload), "layers", payload)
+            await _until(lambda: bars[-1].audio_time > downbeat)  # noqa: B023
+
+    driver = asyncio.create_task(drive())
+    await session.run()
+    await driver
+    timeline = [(b.bar, round(b.audio_time, 3), b.plan.bpm, b.plan.layers) for b in bars]
+    for label, layers, extra in (("early", 2, 0), ("late", 4, 1)):
+        sent_at, applied_by, playing = sent[label]
+        downbeat = next(b.audio_time for b in bars if b.bar == playing + 1)
+        # The test itself sent each command well inside one half of the rule...
+        if extra == 0:
+            assert downbeat - applied_by - APPLY_SLACK_S >= REPLAN_MARGIN_S + 0.5, timeline
+        else:
+            assert downbeat - sent_at < REPLAN_MARGIN_S - 0.1, timeline
+        # ...and the change lands on the very next bar line, or on the one after.
+        first = next(b for b in bars if b.plan.layers == layers)
+        assert first.bar == playing + 1 + extra, (label, sent[label], timeline)
+        assert first.bar in allowed_bars(_downbeats(bars), sent_at, applied_by)

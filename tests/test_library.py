@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from daemon.library.features import TrackFeatures, analyse_midi
 from daemon.library.index import LibraryIndex, Track, default_index_path
 from daemon.library.live import LibraryDirector, clock_bpm
 from daemon.library.recommend import (
+    arousal_for_bpm,
+    bpm_for_arousal,
     diversity,
     emd,
     mood_target,
@@ -36,10 +39,11 @@ from daemon.library.recommend import (
     rank,
     recommend_set,
     scene_target,
+    segment_target,
 )
 from daemon.library.scan import load_audio, scan
 from daemon.library.seed import load_seed_phrase, prime_composer
-from daemon.messages import Layer, Mood, Plan
+from daemon.messages import Layer, Mode, Mood, Plan
 from daemon.scenes import available_scenes, load_scene
 from tests.clips import write_clip
 
@@ -66,9 +70,37 @@ def _name(valence: float, arousal: float, seed: int) -> str:
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> MusicLibrary:
     """20 audio tracks (two per mood, five formats) and 10 MIDI files, plus a broken file and a
-    text file, scanned into an index with the default two worker processes."""
+    text file, scanned into an index with the default two worker processes.
+
+    With ``MOODSCORE_TEST_LIBRARY_CACHE=DIR`` (tools/mutation.sh sets it) the library is built
+    in DIR once and reused by later runs: the mutation check runs these tests hundreds of times.
+    """
+    cache = os.environ.get("MOODSCORE_TEST_LIBRARY_CACHE")
+    if cache:
+        return _cached_library(Path(cache), tmp_path_factory)
+    return _build_library(tmp_path_factory.mktemp("music"), tmp_path_factory)
+
+
+def _cached_library(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> MusicLibrary:
+    done = cache / "library.json"
+    if not done.is_file():
+        built = _build_library(cache / "music", tmp_path_factory, index=cache / "library.sqlite")
+        document = {"moods": built.moods, "bpm": built.bpm}
+        done.write_text(json.dumps(document))
+    document = json.loads(done.read_text())
+    return MusicLibrary(
+        folder=cache / "music",
+        index=cache / "library.sqlite",
+        moods={name: (v, a) for name, (v, a) in document["moods"].items()},
+        bpm=document["bpm"],
+    )
+
+
+def _build_library(
+    folder: Path, tmp_path_factory: pytest.TempPathFactory, index: Path | None = None
+) -> MusicLibrary:
     config = load_config(use_user_file=False)
-    folder = tmp_path_factory.mktemp("music")
+    folder.mkdir(parents=True, exist_ok=True)
     scratch = tmp_path_factory.mktemp("scratch")
     moods: dict[str, tuple[float, float]] = {}
     bpm: dict[str, float] = {}
@@ -101,7 +133,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> MusicLibrary:
             number += 1
     (folder / "broken.mp3").write_bytes(b"ID3 this is not an mp3 at all" * 50)
     (folder / "notes.txt").write_text("not music")
-    index = tmp_path_factory.mktemp("index") / "library.sqlite"
+    index = index or tmp_path_factory.mktemp("index") / "library.sqlite"
     with LibraryIndex(index) as db:
         report = scan(folder, db, workers=2)
     assert report.analysed == 30, report.failed
@@ -200,6 +232,8 @@ def test_midi_features_come_from_the_notes(library: MusicLibrary) -> None:
 def test_mood_queries_return_tracks_composed_near_that_mood(
     library: MusicLibrary, tracks: list[Track]
 ) -> None:
+    """The first track for a mood was composed in that mood's valence (major for pleasant,
+    minor for unpleasant) and at the composed arousal nearest the query's, or the next one."""
     rng = np.random.default_rng(seed=440)
     queries = [(v, a) for v in VALENCES for a in AROUSALS]
     # Moods between the composed ones too, each with a composed mood near it.
@@ -207,11 +241,22 @@ def test_mood_queries_return_tracks_composed_near_that_mood(
         v, a = float(rng.uniform(-0.7, 0.7)), float(rng.uniform(-0.8, 0.8))
         if min(math.dist((v, a), m) for m in library.moods.values()) <= NEAR / 2:
             queries.append((v, a))
-    hits = []
-    for query in queries:
-        top = rank(tracks, mood_target(*query), k=3)
-        hits.append(any(math.dist(library.moods[m.track.path.name], query) <= NEAR for m in top))
-    assert np.mean(hits) >= 0.8, [q for q, hit in zip(queries, hits, strict=True) if not hit]
+    steps = []
+    for valence, arousal in queries:
+        (first,) = rank(tracks, mood_target(valence, arousal), k=1)
+        composed_valence, composed_arousal = library.moods[first.track.path.name]
+        assert np.sign(composed_valence) == np.sign(valence), (valence, arousal, first)
+        # How many steps of the 0.4 arousal grid the pick is from the grid point nearest the
+        # query: 0 is the nearest composed arousal, 1 its neighbour.
+        nearest = min(AROUSALS, key=lambda grid: abs(grid - arousal))
+        steps.append(round(abs(composed_arousal - nearest) / 0.4))
+    assert max(steps) <= 1, list(zip(queries, steps, strict=True))
+    assert steps.count(0) >= len(queries) // 2, list(zip(queries, steps, strict=True))
+    # At the composed moods themselves the two ends of the scale come back exactly.
+    for valence in VALENCES:
+        for arousal in (AROUSALS[0], AROUSALS[-1]):
+            (first,) = rank(tracks, mood_target(valence, arousal), k=1)
+            assert library.moods[first.track.path.name] == (valence, arousal)
 
 
 def test_scene_presets_pick_tracks_of_their_character(
@@ -219,8 +264,12 @@ def test_scene_presets_pick_tracks_of_their_character(
 ) -> None:
     combat = rank(tracks, scene_target(load_scene("combat")), k=3)
     calm = rank(tracks, scene_target(load_scene("calm")), k=3)
+    menu = rank(tracks, scene_target(load_scene("menu")), k=3)
     assert all(library.moods[m.track.path.name][1] > 0 for m in combat)
     assert all(library.moods[m.track.path.name][1] < 0 for m in calm)
+    # Combat always plays E minor, the menu always A major: their tracks are in that mode.
+    assert all(library.moods[m.track.path.name][0] < 0 for m in combat)
+    assert all(library.moods[m.track.path.name][0] > 0 for m in menu)
 
 
 def _scene_plans() -> list[Plan]:
@@ -253,6 +302,102 @@ def test_diversity_is_the_seed_papers_measure() -> None:
     assert diversity(["a", "a", "a", "a"], 4) == pytest.approx((4 - 1) ** 2 + 3 * 1)
 
 
+def test_diversity_counts_tracks_never_chosen_and_needs_tracks() -> None:
+    # J = 2 scenes over K = 4 tracks, two chosen once: 2 (1 - 0.5)^2 + 2 (0 - 0.5)^2 = 1.
+    assert diversity(["a", "b"], 4) == pytest.approx(1.0)
+    assert diversity(["a"], 1) == 0
+    with pytest.raises(ValueError, match="no tracks"):
+        diversity([], 0)
+
+
+def test_the_tempo_scale_is_the_default_presets() -> None:
+    """66 bpm is arousal -0.8 and 168 bpm +0.8 (README, "Distance"), clipped to [-1, 1]."""
+    for bpm, arousal in ((66, -0.8), (117, 0.0), (168, 0.8), (0, -1.0), (400, 1.0)):
+        assert arousal_for_bpm(bpm) == pytest.approx(arousal)
+    for arousal, bpm in ((-0.8, 66), (0.0, 117), (0.8, 168), (-1.0, 66), (1.0, 168)):
+        assert bpm_for_arousal(arousal) == pytest.approx(bpm)
+    target = mood_target(0.6, 0.8)
+    assert target.points == ((0.6, 0.8),) and target.tempo == pytest.approx(168)
+    assert target.label == "valence +0.60, arousal +0.80"
+
+
+def test_scene_targets_are_the_presets_tempo_range_at_its_mode() -> None:
+    levels = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+    def scale(bpm: float) -> float:  # 66 bpm = -0.8 ... 168 bpm = +0.8
+        return -0.8 + 1.6 * (bpm - 66) / 102
+
+    menu = scene_target(load_scene("menu"))  # 92-108 bpm, A major always
+    expected = [(0.5, scale(92 + level * 16)) for level in levels]
+    assert np.ravel(menu.points).tolist() == pytest.approx(np.ravel(expected).tolist())
+    assert menu.tempo == 100 and menu.label == "scene menu"
+    combat = scene_target(load_scene("combat"))  # 120-176 bpm, E minor always
+    assert [v for v, _ in combat.points] == [-0.5] * 5 and combat.tempo == 148
+    calm = scene_target(load_scene("calm"))  # 60-96 bpm, the mode follows valence
+    assert sorted({v for v, _ in calm.points}) == [-0.5, 0.5] and len(calm.points) == 10
+
+
+def test_a_plans_target_leans_at_least_0_3_towards_its_mode() -> None:
+    cases: list[tuple[Mode, float, float]] = [
+        ("major", 0.1, 0.3), ("major", 0.7, 0.7), ("major", -0.4, 0.3),
+        ("minor", 0.2, -0.3), ("minor", -0.6, -0.6),
+    ]  # fmt: skip
+    for mode, valence, expected in cases:
+        plan = dataclasses.replace(_plan(0, valence, 117.0), mode=mode)
+        target = plan_target(plan)
+        ((point_valence, point_arousal),) = target.points
+        assert point_valence == pytest.approx(expected), (mode, valence)
+        assert point_arousal == pytest.approx(0.0)
+        assert target.tempo == 117.0 and target.label == f"default at 117 bpm, {mode}"
+
+
+def test_a_video_segment_is_at_most_sixteen_of_its_windows_evenly_spread() -> None:
+    moods = [
+        Mood(t_start=k * 0.5, t_end=k * 0.5 + 0.5, valence=k / 40, arousal=-0.8) for k in range(40)
+    ]
+    target = segment_target(moods, "scene 1")
+    assert len(target.points) == 16
+    assert target.points[0] == (0.0, -0.8) and target.points[-1] == (39 / 40, -0.8)
+    assert target.label == "scene 1" and target.tempo == pytest.approx(66)
+    assert len(segment_target(moods[:16], "short").points) == 16
+    assert len(segment_target(moods[:3], "short").points) == 3
+    with pytest.raises(ValueError, match="at least one window"):
+        segment_target([], "empty")
+
+
+def test_ranking_breaks_ties_by_path_and_returns_everything_without_k() -> None:
+    twins = [_track(name, [(0.5, 0.5)]) for name in ("b", "a", "c")]
+    far = _track("d", [(-0.5, -0.5)])
+    ranked = rank([far, *twins], mood_target(0.5, 0.5))
+    assert [m.track.title for m in ranked] == ["a", "b", "c", "d"]
+    assert [m.track.title for m in rank([far, *twins], mood_target(0.5, 0.5), k=2)] == ["a", "b"]
+
+
+def test_a_set_of_targets_pays_for_reusing_a_track() -> None:
+    # A is on the target, B 0.1 from it, C 0.2; each reuse costs 0.15.
+    tracks = [
+        _track("A", [(0.0, 0.0)]), _track("B", [(0.1, 0.0)]), _track("C", [(0.2, 0.0)])
+    ]  # fmt: skip
+    far = [_track(name, [(0.9, 0.9)]) for name in ("E", "D")]  # twins, far away
+    picks = recommend_set([*tracks, *far], [mood_target(0.0, 0.0)] * 4)
+    assert [m[0].track.title for m in picks] == ["A", "B", "A", "C"]
+    assert all(len(m) == 3 for m in picks)  # the top 3 by default
+    twins = recommend_set(far, [mood_target(0.9, 0.9)], k=2)
+    assert [m.track.title for m in twins[0]] == ["D", "E"]  # a tie goes by path
+    # The distances shown stay the true ones.
+    assert [m[0].distance for m in picks] == pytest.approx([0.0, 0.1, 0.0, 0.2])
+
+
+def test_nearest_by_tempo_is_the_closest_tempo() -> None:
+    tracks = [_track(f"t{bpm}", [(0.0, 0.0)], tempo=bpm) for bpm in (60, 120, 180)]
+    assert nearest_by_tempo(tracks, mood_target(0.0, 0.0)).title == "t120"  # 117 bpm
+    assert nearest_by_tempo(tracks, mood_target(0.0, 0.8)).title == "t180"  # 168 bpm
+    same = [_track(name, [(0.0, 0.0)], tempo=117) for name in ("y", "x")]
+    assert nearest_by_tempo(same, mood_target(0.0, 0.0)).title == "x"  # a tie goes by path
+    with pytest.raises(ValueError, match="no tracks"):
+        nearest_by_tempo([], mood_target(0.0, 0.0))
+
+
 def test_emd_is_a_transport_distance() -> None:
     points = [(0.0, 0.0), (1.0, 0.0)]
     assert emd(points, points) == pytest.approx(0)
@@ -260,6 +405,13 @@ def test_emd_is_a_transport_distance() -> None:
     # Moving mass, not matching means: two spread clouds with the same mean are apart.
     assert emd([(0.0, 0.0), (0.0, 0.0)], [(-1.0, 0.0), (1.0, 0.0)]) == pytest.approx(1)
     assert emd([(0.0, 0.0)], [(0.0, 2.0), (0.0, 0.0), (0.0, 1.0)]) == pytest.approx(1)
+    # Two points against three: half the mass at 0 and 3, a third at 0, 1 and 3. A sixth
+    # moves 0 -> 1 and a sixth 3 -> 1: 1/6 + 2/6.
+    assert emd([(0.0, 0.0), (3.0, 0.0)], [(0.0, 0.0), (1.0, 0.0), (3.0, 0.0)]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="points on both sides"):
+        emd([], points)
+    with pytest.raises(ValueError, match="points on both sides"):
+        emd(points, [])
 
 
 def test_recommend_command_prints_a_table_and_json(
@@ -322,7 +474,10 @@ def test_scan_and_recommend_need_a_folder_and_an_index(
 
 @pytest.mark.slow
 def test_recommend_for_a_video_lists_its_scenes(
-    library: MusicLibrary, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    library: MusicLibrary,
+    tracks: list[Track],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     clip = write_clip(
         tmp_path / "calm_busy.mp4",
@@ -340,7 +495,13 @@ def test_recommend_for_a_video_lists_its_scenes(
     assert calm["arousal"] < 0 < busy["arousal"]
     calm_pick, busy_pick = calm["results"][0]["path"], busy["results"][0]["path"]
     assert library.moods[Path(calm_pick).name][1] < 0 < library.moods[Path(busy_pick).name][1]
-    assert document["diversity"] >= 0
+    # Research seed 001's spread of the first choices: J = 2 scenes over the K tracks, two
+    # different tracks chosen once each: 2 (1 - J/K)^2 + (K - 2) (J/K)^2.
+    assert calm_pick != busy_pick
+    k = len(tracks)
+    assert document["diversity"] == pytest.approx(
+        2 * (1 - 2 / k) ** 2 + (k - 2) * (2 / k) ** 2, abs=1e-4
+    )
 
 
 # -- the library mode ------------------------------------------------------------------------

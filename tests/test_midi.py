@@ -23,6 +23,7 @@ from daemon.messages import KICK, SNARE, BarScore, Beat, Chord, Layer, NoteEvent
 from daemon.outputs.midi import CHANNELS, MidiFileOutput, build_midi_file
 from daemon.outputs.midi_port import MidiPortOutput, open_port, resolve_backend
 from daemon.scenes import load_scene
+from tests.hardware import hardware_reason
 
 SR = 48000
 OFFLINE = BackendChoice("offline", "test")
@@ -115,7 +116,8 @@ def note_ons(track: Any) -> list[tuple[int, Any]]:
 
 @pytest.mark.slow
 def test_tempo_change_file_and_audio_agree_on_every_beat(tmp_path: Path) -> None:
-    librosa = pytest.importorskip("librosa")
+    import librosa
+
     path = tmp_path / "ramp.mid"
     # A bar of silence first, so that the first kick is an onset the detector can see.
     scores = [
@@ -269,8 +271,8 @@ def test_port_output_plays_in_step_with_clock_start_and_panic() -> None:
     engine.close_scheduler()
     got = [(t - t0, m) for t, m in port.received]
     types = [m.type for _, m in got]
-    assert types[:4] == ["program_change"] * 4
-    assert types[4:7] == ["songpos", "start", "clock"]
+    assert types[:5] == ["program_change"] * 5  # lead, bass, pad, arp, stingers
+    assert types[5:8] == ["songpos", "start", "clock"]
     clocks = [t for t, m in got if m.type == "clock"]
     assert len(clocks) == 4 * 24
     assert np.mean(np.diff(clocks)) == pytest.approx(0.25 / 24, rel=0.05)
@@ -286,7 +288,7 @@ def test_port_output_plays_in_step_with_clock_start_and_panic() -> None:
     assert abs(first("note_off", 69)[0] - 0.75) < 0.01
     # Panic on close: the held pad note is released, every channel hears All Notes Off, and
     # the clock stops.
-    tail = [m for _, m in got if m.type != "clock"][-12:]
+    tail = [m for _, m in got if m.type != "clock"][-(2 * len(CHANNELS) + 2) :]
     assert any(m.type == "note_off" and m.note == 57 for m in tail)
     all_off = {m.channel for _, m in got if m.type == "control_change" and m.control == 123}
     assert all_off == set(CHANNELS.values())
@@ -294,12 +296,17 @@ def test_port_output_plays_in_step_with_clock_start_and_panic() -> None:
     assert port.closed
 
 
-def test_unknown_backend_and_unusable_alsa_are_clear() -> None:
+def test_unknown_backend_is_clear() -> None:
     with pytest.raises(ConfigError, match="unknown MIDI backend 'coreaudio'"):
         resolve_backend("coreaudio")
     assert resolve_backend("jack") == "mido.backends.rtmidi/UNIX_JACK"
-    if os.path.exists("/dev/snd/seq"):
-        pytest.skip("this machine has an ALSA sequencer")
+
+
+@pytest.mark.skipif(
+    os.path.exists("/dev/snd/seq"),
+    reason=hardware_reason("ALSA sequencer", "this machine has one; the test needs it missing"),
+)
+def test_unusable_alsa_is_clear() -> None:
     with pytest.raises(EngineError, match="does not work here"):
         open_port("", "alsa")
 
@@ -316,7 +323,7 @@ def jack_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """
     jackd = shutil.which("jackd")
     if jackd is None:
-        pytest.skip("jackd is not installed (Debian: apt install jackd2)")
+        pytest.fail("jackd is not installed: tools/setup.sh installs jackd2")
     name = f"moodscore-midi-test-{os.getpid()}"
     monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
@@ -331,7 +338,7 @@ def jack_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         while not jack_running():
             if proc.poll() is not None:
                 stderr = proc.stderr.read() if proc.stderr else ""
-                pytest.skip(f"jackd did not start: {stderr.strip()[-300:]}")
+                pytest.fail(f"jackd did not start: {stderr.strip()[-300:]}")
             if time.monotonic() > deadline:
                 pytest.fail("jackd did not accept clients within 10 s")
             time.sleep(0.1)

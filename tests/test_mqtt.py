@@ -34,20 +34,17 @@ from daemon.errors import ConfigError
 from daemon.outputs.recorder import RecordingOutput
 from daemon.session import Session, SessionReport
 from daemon.sources import open_source
+from tests.nextbar import allowed_bars, watch_override
 
 os.environ.setdefault("PYO_GUI_WX", "0")
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-HAVE_CLIENTS = shutil.which("mosquitto_sub") is not None and shutil.which("mosquitto_pub")
-_no_broker = pytest.mark.skipif(
-    not (Path(MOSQUITTO).exists() and HAVE_CLIENTS),
-    reason="needs Debian mosquitto and mosquitto-clients (tools/setup.sh installs them)",
-)
 
 
 def needs_mosquitto(test: Callable[..., Any]) -> Callable[..., Any]:
-    """Marked ``mosquitto`` (and ``slow``: each runs a live session), skipped without one."""
-    return pytest.mark.slow(pytest.mark.mosquitto(_no_broker(test)))
+    """Marked ``mosquitto`` (and ``slow``: each runs a live session). tools/setup.sh installs
+    mosquitto and mosquitto-clients; without them the ``broker`` fixture fails."""
+    return pytest.mark.slow(pytest.mark.mosquitto(test))
 
 
 BASE = "moodscore/test/"
@@ -155,6 +152,10 @@ def retained(port: int, topic: str) -> str:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
+    missing = [
+        tool for tool in (MOSQUITTO, "mosquitto_sub", "mosquitto_pub") if shutil.which(tool) is None
+    ]
+    assert not missing, f"{missing} not found: tools/setup.sh installs mosquitto(-clients)"
     server = Broker(tmp_path)
     server.start()
     yield server
@@ -333,14 +334,19 @@ async def test_mosquitto_pub_commands_change_the_music_at_the_next_bar(
     sub = subscribers(
         broker, [BASE + "cmd/+/result", BASE + "event/scene", "wled/test/api", play_switch]
     )
-    sent_in: list[int] = []
+    sent: dict[str, tuple[float, float]] = {}
 
     async def steer(session: Session, bridge: MqttBridge) -> None:
         await bridge.connected.wait()
         await bar_started(session, 0)
-        sent_in.append(session.control.state()["bar"])
+        scene_applied = watch_override(session, "scene", "combat")
+        tempo_applied = watch_override(session, "bpm", 150.0)
+        scene_sent = session.engine.audio_time
         await in_thread(publish, broker.port, BASE + "cmd/scene", "combat")
+        tempo_sent = session.engine.audio_time
         await in_thread(publish, broker.port, BASE + "cmd/tempo", "150")
+        sent["scene"] = (scene_sent, await scene_applied)
+        sent["tempo"] = (tempo_sent, await tempo_applied)
         await in_thread(
             publish, broker.port, BASE + "cmd/mood", '{"valence": -0.6, "arousal": 0.7}'
         )
@@ -359,9 +365,12 @@ async def test_mosquitto_pub_commands_change_the_music_at_the_next_bar(
     # One per bar (the last bar may start as the run ends, with the bridge closing).
     assert len(run.report.bars) - 1 <= len(wled) <= len(run.report.bars)
     assert wled[0]["seg"][0]["sx"] < wled[-1]["seg"][0]["sx"]  # 66 bpm, then 150
-    # The next bar (or, when the command came within 0.3 s of its downbeat, the one after).
+    # The next bar line when the command came at least 0.3 s before it, else the one after.
+    downbeats = [(b.bar, b.audio_time) for b in run.report.bars]
     changed = next(b for b in run.report.bars if b.plan.bpm == 150.0)
-    assert changed.bar <= sent_in[0] + 2
+    assert changed.bar in allowed_bars(downbeats, *sent["tempo"]), (sent, downbeats)
+    combat = next(b for b in run.report.bars if b.plan.scene == "combat")
+    assert combat.bar in allowed_bars(downbeats, *sent["scene"]), (sent, downbeats)
     assert changed.plan.scene == "combat" and changed.plan.mode == "minor"
     assert all(b.plan.bpm == 150.0 for b in run.report.bars if b.bar >= changed.bar)
     # The retained state says so (read after the run, by a fresh client).
@@ -374,8 +383,9 @@ async def test_mosquitto_pub_commands_change_the_music_at_the_next_bar(
     audio, sr = soundfile.read(wav, dtype="float32")
     after = audio[round((changed.audio_time + 2 * 60 * 4 / 150) * sr) :].mean(axis=1)
     onset = librosa.onset.onset_strength(y=after, sr=sr)
-    heard = float(librosa.feature.tempo(onset_envelope=onset, sr=sr, start_bpm=140)[0])
-    assert any(abs(heard * k - 150.0) < 6.0 for k in (0.5, 1.0, 2.0)), heard
+    # To 4 %; the prior only picks the octave, the estimate comes from the audio.
+    heard = float(librosa.feature.tempo(onset_envelope=onset, sr=sr, start_bpm=150)[0])
+    assert heard == pytest.approx(150.0, rel=0.04)
 
 
 @needs_mosquitto
@@ -432,8 +442,7 @@ async def test_a_thousand_malformed_payloads_are_all_answered_and_the_music_play
     }
     unknown = {f"bogus{i}": ["{}"] * 20 for i in range(5)}
     floods.update(unknown)
-    total = sum(len(lines) for lines in floods.values())
-    assert total == 1000
+    total = sum(len(lines) for lines in floods.values())  # 1000
     rss: list[int] = []
 
     def flood() -> None:

@@ -105,10 +105,10 @@ def test_busy_half_sounds_faster_and_fuller(rendered: tuple[Path, Path]) -> None
     calm_onsets = len(librosa.onset.onset_detect(y=calm, sr=rate)) / 18
     busy_onsets = len(librosa.onset.onset_detect(y=busy, sr=rate)) / 18
     assert busy_onsets > 1.5 * calm_onsets
-    # The beat librosa hears in the busy half matches the tempo the conductor chose there
-    # (up to the usual factor-of-two ambiguity of beat trackers).
+    # The beat librosa hears in the busy half is the tempo the conductor chose there, to 4 %.
+    # The prior (start_bpm) only picks the octave: the estimate itself comes from the audio.
     heard = float(librosa.feature.tempo(y=busy, sr=rate, start_bpm=busy_bpm)[0])
-    assert min(abs(heard - busy_bpm), abs(heard - busy_bpm / 2), abs(heard - 2 * busy_bpm)) < 8
+    assert heard == pytest.approx(busy_bpm, rel=0.04)
     assert busy_bpm > calm_bpm + 30
 
 
@@ -131,17 +131,41 @@ async def test_same_input_and_seed_give_the_same_notes(tmp_path: Path) -> None:
     assert len(first) >= 4
 
 
+def _steady_stretches(bars: list[dict], end: float) -> list[tuple[float, float, float]]:
+    """(start, end, bpm) of each run of bars at one tempo in a timeline, without the run's
+    first bar when a tempo ramp leads into it (every run but the first)."""
+    stretches = []
+    first = 0
+    for k in range(1, len(bars) + 1):
+        if k == len(bars) or bars[k]["bpm"] != bars[first]["bpm"]:
+            steady = first if first == 0 else first + 1
+            if steady < k:
+                stop = bars[k]["audio_time"] if k < len(bars) else end
+                stretches.append((bars[steady]["audio_time"], stop, bars[first]["bpm"]))
+            first = k
+    return stretches
+
+
 def test_demo_render_tempo_follows_the_scene(tmp_path: Path) -> None:
-    """The demo moves calm -> intense -> calm; librosa hears the tempo rise and fall."""
-    wav = tmp_path / "demo.wav"
-    assert main(["render", "demo", "-o", str(wav), "--duration", "60"]) == 0
+    """The demo moves calm -> intense -> calm; librosa hears each steady stretch at the tempo
+    the timeline says was planned, to 4 %. (64 s: the demo's calm runs from 48 s into the next
+    cycle, so the music has settled after its slow release with seconds to spare.)"""
+    wav, timeline = tmp_path / "demo.wav", tmp_path / "demo.json"
+    args = ["render", "demo", "-o", str(wav), "--duration", "64", "--timeline", str(timeline)]
+    assert main(args) == 0
     audio, rate = soundfile.read(str(wav), dtype="float32")
     mono = audio.mean(axis=1)
-
-    def tempo(start: float, end: float) -> float:
+    stretches = _steady_stretches(json.loads(timeline.read_text())["bars"], len(mono) / rate)
+    calm_start, calm_end = stretches[0], stretches[-1]
+    intense = max(stretches, key=lambda s: (s[2], s[1] - s[0]))
+    assert calm_start[0] == 0.0 and calm_end[1] == pytest.approx(64.0)
+    for start, end, bpm in (calm_start, intense, calm_end):
+        assert end - start >= 3.0, stretches
         piece = mono[int(start * rate) : int(end * rate)]
         onset_env = librosa.onset.onset_strength(y=piece, sr=rate)
-        return float(librosa.feature.tempo(onset_envelope=onset_env, sr=rate)[0])
-
-    calm_start, intense, calm_end = tempo(0, 15), tempo(25, 40), tempo(48, 60)
-    assert intense > calm_start and intense > calm_end
+        # The prior only picks the octave (a lone lead in 8ths reads as double time without
+        # it); the estimate comes from the audio.
+        heard = float(librosa.feature.tempo(onset_envelope=onset_env, sr=rate, start_bpm=bpm)[0])
+        assert heard == pytest.approx(bpm, rel=0.04), (start, end, bpm, heard)
+    # The scene's intensity moves the tempo by much more than a nudge (66-168 bpm preset).
+    assert intense[2] > calm_start[2] + 50 and intense[2] > calm_end[2] + 50, stretches

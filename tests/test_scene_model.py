@@ -98,8 +98,47 @@ def test_shipped_model_is_small_and_knows_the_scene_presets() -> None:
     assert loaded.classes == SCENE_CLASSES
     scenes = Path(__file__).resolve().parent.parent / "scenes"
     assert all((scenes / f"{name}.toml").is_file() for name in loaded.classes)
-    # Its card figures travel with it.
-    assert loaded.metrics["test_freedoom1"]["accuracy"] > 0.5
+    # Its card figures travel with it (how good it is, is measured below, not read from here).
+    assert {"test_freedoom1", "test_atari"} <= set(loaded.metrics)
+
+
+def _balanced_accuracy(truth: np.ndarray, guess: np.ndarray) -> float:
+    """The mean over the classes present of the share of their windows read as them."""
+    return float(np.mean([np.mean(guess[truth == c] == c) for c in np.unique(truth)]))
+
+
+@pytest.mark.slow
+def test_shipped_model_reads_held_out_footage_far_better_than_the_majority_class() -> None:
+    """Measured here, on footage recorded here that no training run saw: freedoom1 is the
+    card's independent set (no freedoom1 map is in the training data), played for 90 s by the
+    project's recorder with real Doom menus and composited menus and dialogue boxes, read in
+    0.5 s windows through the streaming reader the game mode uses, against the game's labels."""
+    if str(TOOLS) not in sys.path:
+        sys.path.insert(0, str(TOOLS))
+    from record_vizdoom import record_map
+
+    clip = record_map("freedoom1", "E1M2", seconds=90, seed=8, overlays=True)
+    reader = SceneReader(load_checkpoint(DEFAULT_WEIGHTS))
+    window = 4  # 0.5 s at the model's 8 fps
+    truth, guess = [], []
+    for end in range(window, len(clip) + 1, window):
+        reader.push(clip.frames[end - window : end])
+        reading = reader.read()
+        assert reading is not None
+        labels = clip.labels[end - window : end]
+        if np.all(labels == labels[0]):  # a window the game labels one way throughout
+            truth.append(int(labels[0]))
+            guess.append(SCENE_CLASSES.index(max(reading.probs, key=reading.probs.__getitem__)))
+    truth_a, guess_a = np.array(truth), np.array(guess)
+    counts = np.bincount(truth_a, minlength=len(SCENE_CLASSES))
+    assert counts.min() >= 5, dict(zip(SCENE_CLASSES, counts.tolist(), strict=True))
+    # The majority-class baseline: always answer the most common class (exploration here).
+    majority = np.full_like(truth_a, counts.argmax())
+    baseline = _balanced_accuracy(truth_a, majority)
+    assert baseline == pytest.approx(1 / len(SCENE_CLASSES))
+    balanced = _balanced_accuracy(truth_a, guess_a)
+    assert balanced >= baseline + 0.5, (balanced, baseline)
+    assert np.mean(guess_a == truth_a) > np.mean(majority == truth_a) + 0.15
 
 
 def test_clip_files_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -113,7 +152,6 @@ def test_clip_files_round_trip(tmp_path: Path, rng: np.random.Generator) -> None
 
 @pytest.mark.slow
 def test_train_scene_on_a_tiny_clip_folder(tmp_path: Path) -> None:
-    pytest.importorskip("vizdoom", reason="the `train` extra is installed by tools/setup.sh")
     sys.path.insert(0, str(TOOLS))
     from record_vizdoom import record_map
 

@@ -15,7 +15,7 @@ from daemon.conductor import Conductor
 from daemon.config import SCENES_DIR, ConductorConfig, EngineConfig
 from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.errors import ConfigError
-from daemon.messages import KICK, BarScore, Chord, Layer, Mood, NoteEvent, Plan
+from daemon.messages import KICK, STINGER_KINDS, BarScore, Chord, Layer, Mood, NoteEvent, Plan
 from daemon.scenes import (
     ARP_SOUNDS,
     BASS_SOUNDS,
@@ -52,9 +52,12 @@ def test_the_shipped_presets_load_and_differ() -> None:
 def test_default_toml_documents_every_key() -> None:
     text = (SCENES_DIR / "default.toml").read_text()
     for field in dataclasses.fields(ScenePreset):
-        if field.name != "name":
+        if field.name == "transitions":
+            assert "\n[transitions]\n" in text
+        elif field.name != "name":
             assert f"\n{field.name} = " in text, field.name
-    for choice in (*LEAD_SOUNDS, *BASS_SOUNDS, *PAD_SOUNDS, *ARP_SOUNDS, *DRUM_STYLES):
+    choices = (*LEAD_SOUNDS, *BASS_SOUNDS, *PAD_SOUNDS, *ARP_SOUNDS, *DRUM_STYLES, *STINGER_KINDS)
+    for choice in (*choices, "immediate", "beat", "bar", "bars:N"):
         assert f'"{choice}"' in text, choice
 
 

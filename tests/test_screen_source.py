@@ -18,16 +18,13 @@ from daemon.errors import SourceError
 from daemon.sources import open_source
 from daemon.sources.screen import ScreenSource, parse_screen_spec
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("Xvfb") is None or shutil.which("xsetroot") is None,
-    reason="needs Debian's xvfb and x11-xserver-utils (tools/setup.sh installs them)",
-)
-
 
 @pytest.fixture(scope="module")
 def display() -> Iterator[str]:
     """A private Xvfb screen, 320x240, whose root window is pure red (``-noreset``: without it
     the server resets the root when xsetroot disconnects)."""
+    missing = [tool for tool in ("Xvfb", "xsetroot") if shutil.which(tool) is None]
+    assert not missing, f"{missing} not found: tools/setup.sh installs xvfb and x11-xserver-utils"
     for number in range(71, 99):
         if (
             not Path(f"/tmp/.X11-unix/X{number}").exists()

@@ -27,6 +27,7 @@ from daemon.sources import (
     probe_video,
 )
 from tests.clips import write_clip
+from tests.hardware import hardware_reason
 
 FPS = 30
 SIZE = (320, 180)  # not the config default, so a right size comes from the file
@@ -257,13 +258,19 @@ def test_open_source_explains_what_is_wrong(
     assert re.search(r"; (pass|use) ", str(caught.value))  # and says what to pass instead
 
 
-@pytest.mark.skipif(Path("/dev/video7").exists(), reason="this machine has a camera 7")
+@pytest.mark.skipif(
+    Path("/dev/video7").exists(),
+    reason=hardware_reason("camera", "this machine has a camera 7; the test needs it missing"),
+)
 def test_open_source_reports_a_missing_camera() -> None:
     with pytest.raises(SourceError, match="no camera at index 7"):
         open_source("webcam:7", SourceConfig(), paced=False)
 
 
-@pytest.mark.skipif(Path("/dev/video0").exists(), reason="this machine has a camera")
+@pytest.mark.skipif(
+    Path("/dev/video0").exists(),
+    reason=hardware_reason("camera", "this machine has a camera; the test needs none"),
+)
 async def test_auto_falls_back_to_the_demo_and_says_so() -> None:
     source = open_source("auto", SourceConfig(width=160, height=90), paced=False, duration=0.2)
     assert isinstance(source, DemoSource)

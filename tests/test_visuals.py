@@ -9,7 +9,7 @@ import pytest
 from daemon.composer import Composer
 from daemon.config import load_config
 from daemon.engine import BackendChoice, Engine, ScoreQueue
-from daemon.messages import Layer, Plan
+from daemon.messages import LAYER_ORDER, Layer, Plan
 from daemon.visuals import (
     EMPTY_STATE,
     BeatMark,
@@ -91,9 +91,9 @@ def test_colour_is_warm_when_pleasant_and_cool_when_not(timeline: VisualTimeline
 def test_each_layer_draws_its_notes_where_they_sound(timeline: VisualTimeline) -> None:
     t = 2.25
     state = timeline.state_at(t)
-    assert {n.layer for n in state.notes} == set(Layer)
+    assert {n.layer for n in state.notes} == set(LAYER_ORDER)
     base = render_frame(t, VisualState(beats=state.beats, valence=state.valence), width=W, height=H)
-    for layer in Layer:
+    for layer in LAYER_ORDER:
         only = VisualState(
             beats=state.beats,
             notes=tuple(n for n in state.notes if n.layer is layer),

@@ -4,12 +4,17 @@ run`` builds it), and the CLI's web flags."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import ifaddr
 import pytest
 
 from daemon.cli import main
@@ -86,32 +91,84 @@ async def test_pages_are_served(served: tuple[WebServer, Session]) -> None:
                 assert needle in await response.text()
 
 
-def _lan_address() -> str | None:
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
-                return ip.ip
-    return None
+@dataclass(frozen=True)
+class OtherMachine:
+    """A network namespace joined to this one by a veth pair: a client there reaches this
+    machine at ``server_address`` from a non-loopback address of its own."""
+
+    namespace: str
+    server_address: str
+
+    async def get(self, url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        """GET ``url`` from the other machine: (status, body)."""
+        script = (
+            "import json, sys, urllib.error, urllib.request\n"
+            "request = urllib.request.Request(sys.argv[1], headers=json.loads(sys.argv[2]))\n"
+            "try:\n"
+            "    with urllib.request.urlopen(request, timeout=10) as answer:\n"
+            "        status, body = answer.status, answer.read()\n"
+            "except urllib.error.HTTPError as error:\n"
+            "    status, body = error.code, error.read()\n"
+            "print(json.dumps([status, body.decode()]))\n"
+        )
+        argv = ["ip", "netns", "exec", self.namespace, sys.executable, "-c", script]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*argv, url, json.dumps(headers or {})],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        status, body = json.loads(done.stdout)
+        return int(status), str(body)
 
 
-async def test_clients_beyond_this_machine_need_the_token() -> None:
-    address = _lan_address()
-    if address is None:
-        pytest.skip("this machine has no network address besides loopback")
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, (
+        f"`ip {' '.join(args)}` failed ({done.stderr.strip()}): this test makes a network "
+        "namespace, which needs iproute2 (tools/setup.sh installs it) and root"
+    )
+
+
+@pytest.fixture
+def other_machine() -> Iterator[OtherMachine]:
+    assert shutil.which("ip"), "`ip` not found: tools/setup.sh installs iproute2"
+    pid = os.getpid()
+    namespace, here, there = f"moodscore-test-{pid}", f"msh{pid}", f"msn{pid}"
+    subnet = f"10.{200 + pid % 50}.{pid // 50 % 256}"  # a /30 of its own per test process
+    made: list[list[str]] = []
+    try:
+        _ip("netns", "add", namespace)
+        made.append(["netns", "del", namespace])
+        _ip("link", "add", here, "type", "veth", "peer", "name", there)
+        made.append(["link", "del", here])
+        _ip("link", "set", there, "netns", namespace)
+        _ip("addr", "add", f"{subnet}.1/30", "dev", here)
+        _ip("link", "set", here, "up")
+        _ip("netns", "exec", namespace, "ip", "addr", "add", f"{subnet}.2/30", "dev", there)
+        _ip("netns", "exec", namespace, "ip", "link", "set", there, "up")
+        yield OtherMachine(namespace=namespace, server_address=f"{subnet}.1")
+    finally:
+        for args in reversed(made):
+            subprocess.run(["ip", *args], capture_output=True, timeout=10)
+
+
+async def test_clients_beyond_this_machine_need_the_token(other_machine: OtherMachine) -> None:
     server = _server(host="0.0.0.0", token="s3cret")
     await server.start()
     try:
-        async with aiohttp.ClientSession() as http:
-            remote = f"http://{address}:{server.port}/api/state"
-            async with http.get(remote) as response:
-                assert response.status == 401
-                assert "token" in await response.text()
-            async with http.get(remote, params={"token": "s3cret"}) as response:
-                assert response.status == 200
-            async with http.get(remote, headers={"Authorization": "Bearer s3cret"}) as response:
-                assert response.status == 200
-            async with http.get(f"http://127.0.0.1:{server.port}/api/state") as response:
-                assert response.status == 200  # this machine itself needs none
+        remote = f"http://{other_machine.server_address}:{server.port}/api/state"
+        status, body = await other_machine.get(remote)
+        assert status == 401 and "token" in body
+        assert (await other_machine.get(remote + "?token=wrong"))[0] == 401
+        assert (await other_machine.get(remote + "?token=s3cret"))[0] == 200
+        bearer = {"Authorization": "Bearer s3cret"}
+        assert (await other_machine.get(remote, headers=bearer))[0] == 200
+        local = f"http://127.0.0.1:{server.port}/api/state"
+        async with aiohttp.ClientSession() as http, http.get(local) as response:
+            assert response.status == 200  # this machine itself needs none
     finally:
         await server.aclose()
 

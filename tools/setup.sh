@@ -10,7 +10,8 @@ PYTHON=${PYTHON:-python3}
 # xvfb, x11-xserver-utils: a virtual screen for the screen-capture tests.
 # mosquitto-clients: mosquitto_sub/mosquitto_pub, the independent MQTT clients of the tests.
 # chromium: the headless browser of the OBS-page tests and the bench's WebRTC latency.
-APT_PACKAGES=(mosquitto mosquitto-clients jackd2 xvfb x11-xserver-utils chromium)
+# iproute2: `ip netns`, the other machine on the network of the web token test.
+APT_PACKAGES=(mosquitto mosquitto-clients jackd2 xvfb x11-xserver-utils chromium iproute2)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 

@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from daemon.analysis.base import WindowModel
+from daemon.analysis.cues import CueDetector
 from daemon.analysis.features import FrameFeatureModel
 from daemon.config import AnalysisConfig
 from daemon.errors import EndOfStream
-from daemon.messages import Frame, Mood
+from daemon.messages import Cue, Frame, Mood
 from daemon.sources.base import FrameSource
 
 log = logging.getLogger("moodscore.analysis")
@@ -102,6 +103,8 @@ class AnalysisStage:
     config : the ``[analysis]`` section.
     model : the analysis mode's window model (default: the ``frame`` mode); see
         :func:`daemon.analysis.make_window_model`. :meth:`close` closes it.
+    cue_threshold : look for cues in every frame (:mod:`daemon.analysis.cues`) with this jump in
+        intensity; None looks for none.
 
     Attributes
     ----------
@@ -109,27 +112,58 @@ class AnalysisStage:
     frames : frames analysed.
     """
 
-    def __init__(self, *, config: AnalysisConfig, model: WindowModel[Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        config: AnalysisConfig,
+        model: WindowModel[Any] | None = None,
+        cue_threshold: float | None = None,
+    ) -> None:
         self._config = config
         self._model = model
+        self._cue_threshold = cue_threshold
         self.dropped = 0
         self.frames = 0
 
     async def run(
-        self, source: FrameSource, emit: Callable[[Mood], None], *, lossless: bool
+        self,
+        source: FrameSource,
+        emit: Callable[[Mood], None],
+        *,
+        lossless: bool,
+        emit_cue: Callable[[Cue], None] | None = None,
+        reach: Callable[[float], None] | None = None,
     ) -> int:
         """Analyse ``source`` until it ends; return the number of frames analysed.
 
         ``lossless`` (render, analyze) analyses every frame in order; otherwise (live) only the
         newest frame is kept when analysis falls behind, and skipped frames are counted.
+        ``emit_cue`` receives the cues found in the frames, ``reach`` the time of every frame
+        once everything up to it was emitted.
         """
         analyzer = WindowAnalyzer(config=self._config, model=self._model)
+        detector = (
+            CueDetector(config=self._config, threshold=self._cue_threshold)
+            if self._cue_threshold is not None
+            else None
+        )
+
+        def push(frame: Frame) -> tuple[list[Mood], list[Cue]]:
+            moods = analyzer.push(frame)
+            return moods, detector.push(frame) if detector is not None else []
+
         last_pts = 0.0
         frame_period = 1.0 / source.fps if source.fps > 0 else 0.0
         frames = self._every_frame(source) if lossless else self._newest_frames(source)
         async for frame in frames:
-            for mood in await asyncio.to_thread(analyzer.push, frame):
+            moods, cues = await asyncio.to_thread(push, frame)
+            for mood in moods:
                 emit(mood)
+            if emit_cue is not None:
+                for cue in cues:
+                    emit_cue(cue)
+            if reach is not None:
+                reach(frame.pts)
             self.frames += 1
             last_pts = frame.pts
         end = last_pts + frame_period

@@ -22,6 +22,7 @@ from daemon.outputs.midi import MidiFileOutput
 from daemon.outputs.recorder import RecordingOutput
 from daemon.outputs.timeline import build_timeline, write_timeline
 from daemon.planner import BarPlanner, BarWriter
+from daemon.reactions import Reactor
 from daemon.scenes import PresetLibrary
 from daemon.session import Session, SessionReport
 from daemon.sources import FrameSource, open_source
@@ -66,7 +67,8 @@ def build_core(
         preset=presets.get(scene or config.conductor.scene),
         presets=presets,
     )
-    scores = ScoreQueue()
+    # A render's engine waits at every beat until the planner has answered what came before it.
+    scores = ScoreQueue(gated=render)
     # The library mode's bar clock follows each track's tempo: no ramps between tracks.
     engine_config = (
         dataclasses.replace(config.engine, tempo_ramp=0.0) if config.library.play else config.engine
@@ -96,11 +98,28 @@ def build_core(
         lookahead=config.composer.lookahead_bars,
         render=render,
         first_window=config.analysis.window_s,
-        clock=lambda: engine.audio_time,
+        clock=engine,
+        sample_rate=engine_config.sample_rate,
+        ramp=engine_config.tempo_ramp,
         last_bar=last_bar,
     )
     hub = ControlHub(scenes=presets.names)
-    router = Router(hub=hub, conductor=conductor, transport=engine, replan=planner.replan)
+    reactor = Reactor(
+        planner=planner,
+        # A library track plays in its own key, not the plan's: no stingers over it.
+        stingers=config.conductor.stingers and library is None,
+        stinger_interval_s=config.conductor.stinger_interval_s,
+        patches=library is None,
+        announce=hub.cue,
+    )
+    planner.reactor = reactor
+    router = Router(
+        hub=hub,
+        conductor=conductor,
+        transport=engine,
+        replan=planner.replan,
+        stinger=reactor.play,
+    )
     return Core(board, conductor, engine, planner, hub, router, library)
 
 
@@ -118,7 +137,11 @@ def build_session(
     analysis = None
     if source is not None:
         # Loaded now, so missing model files stop the session before any music starts.
-        analysis = AnalysisStage(config=config.analysis, model=make_window_model(config))
+        analysis = AnalysisStage(
+            config=config.analysis,
+            model=make_window_model(config),
+            cue_threshold=config.conductor.cue_threshold,
+        )
     every_output = [*outputs, *([core.library] if core.library is not None else [])]
     return Session(
         engine=core.engine,

@@ -46,7 +46,14 @@ Figures (later issues add theirs):
 - ``library``: the music library on 200 files (25 with ``--quick``) moodscore composes and writes
   as WAV, FLAC, OGG and MP3: ``scan`` speed in ``x_realtime`` (target >= 20), ``rescan_s`` with
   nothing changed (target < 2), and ``recommend`` quality (mood queries, research seed 001's
-  diversity measure against nearest-by-tempo); see :mod:`daemon.bench.library`.
+  diversity measure against nearest-by-tempo); see :mod:`daemon.bench.library`;
+- ``reaction``: how fast the music answers a cut, from rendered audio alone (frame mode, demo
+  clips cutting calm -> intense and back at 12 s, at 70, 110 and 150 bpm; 110 alone with
+  ``--quick``): ``first_change_s`` (the first sample differing from the uncut render) and
+  ``half_done_s`` (activity half-way to its new level), in seconds after the cut; and
+  ``live_cut_to_stinger_ms``, live (manual backend, a paced source stepping every 4 s) from the
+  arrival of the frame that confirms a cut to the first sample of the stinger answering it,
+  as heard, p50/p95; see :mod:`daemon.bench.reaction`.
 """
 
 from __future__ import annotations
@@ -95,6 +102,15 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
     figures.update(_web(config, quick=quick))
     figures.update(_render(seconds=15.0 if quick else 60.0))
     figures["library"] = _library(config, quick=quick)
+    figures["reaction"] = _reaction(config, quick=quick)
+    return figures
+
+
+def _reaction(config: Config, *, quick: bool) -> dict[str, Any]:
+    from daemon.bench.reaction import live_latency, reaction_figures
+
+    figures = reaction_figures(config, quick=quick)
+    figures["live_cut_to_stinger_ms"] = live_latency(config, seconds=20.0 if quick else 60.0)
     return figures
 
 

@@ -161,6 +161,14 @@ class TransportCommand(_Command):
     action: Literal["play", "stop"]
 
 
+class StingerCommand(_Command):
+    """``stinger``: play a short phrase over the music now, in the key, landing on the next
+    beat (``hit``, ``riser``, ``fill``, ``danger``, ``swell``)."""
+
+    name: ClassVar[str] = "stinger"
+    kind: Literal["hit", "riser", "fill", "danger", "swell"] = "hit"
+
+
 class SourceCommand(_Command):
     """``source``: switch the live source (``demo``, ``webcam:N``, ``screen:N``, a file path)
     without stopping the music."""
@@ -177,6 +185,7 @@ Command = (
     | KeyCommand
     | MuteCommand
     | TransportCommand
+    | StingerCommand
     | SourceCommand
 )
 
@@ -190,6 +199,7 @@ COMMANDS: dict[str, type[_Command]] = {
         KeyCommand,
         MuteCommand,
         TransportCommand,
+        StingerCommand,
         SourceCommand,
     )
 }
@@ -303,6 +313,7 @@ _EXAMPLES = {
     "mute": '{"layer": "drums", "muted": true} or drums',
     "transport": '{"action": "stop"} or stop',
     "source": '{"source": "demo"} or demo',
+    "stinger": '{"kind": "riser"} or riser',
 }
 
 
@@ -327,6 +338,8 @@ def _bare(name: str, text: str) -> dict[str, Any]:
         return {"action": unquoted.lower()}
     if name == "source":
         return {"source": unquoted}
+    if name == "stinger":
+        return {} if release or not unquoted else {"kind": unquoted.lower()}
     if name == "mute":
         return {"layer": unquoted}
     if name == "mood":

@@ -30,6 +30,7 @@ from daemon.control.commands import (
 )
 from daemon.errors import MoodscoreError
 from daemon.logs import RateLimitedLog
+from daemon.messages import Cue
 from daemon.scenes import available_scenes
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ log = logging.getLogger("moodscore.control")
 DEFAULT_QUEUE_SIZE = 64
 
 StateListener = Callable[[dict[str, Any]], None]
+EventListener = Callable[[str, dict[str, Any]], None]
 
 
 class SourceSwitcher(Protocol):
@@ -107,7 +109,9 @@ class ControlHub:
             "muted": [],
             "playing": True,
             "bar": None,
+            "cue": None,
         }
+        self._event_listeners: list[EventListener] = []
 
     # -- front ends ------------------------------------------------------------------------
 
@@ -160,6 +164,33 @@ class ControlHub:
     def remove_state_listener(self, fn: StateListener) -> None:
         """Stop calling ``fn``; unknown listeners are ignored."""
         self._listeners = [f for f in self._listeners if f is not fn]
+
+    def add_event_listener(self, fn: EventListener) -> None:
+        """Call ``fn(name, payload)`` on the event loop for every event (``cue``)."""
+        self._event_listeners = [*self._event_listeners, fn]
+
+    def remove_event_listener(self, fn: EventListener) -> None:
+        """Stop calling ``fn``; unknown listeners are ignored."""
+        self._event_listeners = [f for f in self._event_listeners if f is not fn]
+
+    def cue(self, cue: Cue, audio_time: float, *, seen_in: str = "frames") -> None:
+        """A cue was answered at ``audio_time``: it goes in the state (``cue``) and out as an
+        event; ``seen_in`` says whether the frames or a mood window raised it."""
+        payload: dict[str, Any] = {
+            "kind": cue.kind,
+            "seen_in": seen_in,
+            "strength": round(float(cue.strength), 3),
+            "audio_time": round(audio_time, 3),
+            "source_time": round(cue.time, 3),
+        }
+        if cue.scene is not None:
+            payload["scene"] = cue.scene
+        self.update(cue=payload)
+        for fn in self._event_listeners:
+            try:
+                fn("cue", dict(payload))
+            except Exception:
+                log.exception("event listener %r failed; it keeps being called", fn)
 
     # -- the session -----------------------------------------------------------------------
 

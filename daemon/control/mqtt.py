@@ -8,8 +8,9 @@ section shows every payload):
 - ``state``: retained JSON (:meth:`ControlHub.state`), published on change, rate-limited;
 - ``event/beat``: JSON per beat, published ``beat_lead_ms`` *before* the beat sounds, with the
   wall-clock time (``time``, Unix seconds) and the audio time it sounds at; ``event/bar`` the
-  same per bar with the bar's plan; ``event/scene`` when the scene changes; ``event/note``
-  (``note_events``) per note;
+  same per bar with the bar's plan; ``event/scene`` when the scene changes; ``event/cue`` when
+  the music answers a sudden change at once (kind, strength, the audio time it answers at);
+  ``event/note`` (``note_events``) per note;
 - ``cmd/<name>`` (mood, scene, tempo, layers, key, mute, transport, source): commands, validated
   by :mod:`daemon.control.commands`; each is answered on ``cmd/<name>/result`` with ``ok`` or the
   error text.
@@ -148,6 +149,7 @@ class MqttBridge(Output):
         if self.config.note_events:
             clock.add_note_listener(self._notes_from_clock)
         self.hub.add_state_listener(self._state_changed)
+        self.hub.add_event_listener(self._event)
 
     async def start(self) -> None:
         """Start connecting (and reconnecting) in the background."""
@@ -158,6 +160,7 @@ class MqttBridge(Output):
     async def _aclose(self) -> None:
         """Publish ``offline`` (retained), disconnect and stop."""
         self.hub.remove_state_listener(self._state_changed)
+        self.hub.remove_event_listener(self._event)
         client = self._client
         if client is not None and self.connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -302,6 +305,10 @@ class MqttBridge(Output):
                     }
                 ),
             )
+
+    def _event(self, name: str, payload: dict[str, Any]) -> None:
+        """A moment worth a message (a cue): ``event/<name>``, at once, best effort."""
+        self._publish_now(f"{self.base}event/{name}", json.dumps(payload))
 
     async def _state_loop(self) -> None:
         """Publish the state when it changed, at most every ``state_interval_s``."""

@@ -8,7 +8,8 @@ the conductor and the engine through narrow interfaces:
   overrides, then one re-plan of the bars already composed ahead (so the change lands on the
   next bar line, not after the look-ahead);
 - ``mute`` -> the :class:`Transport` (a one-beat fade from the next beat);
-- ``transport`` -> the :class:`Transport` (stop or play at the next bar line; the clock runs on).
+- ``transport`` -> the :class:`Transport` (stop or play at the next bar line; the clock runs on);
+- ``stinger`` -> a stinger at once, landing on the next beat.
 
 A burst of commands costs one re-composition. The router also keeps the hub's state current:
 the overrides after each command, and the plan of each bar as it starts.
@@ -28,6 +29,7 @@ from daemon.control.commands import (
     MoodCommand,
     MuteCommand,
     SceneCommand,
+    StingerCommand,
     TempoCommand,
     TransportCommand,
     layer_names,
@@ -65,6 +67,7 @@ class Router:
     transport : the engine's mutes and transport.
     replan : re-plans the bars composed but not started yet (the planner's); awaited once per
         burst of commands that change the plan.
+    stinger : plays a stinger of a kind now (the reactor's); None refuses none, plays none.
     """
 
     def __init__(
@@ -74,11 +77,14 @@ class Router:
         conductor: Conductor,
         transport: Transport,
         replan: Callable[[], Awaitable[None]],
+        stinger: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.hub = hub
         self._conductor = conductor
         self._transport = transport
         self._replan = replan
+        self._stinger = stinger
+        self._stingers: list[str] = []  # asked for in the burst being applied
 
     async def run(self) -> None:
         """Take commands as they come, forever (a task of the session)."""
@@ -94,6 +100,10 @@ class Router:
                     log.exception("control: applying %r failed; the music goes on", command)
             if replan:
                 await self._replan()
+            stingers, self._stingers = self._stingers, []
+            for kind in stingers:
+                if self._stinger is not None:
+                    await self._stinger(kind)
 
     def apply(self, command: Command) -> bool:
         """Apply one command; True when the plan of the coming bars changes."""
@@ -121,6 +131,9 @@ class Router:
             replan = False
         elif isinstance(command, TransportCommand):
             self._transport.set_playing(command.action == "play")
+            replan = False
+        elif isinstance(command, StingerCommand):
+            self._stingers.append(command.kind)
             replan = False
         self.show_overrides()
         return replan

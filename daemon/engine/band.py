@@ -20,7 +20,7 @@ import pyo
 from daemon.clock import BarGrid
 from daemon.engine.drums import Drums
 from daemon.engine.envelopes import STOP_FADE_S, Points
-from daemon.engine.sounds import build_sounds
+from daemon.engine.sounds import build_sounds, build_stinger
 from daemon.engine.voices import SILENT, Instrument, Track
 from daemon.messages import LAYER_ORDER, Layer, Plan
 
@@ -127,6 +127,11 @@ class Band:
         drums = self.sounds[Layer.DRUMS]["kit"]
         assert isinstance(drums, Drums)
         self.drums = drums
+        # Stingers: made after the five layers (pyo computes objects in the order they were
+        # made), at full level whatever the layer count.
+        self._stinger_gain = pyo.Sig(1.0)
+        self.sounds[Layer.STINGER] = {"stab": build_stinger(sample_rate, self._stinger_gain)}
+        self.current[Layer.STINGER] = self.sounds[Layer.STINGER]["stab"]
         # The sounds in force (lead, bass, pad, arp, drum style): every plan carries its preset,
         # so a scene change or an edited preset is a comparison here, never a file read.
         self._sounds: tuple[str, ...] | None = None
@@ -136,7 +141,7 @@ class Band:
         # Lead, pad and arp share one reverb send; bass and drums stay dry and upfront.
         wet = [
             inst.output
-            for layer in (Layer.LEAD, Layer.PAD, Layer.ARP)
+            for layer in (Layer.LEAD, Layer.PAD, Layer.ARP, Layer.STINGER)
             for inst in self.sounds[layer].values()
         ]
         send = pyo.Mix(wet, voices=2)
@@ -190,7 +195,21 @@ class Band:
     def bar(self, grid: BarGrid, *, block_start: int, first: bool) -> None:
         """Apply a bar's plan at its downbeat: the scene's sounds, layer gains ramping over the
         bar's first beat from the downbeat's exact sample, tempo-synced effects."""
-        plan = grid.plan
+        beat_s = grid.offset_samples(1) / grid.sample_rate
+        self._grid = grid
+        self._apply(grid.plan, block_start=block_start, at=grid.start, fade_s=beat_s, first=first)
+        if grid.bpm != self._bpm:
+            self._bpm = grid.bpm
+            for sounds in self.sounds.values():
+                for instrument in sounds.values():
+                    instrument.set_tempo(grid.bpm)
+
+    def change(self, plan: Plan, *, block_start: int, at: int, fade_s: float) -> None:
+        """Take ``plan``'s sounds and layers from sample ``at`` inside a bar (a reaction that
+        does not wait for the bar line), layers fading over ``fade_s``; the tempo stays."""
+        self._apply(plan, block_start=block_start, at=at, fade_s=fade_s, first=False)
+
+    def _apply(self, plan: Plan, *, block_start: int, at: int, fade_s: float, first: bool) -> None:
         preset = plan.preset
         sounds_wanted = (preset.lead, preset.bass, preset.pad, preset.arp, preset.drums)
         if sounds_wanted != self._sounds:
@@ -200,8 +219,6 @@ class Band:
                 # The old sound's notes ring out on their own; new notes go to the new sound.
                 self.current[layer] = sounds.get(preset.sound(layer), next(iter(sounds.values())))
             self.drums.style = preset.drums
-        beat_s = grid.offset_samples(1) / grid.sample_rate
-        self._grid = grid
         drums = plan.layers >= Layer.DRUMS.order and self.drums.style in _PUMPING_STYLES
         self.pump.depth = pump_depth(plan) if drums else 0.0
         for layer in LAYER_ORDER:
@@ -209,17 +226,7 @@ class Band:
             fader = self.faders[layer]
             if first or target != fader.target:
                 # The very first bar starts at its level: there is nothing to fade from.
-                fader.move(
-                    target,
-                    block_start=block_start,
-                    at=grid.start,
-                    seconds=0.0 if first else beat_s,
-                )
-        if grid.bpm != self._bpm:
-            self._bpm = grid.bpm
-            for sounds in self.sounds.values():
-                for instrument in sounds.values():
-                    instrument.set_tempo(grid.bpm)
+                fader.move(target, block_start=block_start, at=at, seconds=0.0 if first else fade_s)
 
     def housekeeping(self, block_start: int) -> None:
         """Stop computing voices and layers that have gone silent; duck on a beat in this block."""

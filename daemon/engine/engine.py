@@ -379,6 +379,8 @@ class Engine(Scheduling):
             on_grid=self._grid_listeners,
             on_notes=self._note_listeners,
             ramp=self.config.tempo_ramp,
+            patches=self.scores.take_patches,
+            gate=None if self.realtime else self._wait_cleared,
         )
 
     def _new_server(self, audio: str) -> Any:
@@ -459,6 +461,13 @@ class Engine(Scheduling):
                 log.warning("bar %d was skipped by the composer; replaying the previous bar", bar)
                 return Missing.LATE
         return Missing.CLOSED
+
+    def _wait_cleared(self, audio_time: float) -> None:
+        """A render waits at every bar line and beat until the planner has answered everything
+        before it (see :mod:`daemon.engine.scores`), keeping an ear on stop."""
+        while not self._stop_requested.is_set():
+            if self.scores.wait_cleared(audio_time, _POLL_S):
+                return
 
     def _music_ended(self, downbeat: int) -> None:
         if self._end_sample is None and not self._stop_requested.is_set():

@@ -3,6 +3,11 @@
 The composer puts each bar's score a bar or more ahead; the engine takes it when the bar starts.
 Never dropped (the architecture's rule for this link): live, a bar that is not there in time is
 an underrun the engine counts and covers; in a render the engine waits for it.
+
+Reactions travel the same way: a :class:`~daemon.messages.BarPatch` changes a bar from a beat on
+(or adds a stinger); the engine takes the patches every block. In a render the engine also waits,
+at every bar line and beat, until the planner has *cleared* that time (it has answered every cue
+before it), so a render reacts exactly as a live run would have.
 """
 
 from __future__ import annotations
@@ -10,20 +15,57 @@ from __future__ import annotations
 import threading
 import time
 
-from daemon.messages import BarScore
+from daemon.messages import BarPatch, BarScore
 
 
 class ScoreQueue:
     """Thread-safe hand-off of bar scores from the composer (event loop) to the engine thread.
 
+    ``gated``: a render's planner clears time as it answers cues (:meth:`clear`); the engine
+    waits for it (:meth:`wait_cleared`). Ungated, nothing waits.
+
     Keyed by bar: a bar put twice keeps the later score; bars older than the one asked for are
     dropped when asked. Unbounded, because the composer writes only a bar or two ahead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, gated: bool = False) -> None:
         self._cond = threading.Condition()
         self._scores: dict[int, BarScore] = {}
+        self._patches: list[BarPatch] = []
+        # Ungated (live, or scores written up front): every time is clear from the start.
+        self._cleared = float("-inf") if gated else float("inf")
         self._closed = False
+
+    def patch(self, patch: BarPatch) -> None:
+        """Add a bar patch (taken by the engine at its next block); never blocks."""
+        with self._cond:
+            if not self._closed:
+                self._patches.append(patch)
+
+    def take_patches(self) -> list[BarPatch]:
+        """The patches added since the last call, in order (the engine thread)."""
+        with self._cond:
+            taken, self._patches = self._patches, []
+            return taken
+
+    def clear(self, until: float) -> None:
+        """The planner has answered everything up to audio time ``until`` (a render)."""
+        with self._cond:
+            if until > self._cleared:
+                self._cleared = until
+                self._cond.notify_all()
+
+    def wait_cleared(self, t: float, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until time ``t`` is cleared (or the queue closed);
+        True once it is."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._cleared < t - 1e-9 and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
 
     def put(self, score: BarScore) -> None:
         """Add a bar's score; never blocks (safe on the event loop). Ignored once closed."""

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from daemon.clock import BarGrid, ScheduledNote
 from daemon.logs import RateLimitedLog
-from daemon.messages import BarScore, BarStarted, Beat, Chord, Layer, Plan
+from daemon.messages import BarPatch, BarScore, BarStarted, Beat, Chord, Layer, NoteEvent, Plan
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class NoteSink(Protocol):
 
     def bar(self, grid: BarGrid, *, block_start: int, first: bool) -> None: ...
 
+    def change(self, plan: Plan, *, block_start: int, at: int, fade_s: float) -> None: ...
+
 
 class Sequencer:
     """Bars, beats and notes on the sample clock.
@@ -81,6 +83,11 @@ class Sequencer:
     on_notes : called at every bar start with the bar's notes placed on the clock (those before
         the end of the audio), before any of them sounds.
     ramp : fraction of a bar over which a tempo change ramps (0: the tempo jumps).
+    patches : returns the bar patches that arrived since the last call (reactions inside a bar,
+        stingers); polled every block.
+    gate : called with the audio time of every bar start and beat before it is laid out (a
+        render waits there until the analysis has seen that far, so that a reaction to what
+        happened before it lands on it); None live.
     """
 
     def __init__(
@@ -95,6 +102,8 @@ class Sequencer:
         on_grid: Callable[[BarGrid], None] | None = None,
         on_notes: Callable[[Sequence[ScheduledNote]], None] | None = None,
         ramp: float = 1.0,
+        patches: Callable[[], list[BarPatch]] | None = None,
+        gate: Callable[[float], None] | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self._scores = scores
@@ -105,6 +114,10 @@ class Sequencer:
         self._on_grid = on_grid
         self._on_notes = on_notes
         self._ramp = ramp
+        self._patch_source = patches
+        self._gate = gate
+        self._future: dict[int, list[BarPatch]] = {}  # patches of bars not started yet
+        self._changes: list[tuple[int, int, BarPatch]] = []  # (sample, seq, patch), a heap
         self.underruns = 0
         self.bar = -1  # the bar now playing
         self.plan: Plan | None = None
@@ -114,11 +127,15 @@ class Sequencer:
         self._ended = False
         self._beats: list[tuple[int, Beat]] = []  # this bar's beats still to emit, in order
         self._beat_index = 0
-        self._notes: list[tuple[int, int, Layer, int, int, float]] = []  # heap by onset sample
+        # (onset sample, seq, layer, pitch, velocity, seconds, bar, patch-proof), a heap by onset;
+        # a replacing patch withdraws the bar's notes it covers, never a stinger's.
+        self._notes: list[tuple[int, int, Layer, int, int, float, int, bool]] = []
         self._seq = 0
         self._block_start = 0
         self._limit: int | None = None
         self._underrun_log = RateLimitedLog(log)
+        self._gated_bar = False
+        self._gated = -1  # the index of the last beat the gate was asked about
 
     def advance(self, start: int, frames: int, *, limit: int | None = None) -> None:
         """Handle everything in samples ``[start, start + frames)``, before the block computes.
@@ -128,18 +145,39 @@ class Sequencer:
         self._block_start = start
         self._limit = limit
         end = start + frames if limit is None else min(start + frames, limit)
+        self._take_patches()
         while True:
             next_beat = self._beats[0][0] if self._beats else None
-            if next_beat is not None and next_beat < self._next_bar_sample:
+            next_change = self._changes[0][0] if self._changes else None
+            if (
+                next_change is not None
+                and next_change < end
+                and (next_beat is None or next_change <= next_beat)
+                and next_change < self._next_bar_sample
+            ):
+                self._change(heapq.heappop(self._changes)[2], next_change)
+            elif next_beat is not None and next_beat < self._next_bar_sample:
                 if next_beat >= end:
                     break
+                beat = self._beats[0][1]
+                if self._gate is not None and beat.beat_in_bar > 0 and self._gated != beat.index:
+                    self._gated = beat.index
+                    self._gate(next_beat / self.sample_rate)
+                    self._take_patches()
+                    continue  # a patch may have brought a change before this beat
                 self._on_beat(self._beats.pop(0)[1])
             elif self._next_bar_sample < end:
+                if self._gate is not None and not self._gated_bar:
+                    self._gated_bar = True
+                    self._gate(self._next_bar_sample / self.sample_rate)
+                    self._take_patches()
+                    continue
+                self._gated_bar = False
                 self._start_bar(self._next_bar_sample)
             else:
                 break
         while self._notes and self._notes[0][0] < end:
-            onset, _, layer, pitch, velocity, duration = heapq.heappop(self._notes)
+            onset, _, layer, pitch, velocity, duration, _, _ = heapq.heappop(self._notes)
             self._sink.note_on(
                 layer,
                 pitch,
@@ -148,6 +186,57 @@ class Sequencer:
                 onset=max(onset, start),
                 duration=duration,
             )
+
+    # -- patches -------------------------------------------------------------------------------
+
+    def _take_patches(self) -> None:
+        if self._patch_source is None:
+            return
+        for patch in self._patch_source():
+            if patch.bar > self.bar:
+                self._future.setdefault(patch.bar, []).append(patch)
+            elif patch.bar == self.bar:
+                self._apply_patch(patch)
+            # A patch for a bar that has ended came too late: it is dropped.
+
+    def _apply_patch(self, patch: BarPatch) -> None:
+        """Place ``patch`` on the bar now playing: its notes on the clock (a replacing patch
+        first withdraws the bar's notes from its start on), and its plan at its first beat."""
+        grid = self.grid
+        if grid is None:
+            return
+        start = grid.sample_at(max(patch.from_beat, 0.0))
+        at = max(start, self._block_start)
+        if patch.replace:
+            self._notes = [
+                entry for entry in self._notes if entry[6] != patch.bar or entry[0] < at or entry[7]
+            ]
+            heapq.heapify(self._notes)
+            self._seq += 1
+            heapq.heappush(self._changes, (at, self._seq, patch))
+        # A stinger that arrives a block late still plays (its first notes at once); what a
+        # replacing patch covers starts where it can.
+        floor = at if patch.replace else start
+        self._schedule(patch.notes, grid, patch.bar, proof=not patch.replace, not_before=floor)
+
+    def _change(self, patch: BarPatch, at: int) -> None:
+        """The band takes a replacing patch's sounds and layers at sample ``at``; the grid (and
+        its tempo) stays; listeners learn of it as a patched grid of the bar."""
+        grid = self.grid
+        if grid is None or patch.bar != self.bar:
+            return
+        beat_s = grid.offset_samples(1) / self.sample_rate
+        self._sink.change(
+            patch.plan,
+            block_start=self._block_start,
+            at=at,
+            fade_s=max(patch.fade_beats, 0.0) * beat_s,
+        )
+        # The bar keeps its tempo until the next bar line; the rest of the plan changes now.
+        plan = dataclasses.replace(patch.plan, bpm=grid.plan.bpm, bar=grid.bar)
+        self.plan = plan
+        if self._on_grid is not None:
+            self._on_grid(dataclasses.replace(grid, plan=plan, patched_from=patch.from_beat))
 
     def _start_bar(self, downbeat: int) -> None:
         bar = self.bar + 1
@@ -177,7 +266,7 @@ class Sequencer:
             plan=plan,
             first_beat=self._beat_index,
             bpm_from=None if self.grid is None else self.grid.bpm,
-            ramp=self._ramp,
+            ramp=self._ramp if plan.ramp is None else plan.ramp,
             section=score.section,
         )
         self._sink.bar(grid, block_start=self._block_start, first=self.plan is None)
@@ -201,13 +290,28 @@ class Sequencer:
             )
             self._beat_index += 1
             self._beats.append((sample, beat))
+        self._schedule(score.notes, grid, bar, proof=False)
+        for patch in self._future.pop(bar, []):
+            self._apply_patch(patch)
+
+    def _schedule(
+        self,
+        notes: Sequence[NoteEvent],
+        grid: BarGrid,
+        bar: int,
+        *,
+        proof: bool,
+        not_before: int = 0,
+    ) -> None:
+        """Put ``notes`` of ``bar`` on the clock (those before ``not_before`` or the end of the
+        audio are left out) and tell the note listeners."""
         scheduled: list[ScheduledNote] = []
         limit = self._limit
-        for note in score.notes:
+        for note in notes:
             offset = max(note.offset, 0.0)
             onset = grid.sample_at(offset)
             end = max(grid.sample_at(offset + max(note.duration, 0.0)), onset)
-            if limit is not None and onset >= limit:
+            if (limit is not None and onset >= limit) or onset < not_before:
                 continue
             self._seq += 1
             heapq.heappush(
@@ -219,6 +323,8 @@ class Sequencer:
                     note.pitch,
                     note.velocity,
                     (end - onset) / self.sample_rate,
+                    bar,
+                    proof,
                 ),
             )
             if self._on_notes is not None:

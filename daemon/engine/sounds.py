@@ -83,3 +83,21 @@ def build_sounds(layer: Layer, sample_rate: int, gain: Any) -> dict[str, Instrum
         ),
         "marimba": Marimba(sample_rate=sr, gain=gain),
     }
+
+
+def build_stinger(sample_rate: int, gain: Any) -> Instrument:
+    """The stingers' sound: a bright brass-like FM stab, quick to speak, that cuts through the
+    band without a layer fader of its own (stingers sound at any layer count)."""
+    return FMKeys(
+        sample_rate=sample_rate,
+        gain=gain,
+        layer=Layer.STINGER,
+        shape=EnvShape(attack=0.004, decay=0.45, sustain=0.35, release=0.35),
+        ratio=1.0,
+        index=4.0,
+        index_decay=0.35,
+        index_floor=0.35,
+        level=0.5,
+        pan=0.0,
+        voices=10,
+    )

@@ -62,6 +62,8 @@ class BeatMapOutput(Output):
         clock.add_grid_listener(self._on_grid)
 
     def _on_grid(self, grid: BarGrid) -> None:
+        if grid.patched_from is not None:
+            return  # a reaction inside a bar changes what plays, not where the beats fall
         with self._lock:  # the audio thread: an append
             self._grids.append(grid)
 

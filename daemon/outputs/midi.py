@@ -39,6 +39,7 @@ CHANNELS: dict[Layer, int] = {
     Layer.BASS: 1,
     Layer.PAD: 2,
     Layer.ARP: 3,
+    Layer.STINGER: 4,
     Layer.DRUMS: 9,
 }
 # General MIDI programs (0-based) closest to each sound, so a GM synth on the port or a DAW
@@ -57,6 +58,7 @@ PROGRAMS: dict[tuple[Layer, str], int] = {
     (Layer.ARP, "pluck"): 45,  # Pizzicato Strings
     (Layer.ARP, "bell"): 10,  # Music Box
     (Layer.ARP, "marimba"): 12,  # Marimba
+    (Layer.STINGER, "stab"): 61,  # Brass Section
 }
 TICKS_PER_BEAT = 480
 _KEY_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -65,7 +67,7 @@ _MINOR_KEY_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "Bb", 
 
 def program_changes(plan: Plan) -> dict[Layer, int]:
     """The GM program of each pitched layer for the sounds of ``plan``'s scene preset."""
-    pitched = (Layer.LEAD, Layer.BASS, Layer.PAD, Layer.ARP)
+    pitched = (Layer.LEAD, Layer.BASS, Layer.PAD, Layer.ARP, Layer.STINGER)
     return {layer: PROGRAMS.get((layer, plan.preset.sound(layer)), 0) for layer in pitched}
 
 
@@ -117,8 +119,15 @@ class MidiFileOutput(Output):
         clock.add_note_listener(self._on_notes)
 
     def _on_grid(self, grid: BarGrid) -> None:
-        with self._lock:  # the audio thread: an append
+        with self._lock:  # the audio thread: an append (a patch also drops what it replaces)
             self._recording.grids.append(grid)
+            if grid.patched_from is not None:
+                start = grid.sample_at(grid.patched_from)
+                self._recording.notes = [
+                    n
+                    for n in self._recording.notes
+                    if n.bar != grid.bar or n.onset < start or n.note.layer is Layer.STINGER
+                ]
 
     def _on_notes(self, notes: Sequence[ScheduledNote]) -> None:
         with self._lock:
@@ -200,7 +209,8 @@ def build_midi_file(
     markers; then one track per layer, in the layers' order, each on its own channel."""
     import mido
 
-    tempo_map = _TempoMap(grids)
+    # Patched grids (a reaction that changed a bar from a beat on) change the plan, not time.
+    tempo_map = _TempoMap([g for g in grids if g.patched_from is None])
     sample_rate = tempo_map.sample_rate
     end_sample = None if end_time is None else round(end_time * sample_rate)
     by_bar = {g.bar: g for g in tempo_map.grids}
@@ -208,12 +218,21 @@ def build_midi_file(
     conductor: list[tuple[int, int, Any]] = []  # (tick, order, message)
     for tick, tempo in tempo_map.tempo_events(ticks_per_beat):
         conductor.append((tick, 1, mido.MetaMessage("set_tempo", tempo=tempo)))
+    changes = sorted(
+        (
+            (round((g.first_beat + (g.patched_from or 0.0)) * ticks_per_beat), g)
+            for g in grids
+            if g.patched_from is None or g.bar in by_bar
+        ),
+        key=lambda change: change[0],
+    )
     previous: Plan | None = None
     programs: list[tuple[int, dict[Layer, int]]] = []
-    for grid in tempo_map.grids:
+    for tick, grid in changes:
         plan = grid.plan
-        tick = grid.first_beat * ticks_per_beat
-        if previous is None or plan.beats_per_bar != previous.beats_per_bar:
+        if grid.patched_from is None and (
+            previous is None or plan.beats_per_bar != previous.beats_per_bar
+        ):
             meta = mido.MetaMessage("time_signature", numerator=plan.beats_per_bar, denominator=4)
             conductor.append((tick, 0, meta))
         if previous is None or (plan.tonic, plan.mode) != (previous.tonic, previous.mode):
@@ -234,7 +253,9 @@ def build_midi_file(
         end_tick = round(tempo_map.beat_at_sample(end_sample) * ticks_per_beat)
     midi.tracks.append(_track("moodscore", conductor, end_tick=end_tick))
 
-    per_layer: dict[Layer, list[tuple[int, int, int, int]]] = {layer: [] for layer in LAYER_ORDER}
+    per_layer: dict[Layer, list[tuple[int, int, int, int]]] = {
+        layer: [] for layer in (*LAYER_ORDER, Layer.STINGER)
+    }
     for scheduled in notes:
         bar_grid = by_bar.get(scheduled.bar)
         if bar_grid is None:
@@ -246,7 +267,9 @@ def build_midi_file(
         on = round((bar_grid.first_beat + max(note.offset, 0.0)) * ticks_per_beat)
         off = max(round(tempo_map.beat_at_sample(end) * ticks_per_beat), on + 1)
         per_layer[note.layer].append((on, off, note.pitch, note.velocity))
-    for layer in LAYER_ORDER:
+    # A stinger track only when stingers played.
+    tracks = (*LAYER_ORDER, Layer.STINGER) if per_layer[Layer.STINGER] else LAYER_ORDER
+    for layer in tracks:
         channel = CHANNELS[layer]
         events: list[tuple[int, int, Any]] = []
         if layer is not Layer.DRUMS:

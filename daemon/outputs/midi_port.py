@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -149,6 +150,11 @@ class MidiPortOutput(Output):
         self._clock_started = False
         self._scene: str | None = None
         self._programs: dict[Layer, int] = {}
+        # Notes a reaction withdrew before they sounded (ids), and the notes not sounded yet
+        # per bar: (id, onset time, patch-proof), so a patch knows what to withdraw.
+        self._withdrawn: set[int] = set()
+        self._pending: dict[int, list[tuple[int, float, bool]]] = {}
+        self._ids = itertools.count()
 
     def _attach(self, clock: MusicClock) -> None:
         clock.add_grid_listener(self._on_grid)
@@ -156,14 +162,14 @@ class MidiPortOutput(Output):
 
     # -- the clock's audio thread: schedule and return -------------------------------------
 
-    def _schedule(self, events: list[tuple[float, Any]]) -> None:
+    def _schedule(self, events: list[tuple[float, Any, int]]) -> None:
         """One call on the clock per instant; at one instant note-offs go first, so a repeated
-        pitch sounds again."""
-        by_time: dict[float, list[Any]] = {}
-        for audio_time, message in events:
-            by_time.setdefault(audio_time, []).append(message)
+        pitch sounds again. Each message carries the id of its note (-1: not a note)."""
+        by_time: dict[float, list[tuple[Any, int]]] = {}
+        for audio_time, message, note_id in events:
+            by_time.setdefault(audio_time, []).append((message, note_id))
         for audio_time, messages in by_time.items():
-            messages.sort(key=lambda m: m.type != "note_off")
+            messages.sort(key=lambda m: m[0].type != "note_off")
             self.clock.call_at(
                 audio_time + self.offset_s, functools.partial(self._send_all, messages)
             )
@@ -172,49 +178,67 @@ class MidiPortOutput(Output):
         """The bar's clock pulses (and Start, program changes)."""
         import mido
 
-        events: list[tuple[float, Any]] = []
+        events: list[tuple[float, Any, int]] = []
         start = grid.time_at(0)
+        if grid.patched_from is not None:
+            # A reaction changed the bar from a beat on: its notes from there give way to the
+            # patch's (which come next), its sounds may change there. Stingers stay.
+            start = grid.time_at(grid.patched_from)
+            for note_id, onset, proof in self._pending.get(grid.bar, []):
+                if onset >= start and not proof:
+                    self._withdrawn.add(note_id)
+        for bar in [b for b in self._pending if b < grid.bar - 2]:
+            # Long sounded: forget them (and that any was withdrawn).
+            self._withdrawn.difference_update(note_id for note_id, _, _ in self._pending.pop(bar))
         chosen = program_changes(grid.plan)
         if grid.plan.scene != self._scene or chosen != self._programs:
             # A new scene, or its preset edited while the music plays.
             self._scene, self._programs = grid.plan.scene, chosen
             for layer, program in chosen.items():
                 message = mido.Message("program_change", channel=CHANNELS[layer], program=program)
-                events.append((start - 0.002, message))
+                events.append((start - 0.002, message, -1))
+        if grid.patched_from is not None:
+            self._schedule(events)
+            return
         if self.send_clock:
             if not self._clock_started:
                 self._clock_started = True
                 position = min(grid.first_beat * 4, SPP_MAX)
-                events.append((start - 0.002, mido.Message("songpos", pos=position)))
+                events.append((start - 0.002, mido.Message("songpos", pos=position), -1))
                 events.append(
-                    (start - 0.001, mido.Message("start" if position == 0 else "continue"))
+                    (start - 0.001, mido.Message("start" if position == 0 else "continue"), -1)
                 )
             pulse = mido.Message("clock")
             for k in range(grid.beats * CLOCKS_PER_BEAT):
-                events.append((grid.time_at(k / CLOCKS_PER_BEAT), pulse))
+                events.append((grid.time_at(k / CLOCKS_PER_BEAT), pulse, -1))
         self._schedule(events)
 
     def _on_notes(self, notes: Sequence[ScheduledNote]) -> None:
         """The bar's note-ons and note-offs at their audio times."""
         import mido
 
-        events: list[tuple[float, Any]] = []
+        events: list[tuple[float, Any, int]] = []
         for scheduled in notes:
             note = scheduled.note
             channel = CHANNELS[note.layer]
+            note_id = next(self._ids)
+            proof = note.layer is Layer.STINGER
+            self._pending.setdefault(scheduled.bar, []).append((note_id, scheduled.time, proof))
             on = mido.Message("note_on", channel=channel, note=note.pitch, velocity=note.velocity)
-            events.append((scheduled.time, on))
+            events.append((scheduled.time, on, note_id))
             off = mido.Message("note_off", channel=channel, note=note.pitch)
-            events.append((scheduled.end_time, off))
+            events.append((scheduled.end_time, off, note_id))
         self._schedule(events)
 
     # -- the clock's thread: send ---------------------------------------------------------------
 
-    def _send_all(self, messages: list[Any]) -> None:
+    def _send_all(self, messages: list[tuple[Any, int]]) -> None:
         with self._lock:
             if self._stopped:
                 return
-            for message in messages:
+            for message, note_id in messages:
+                if note_id in self._withdrawn:
+                    continue
                 self._send(message)
 
     def _send(self, message: Any) -> None:

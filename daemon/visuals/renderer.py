@@ -54,6 +54,7 @@ BANDS: dict[Layer, tuple[float, float]] = {
     Layer.PAD: (0.54, 0.72),
     Layer.BASS: (0.72, 0.84),
     Layer.DRUMS: (0.86, 0.97),
+    Layer.STINGER: (0.15, 0.85),  # across the picture: an answer to the picture, not a line
 }
 PITCH_RANGE: dict[Layer, tuple[int, int]] = {
     Layer.ARP: (60, 96),
@@ -61,6 +62,7 @@ PITCH_RANGE: dict[Layer, tuple[int, int]] = {
     Layer.PAD: (40, 84),
     Layer.BASS: (24, 60),
     Layer.DRUMS: (35, 52),
+    Layer.STINGER: (40, 90),
 }
 # Hue offsets (degrees) of each layer from the mood's hue, so layers stay apart in colour.
 HUE_OFFSET: dict[Layer, float] = {
@@ -69,6 +71,7 @@ HUE_OFFSET: dict[Layer, float] = {
     Layer.DRUMS: 180.0,
     Layer.PAD: 40.0,
     Layer.ARP: 90.0,
+    Layer.STINGER: 150.0,
 }
 
 
@@ -283,7 +286,7 @@ def _draw_notes(
         )
         y = _note_y(note.layer, note.pitch, height)
         layer = note.layer
-        if layer is Layer.LEAD:
+        if layer in (Layer.LEAD, Layer.STINGER):
             r = max(2, round((7 + 6 * velocity + 6 * glow) * scale))
             canvas.line((x0, y), (max(x1 - r, x0), y), colour, 2 * r, opacity)
         elif layer is Layer.BASS:

@@ -15,6 +15,7 @@ a render's visuals are what a viewer of the live stream would have seen.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -118,7 +119,24 @@ class VisualTimeline:
         engine.add_note_listener(self.on_notes)
 
     def on_grid(self, grid: BarGrid) -> None:
-        """Engine-thread listener: a bar started (its beats are laid out)."""
+        """Engine-thread listener: a bar started (its beats are laid out), or a reaction
+        changed it from a beat on (its notes from there are withdrawn; the new ones follow)."""
+        if grid.patched_from is not None:
+            start = grid.time_at(grid.patched_from)
+            with self._lock:
+                kept = tuple(
+                    n
+                    for n in self._notes.get(grid.bar, ())
+                    if n.time < start or n.layer is Layer.STINGER
+                )
+                self._notes[grid.bar] = kept
+                for i, held in enumerate(self._bars):
+                    if held.bar == grid.bar:
+                        plan = grid.plan
+                        self._bars[i] = dataclasses.replace(
+                            held, valence=plan.valence, arousal=plan.arousal, layers=plan.layers
+                        )
+            return
         beats = []
         for k in range(grid.beats):
             t = grid.time_at(k)

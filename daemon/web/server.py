@@ -19,17 +19,19 @@ Routes
     when the browser stops sending, the music goes on in the last mood.
 ``GET /api/state``
     The control hub's state (valence, arousal, scene, bpm, layers, key, mode, source, overrides,
-    muted, playing, bar) plus ``audio_time``, ``analysis`` (the newest window's valence and
-    arousal, before smoothing), ``viewers`` (connected now), ``connections`` (ever),
+    muted, playing, bar, and ``cue``: the last cue the music answered) plus ``audio_time``,
+    ``analysis`` (the newest window's valence and arousal, before smoothing), ``viewers``
+    (connected now), ``connections`` (ever),
     ``video_streams`` (visuals streams being encoded now) and ``late_blocks`` (audio blocks the
     engine handed on late).
 ``GET /api/info``
-    What the panel offers: scenes, layers, command names, the stream's size and rate.
+    What the panel offers: scenes, layers, command names, stinger kinds, the stream's size and
+    rate.
 ``POST /api/<command>``
     One control command (``mood``, ``scene``, ``tempo``, ``layers``, ``key``, ``mute``,
-    ``transport``, ``source``) with the same payload as MQTT's ``cmd/<command>``: a JSON object
-    or a bare value. Answers ``{"ok": true, "message": "ok"}``, or status 400 (404 for an unknown
-    command) with the reason.
+    ``transport``, ``stinger``, ``source``) with the same payload as MQTT's ``cmd/<command>``: a
+    JSON object or a bare value. Answers ``{"ok": true, "message": "ok"}``, or status 400 (404
+    for an unknown command) with the reason.
 
 Access. Requests from this machine (loopback) are always served. Anyone else must send the
 token (``?token=`` or ``Authorization: Bearer``); when the server listens beyond loopback and no
@@ -55,7 +57,7 @@ from daemon.config import VisualsConfig, WebConfig
 from daemon.control.commands import COMMAND_NAMES
 from daemon.control.hub import ControlHub
 from daemon.errors import ConfigError, MoodscoreError
-from daemon.messages import LAYER_ORDER, Mood
+from daemon.messages import LAYER_ORDER, STINGER_KINDS, Mood
 from daemon.outputs.base import Output, Stage
 from daemon.outputs.webrtc import (
     AudioRing,
@@ -313,6 +315,7 @@ class WebServer(Output):
                 "scenes": list(self.control.scene_names()),
                 "layers": [layer.value for layer in LAYER_ORDER],
                 "commands": list(COMMAND_NAMES),
+                "stingers": list(STINGER_KINDS),
                 "video": {"width": video.width, "height": video.height, "fps": video.fps},
             }
         )

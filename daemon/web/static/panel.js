@@ -42,6 +42,8 @@ function show(state) {
   $("s-source").textContent = state.source ?? "–";
   $("s-viewers").textContent = state.viewers;
   $("s-playing").textContent = state.playing === false ? "stopped" : "playing";
+  const cue = state.cue;
+  $("s-cue").textContent = cue ? `${cue.kind}${cue.scene ? " " + cue.scene : ""} at ${cue.audio_time.toFixed(1)} s` : "–";
   const overrides = state.overrides || {};
   $("tempo-auto").classList.toggle("on", !("bpm" in overrides || "tempo" in overrides));
   for (const button of document.querySelectorAll("#layer-count button")) {
@@ -208,6 +210,12 @@ async function setup() {
       button.dataset.layers = String(value);
       button.addEventListener("click", () => send("layers", { layers: value === "auto" ? null : value }));
       $("layer-count").append(button);
+    }
+    for (const kind of info.stingers || []) {
+      const button = document.createElement("button");
+      button.textContent = kind;
+      button.addEventListener("click", () => send("stinger", { kind }));
+      $("stingers").append(button);
     }
     for (const layer of info.layers) {
       const label = document.createElement("label");
