@@ -265,8 +265,9 @@ class GameConfig(ConfigSection):
     window does not flip the scene."""
 
     min_scene_prob: StrictFloat = Field(default=0.5, ge=0, le=1)
-    """A window names its most probable scene only when that probability reaches this (0-1); below
-    it no scene is named and the conductor keeps its preset."""
+    """Confidence floor (unsure means steady): a window names its most probable scene only when that
+    probability reaches this (0-1); below it no scene is named, the conductor keeps its preset and
+    intensity alone moves tempo and layers. The timeline records each window's confidence."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)

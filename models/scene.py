@@ -360,8 +360,9 @@ class SceneReader:
 
     @property
     def cues(self) -> np.ndarray | None:
-        """The picture cues of the newest frame [shape=(len(CUE_NAMES),)], None before one."""
-        return self._cue_rows[-1] if self._cue_rows else None
+        """The picture cues averaged over the frames the GRU reads (the last second)
+        [shape=(len(CUE_NAMES),)], None before the first frame."""
+        return np.mean(self._cue_rows, axis=0) if self._cue_rows else None
 
     @torch.inference_mode()
     def push(self, frames: np.ndarray) -> None:
