@@ -57,12 +57,17 @@ EVAL_SETS = {
 
 
 def heldout_games(footage: Path) -> dict[str, list[Clip]]:
-    """The held-out games' footage (``footage/val/<game>``), by set name ``heldout_<game>``."""
+    """The held-out games' footage (``footage/val/<game>``), by set name ``heldout_<game>``, and
+    all of them as ``heldout_games``."""
     sets: dict[str, list[Clip]] = {}
     for folder in sorted(p for p in (footage / "val").iterdir() if p.is_dir()):
         clips = load_footage_folder(folder)
         if clips:
             sets[f"heldout_{folder.name}"] = clips
+    if len(sets) > 1:
+        # Together: every class is present (each game alone lacks some), so this is the
+        # four-class balanced accuracy.
+        sets["heldout_games"] = [clip for clips in list(sets.values()) for clip in clips]
     return sets
 
 
