@@ -3,9 +3,8 @@
 Two stages, because a CNN-GRU trained end to end costs eight frame passes per window and this
 runs on two shared CPU cores:
 
-1. **CNN** through the single-frame heads: frames drawn at random, balanced over classes and,
-   within a class, over sources (each game as often as any other), each with the frame before it
-   (the motion reference). Augmented with a random crop of 75-100 % of
+1. **CNN** through the single-frame heads: frames drawn at random, balanced over classes, each
+   with the frame before it (the motion reference). Augmented with a random crop of 75-100 % of
    each side (zoom and aspect vary, as captures of other games and 16:9 screens do), a
    horizontal flip and brightness/contrast jitter, the same for a frame and its reference.
 2. **GRU and window heads** on the frozen CNN's embeddings of every stored frame (computed
@@ -381,30 +380,9 @@ def train(
         teacher.to(device).eval()
     history: list[dict[str, Any]] = []
 
-    # Within a class, each source (a game, ViZDoom, Atari) is drawn as often as any other, so an
-    # hour of one game does not drown ten minutes of another: what transfers to unseen games is
-    # what the games have in common.
-    by_source: dict[int, dict[int, list[list[tuple[int, int]]]]] = {}
-
-    def sources(pool: dict[int, list[tuple[int, int]]]) -> dict[int, list[list[tuple[int, int]]]]:
-        if id(pool) not in by_source:
-            grouped: dict[int, list[list[tuple[int, int]]]] = {}
-            for c, members in pool.items():
-                split: dict[str, list[tuple[int, int]]] = {}
-                for pair in members:
-                    split.setdefault(clips[pair[0]].source, []).append(pair)
-                grouped[c] = [split[name] for name in sorted(split)]
-            by_source[id(pool)] = grouped
-        return by_source[id(pool)]
-
     def draw(pool: dict[int, list[tuple[int, int]]], n: int) -> list[tuple[int, int]]:
-        grouped = sources(pool)
         chosen = rng.choice(present, size=n)
-        picks = []
-        for c in chosen:
-            members = grouped[c][int(rng.integers(len(grouped[c])))]
-            picks.append(members[int(rng.integers(len(members)))])
-        return picks
+        return [pool[c][int(rng.integers(len(pool[c])))] for c in chosen]
 
     def one_cycle(params: list[torch.nn.Parameter], steps: int) -> tuple[Any, Any]:
         optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
