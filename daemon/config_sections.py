@@ -267,8 +267,9 @@ class GameConfig(ConfigSection):
     answer to a fight by as much (1.0 s made it 1.8 s late at 110 bpm, 0.25 s gives 0.5 s)."""
 
     min_scene_prob: StrictFloat = Field(default=0.5, ge=0, le=1)
-    """A window names its most probable scene only when that probability reaches this (0-1); below
-    it no scene is named and the conductor keeps its preset."""
+    """Confidence floor (unsure means steady): a window names its most probable scene only when that
+    probability reaches this (0-1); below it no scene is named, the conductor keeps its preset and
+    intensity alone moves tempo and layers. The timeline records each window's confidence."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)

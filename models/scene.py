@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from models.errors import CheckpointError, WeightsNotFound
+from models.scene_cues import CueTracker, cue_columns
 from models.scene_data import MODEL_FPS, SCENE_CLASSES, STORE_HEIGHT, STORE_WIDTH
 
 FORMAT = "moodscore-scene"
@@ -52,6 +53,8 @@ class SceneNetConfig:
     fps : frames per second the model samples any source at.
     colour : ``"rgb"`` or ``"hsv"`` picture channels (plus the motion channel either way).
     channels : CNN widths; embed : per-frame embedding size; hidden : GRU units.
+    cues : names of the per-frame picture cues (:mod:`models.scene_cues`) the GRU reads beside
+        each embedding; empty: none (models written before the cues existed).
     """
 
     height: int = 60
@@ -62,10 +65,12 @@ class SceneNetConfig:
     channels: tuple[int, int, int, int] = (16, 32, 48, 64)
     embed: int = 128
     hidden: int = 96
+    cues: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["channels"] = list(self.channels)
+        data["cues"] = list(self.cues)
         return data
 
     @classmethod
@@ -73,6 +78,8 @@ class SceneNetConfig:
         values = dict(data)
         if "channels" in values:
             values["channels"] = tuple(values["channels"])
+        if "cues" in values:
+            values["cues"] = tuple(values["cues"])
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
@@ -108,7 +115,7 @@ class SceneNet(nn.Module):
             nn.Linear(c4 * 12, config.embed),
             nn.ReLU(inplace=True),
         )
-        self.gru = nn.GRU(config.embed, config.hidden, batch_first=True)
+        self.gru = nn.GRU(config.embed + len(config.cues), config.hidden, batch_first=True)
         self.classify = nn.Linear(config.hidden, classes)
         self.affect = nn.Linear(config.hidden, 2)
         # Single-frame heads: the CNN is trained through them first (stage 1), and a user's
@@ -127,7 +134,8 @@ class SceneNet(nn.Module):
 
     def heads(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits [shape=(b, classes)] and (arousal, valence) [shape=(b, 2)] in [-1, 1]
-        from a window of embeddings [shape=(b, t, embed)]."""
+        from a window of embeddings and cues [shape=(b, t, embed + len(config.cues))]
+        (:func:`window_inputs`)."""
         _, hidden = self.gru(embeddings)
         state = hidden[-1]
         return self.classify(state), torch.tanh(self.affect(state))
@@ -136,11 +144,30 @@ class SceneNet(nn.Module):
         """Single-frame class logits and (arousal, valence) from embeddings [shape=(n, embed)]."""
         return self.frame_classify(embeddings), torch.tanh(self.frame_affect(embeddings))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x : torch.Tensor [shape=(b, t, 4, height, width)] -> (logits, affect)."""
+    def forward(
+        self, x: torch.Tensor, cues: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x : torch.Tensor [shape=(b, t, 4, height, width)], cues [shape=(b, t, len(cues))]
+        -> (logits, affect)."""
         b, t = x.shape[:2]
         embeddings = self.embed(x.reshape(b * t, *x.shape[2:])).reshape(b, t, -1)
-        return self.heads(embeddings)
+        return self.heads(window_inputs(embeddings, cues, self.config))
+
+
+def window_inputs(
+    embeddings: torch.Tensor, cues: torch.Tensor | None, config: SceneNetConfig
+) -> torch.Tensor:
+    """What the GRU reads per frame: the embedding, then the model's cues (when it has any).
+
+    embeddings : [shape=(..., embed)]; cues : [shape=(..., len(CUE_NAMES))], every cue of
+    :mod:`models.scene_cues` (the model's own are picked out), or None for a model without cues.
+    """
+    if not config.cues:
+        return embeddings
+    if cues is None:
+        raise ValueError("this scene model reads picture cues; pass them")
+    picked = cues[..., cue_columns(config.cues)].to(embeddings.dtype)
+    return torch.cat((embeddings, picked), dim=-1)
 
 
 def _rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -321,11 +348,21 @@ class SceneReader:
         self.device = torch.device(device)
         self._previous: torch.Tensor | None = None
         self._embeddings: list[torch.Tensor] = []
+        self._cues = CueTracker(fps=self.config.fps)
+        self._cue_rows: list[np.ndarray] = []
 
     def reset(self) -> None:
         """Forget the stream (a new source starts)."""
         self._previous = None
         self._embeddings = []
+        self._cues.reset()
+        self._cue_rows = []
+
+    @property
+    def cues(self) -> np.ndarray | None:
+        """The picture cues averaged over the frames the GRU reads (the last second)
+        [shape=(len(CUE_NAMES),)], None before the first frame."""
+        return np.mean(self._cue_rows, axis=0) if self._cue_rows else None
 
     @torch.inference_mode()
     def push(self, frames: np.ndarray) -> None:
@@ -341,6 +378,8 @@ class SceneReader:
         embeddings = self.net.embed(x)
         self._embeddings.extend(embeddings.unbind(0))
         del self._embeddings[: -self.config.frames]
+        self._cue_rows.extend(self._cues.push(frame) for frame in frames)
+        del self._cue_rows[: -self.config.frames]
 
     @torch.inference_mode()
     def read(self) -> SceneReading | None:
@@ -348,7 +387,8 @@ class SceneReader:
         if not self._embeddings:
             return None
         window = torch.stack(self._embeddings).unsqueeze(0)
-        logits, affect = self.net.heads(window)
+        cues = torch.from_numpy(np.stack(self._cue_rows)).unsqueeze(0).to(window.device)
+        logits, affect = self.net.heads(window_inputs(window, cues, self.config))
         probs = torch.softmax(logits[0], dim=0).cpu().numpy()
         arousal, valence = (float(v) for v in affect[0].cpu())
         return SceneReading(
@@ -375,4 +415,5 @@ __all__ = [
     "model_input",
     "save_checkpoint",
     "store_size",
+    "window_inputs",
 ]

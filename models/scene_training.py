@@ -35,7 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.scene import SceneNet, SceneNetConfig, model_input
+from models.scene import SceneNet, SceneNetConfig, model_input, window_inputs
+from models.scene_cues import clip_cues
 from models.scene_data import Clip, window_target
 
 LABEL_FRAMES = 4  # half a second at 8 fps: the stretch a window's targets describe
@@ -166,6 +167,44 @@ def embed_clip(
     return torch.cat(out)
 
 
+def clip_features(
+    net: SceneNet,
+    clip: Clip,
+    *,
+    embeddings: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """What the GRU reads for every frame of ``clip``: the CNN embedding and, for a model with
+    picture cues, the cues (computed as a stream computes them).
+
+    Returns torch.Tensor [shape=(n, embed + len(net.config.cues))] on the CPU.
+    """
+    if embeddings is None:
+        embeddings = embed_clip(net, clip, device=device)
+    if not net.config.cues:
+        return embeddings
+    cues = torch.from_numpy(cached_cues(clip))
+    return window_inputs(embeddings, cues, net.config)
+
+
+# frames array id -> (the frames, their cues): training and evaluation ask for the same clips'
+# cues many times (stages, ablations); the frames are kept so an id is never reused meanwhile.
+_CUE_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def cached_cues(clip: Clip) -> np.ndarray:
+    """The picture cues of every frame of ``clip`` [shape=(n, len(CUE_NAMES))], computed once
+    per frames array."""
+    hit = _CUE_CACHE.get(id(clip.frames))
+    if hit is not None and hit[0] is clip.frames:
+        return hit[1]
+    cues = clip_cues(clip.frames, fps=clip.fps)
+    if len(_CUE_CACHE) > 4096:
+        _CUE_CACHE.clear()
+    _CUE_CACHE[id(clip.frames)] = (clip.frames, cues)
+    return cues
+
+
 @dataclass(slots=True)
 class EvalResult:
     """Window-level predictions on held-out clips, and the figures made from them."""
@@ -252,13 +291,13 @@ def evaluate(
     """Read windows ending every ``stride`` frames of whole clips, as streaming inference does
     (the first windows of a clip see fewer frames, as a stream's first second does live).
 
-    embeddings : the clips' frame embeddings when already computed (:func:`embed_clip`).
+    embeddings : the clips' GRU inputs when already computed (:func:`clip_features`).
     """
     net.eval()
     t = net.config.frames
     labels, predicted, probs, arousal, target_arousal, monsters, groups = [], [], [], [], [], [], []
     for c, clip in enumerate(clips):
-        emb = embeddings[c] if embeddings is not None else embed_clip(net, clip, device=device)
+        emb = embeddings[c] if embeddings is not None else clip_features(net, clip, device=device)
         targets = FrameTargets.of(clip)
         ends = list(range(stride, len(clip) + 1, stride))
         full = [e for e in ends if e >= t]
@@ -400,13 +439,13 @@ def train(
 
     # Stage 2: GRU and window heads over the frozen CNN's embeddings.
     t = net.config.frames
-    embeddings = [embed_clip(net, clip, device=device) for clip in clips]
-    val_embeddings = [embed_clip(net, clip, device=device) for clip in val_clips]
+    embeddings = [clip_features(net, clip, device=device) for clip in clips]
+    val_embeddings = [clip_features(net, clip, device=device) for clip in val_clips]
     taught_affect: list[torch.Tensor] | None = None
     if teacher is not None:
         taught_affect = []
         for clip in clips:
-            teacher_emb = embed_clip(teacher, clip, device=device)
+            teacher_emb = clip_features(teacher, clip, device=device)
             padded = torch.full((len(clip), 2), float("nan"))
             if len(clip) >= t:
                 windows = torch.stack(
@@ -427,7 +466,8 @@ def train(
     ]
     total = settings.gru_epochs * settings.gru_steps
     optimiser, schedule = one_cycle(gru_params, total)
-    spread = float(torch.cat(embeddings).std())
+    embed = net.config.embed
+    spread = float(torch.cat(embeddings)[:, :embed].std())
     best: tuple[float, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     best_epoch = settings.gru_epochs - 1
@@ -440,7 +480,8 @@ def train(
             picks = draw(window_pairs, settings.gru_batch)
             x = torch.stack([_windows(embeddings[c], i + 1, t) for c, i in picks]).to(device)
             if settings.augment:
-                x = x + 0.1 * spread * torch.randn_like(x)
+                # Noise on the embeddings only: the cues are measurements, not learnt codes.
+                x[..., :embed] += 0.1 * spread * torch.randn_like(x[..., :embed])
             y = torch.tensor([targets[c].labels[i] for c, i in picks], device=device)
             affect = torch.from_numpy(np.stack([targets[c].affect[i] for c, i in picks])).to(device)
             if taught_affect is not None:

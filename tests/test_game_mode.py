@@ -23,6 +23,8 @@ from daemon.sources.demo import write_frames_clip
 from models.scene_data import MODEL_FPS, SCENE_CLASSES
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
+# Committed footage of a game the shipped model meets in play: combat, then a pause menu.
+FOOTAGE_CLIP = TOOLS.parent / "models" / "footage" / "train" / "chromium_bsu" / "play_640x480.mp4"
 
 SECONDS = 40.0
 VIDEO_FPS = 24  # each game frame written three times: a capture runs faster than the model
@@ -224,3 +226,56 @@ def test_a_cut_restarts_the_scene_reading(recording: tuple[np.ndarray, np.ndarra
         after = read(model, fight, 1.0, cut=cut)
         same = all(abs(after[name] - alone[name]) < 1e-5 for name in alone)
         assert same is cut
+
+
+def test_unsure_means_steady_the_scene_holds_while_intensity_moves_the_music() -> None:
+    from daemon.analysis.game import GameModel
+    from daemon.conductor import Conductor
+    from daemon.config import ConductorConfig
+    from daemon.messages import Mood
+    from daemon.outputs.timeline import build_timeline
+    from daemon.scenes import load_scene
+    from models.scene_data import load_footage
+
+    # The shipped model on committed footage: a window names a scene exactly when its
+    # confidence reaches the floor, and the timeline records the confidence and the cues.
+    floor = 0.6
+    clip = load_footage(FOOTAGE_CLIP)
+    model = GameModel(config=GameConfig(min_scene_prob=floor), device="cpu")
+    moods = []
+    step = int(MODEL_FPS / 2)
+    for start in range(0, 30 * int(MODEL_FPS), step):
+        frames = [
+            Frame(pts=(start + i) / MODEL_FPS, image=clip.frames[start + i], index=start + i)
+            for i in range(step)
+        ]
+        prepared = [model.prepare(f) for f in frames]
+        moods.append(model.infer(prepared, start / MODEL_FPS, (start + step) / MODEL_FPS))
+    model.close()
+    confidences = [m.features["scene_confidence"] for m in moods]
+    assert all((m.scene is None) == (c < floor) for m, c in zip(moods, confidences, strict=True))
+    pairs = list(zip(moods, confidences, strict=True))
+    assert all(c == pytest.approx(max(m.scene_probs.values())) for m, c in pairs)
+    rows = build_timeline(moods, source="clip", mode="game", window_s=0.5, duration=30.0)["windows"]
+    assert [r["scene_confidence"] for r in rows] == [round(c, 4) for c in confidences]
+    spoke = {name for r in rows for name in r["cues"]}
+    assert spoke and all(0.5 <= v <= 1.0 for r in rows for v in r["cues"].values())
+
+    # The conductor: ten seconds of unsure windows leaning to combat while the intensity climbs
+    # hold the exploration preset, and the tempo follows the intensity alone.
+    conductor = Conductor(config=ConductorConfig(), preset=load_scene("exploration"))
+    unsure = {"combat": 0.45, "exploration": 0.25, "dialogue": 0.15, "menu": 0.15}
+    bpms = []
+    for i in range(20):
+        t = i * 0.5
+        arousal = -0.8 + 1.6 * i / 19
+        conductor.observe(Mood(t, t + 0.5, 0.0, arousal, scene=None, scene_probs=unsure))
+        bpms.append(conductor.plan_for_bar(i).bpm)
+    assert conductor.preset.name == "exploration"
+    assert bpms[-1] > bpms[0] + 10
+    # Sure windows of the same scene do switch (the hold is the only difference).
+    sure = {"combat": 0.85, "exploration": 0.05, "dialogue": 0.05, "menu": 0.05}
+    for i in range(20, 30):
+        t = i * 0.5
+        conductor.observe(Mood(t, t + 0.5, 0.0, 0.8, scene="combat", scene_probs=sure))
+    assert conductor.preset.name == "combat"

@@ -203,3 +203,44 @@ def test_train_scene_needs_two_classes(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["train-scene", str(tmp_path / "clips"), "-o", str(tmp_path / "m.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "at least two class folders" in err[0]
+
+
+def test_a_model_with_picture_cues_trains_and_streams_as_it_was_trained(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    from models.scene_cues import CUE_NAMES, clip_cues
+    from models.scene_training import TrainSettings, clip_features, train
+
+    torch.manual_seed(0)
+    config = SceneNetConfig(cues=CUE_NAMES)
+    net = SceneNet(config, 2)
+    # A still picture (a menu) and a moving one (play), as the cues tell them apart.
+    still = np.repeat(rng.integers(0, 256, (1, 72, 96, 3), dtype=np.uint8), 24, axis=0)
+    moving = rng.integers(0, 256, (24, 72, 96, 3), dtype=np.uint8)
+    clips = [
+        Clip.empty_targets(f, k, classes=("menu", "play"), group=f"g{k}", source="test")
+        for k, f in enumerate((still, moving))
+    ]
+    settings = TrainSettings(cnn_epochs=1, cnn_steps=2, gru_epochs=1, gru_steps=2, cnn_batch=8)
+    train(net, clips, classes=("menu", "play"), settings=settings)
+    # Training read the cues as a stream computes them...
+    features = clip_features(net, clips[1])
+    assert features.shape == (24, config.embed + len(CUE_NAMES))
+    cues = clip_cues(moving)
+    assert features[:, config.embed :].numpy() == pytest.approx(cues, abs=1e-6)
+    assert cues[1:, CUE_NAMES.index("still")].max() < 0.2
+    # ...and the saved model, streamed live, reads the last window as the batch forward does.
+    path = tmp_path / "cues.pt"
+    save_checkpoint(path, net.eval(), ("menu", "play"))
+    loaded = load_checkpoint(path)
+    assert loaded.net.config.cues == CUE_NAMES
+    reader = SceneReader(loaded)
+    for chunk in (moving[:5], moving[5:16], moving[16:]):
+        reader.push(chunk)
+    reading = reader.read()
+    assert reading is not None
+    x = model_input(torch.from_numpy(moving[16:]), config, previous=torch.from_numpy(moving[15]))
+    with torch.no_grad():
+        logits, _ = loaded.net(x[None], torch.from_numpy(cues[16:])[None])
+    probs = torch.softmax(logits[0], 0).numpy()
+    assert [reading.probs[k] for k in ("menu", "play")] == pytest.approx(probs.tolist(), abs=1e-5)

@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
 """Train the default scene model on the recorded footage and report its held-out figures.
 
-Reads the clips the recorders wrote (``tools/record_vizdoom.py``, ``tools/record_atari.py``):
+Reads the clips the recorders wrote:
 
-- ``.cache/scene/train``: ViZDoom scenarios, freedoom2 MAP01-MAP12, the training Atari games;
+- ``.cache/scene/train``: ViZDoom scenarios, freedoom2 MAP01-MAP12, the training Atari games
+  (``tools/record_vizdoom.py``, ``tools/record_atari.py``; git-ignored, re-recorded in minutes);
+- ``models/footage/train``: the committed footage of the open-source games
+  (``tools/record_games``);
 - ``.cache/scene/val``: freedoom2 MAP13-MAP16, the only set used to choose the epoch;
 - ``.cache/scene/eval``: freedoom1 E1M1-E1M6, never used to train or tune (independent);
-- ``.cache/scene/heldout_atari``: the held-out Atari games, never trained or tuned on.
+- ``.cache/scene/heldout_atari``: the held-out Atari games, never trained or tuned on;
+- ``models/footage/val``: the held-out games (Red Eclipse, Flare), never trained or tuned on:
+  read only after training, for the figures.
 
 Writes ``models/weights/scene_default.pt`` (with its metrics inside), the metrics as JSON and a
-confusion-matrix PNG per evaluation set beside it. CPU: about 15 minutes on two cores
-(with ``OMP_WAIT_POLICY=PASSIVE`` when other work shares the cores).
+confusion-matrix PNG per evaluation set beside it. ``--ablate`` then retrains the GRU stage
+without each group of picture cues in turn (the CNN stays as trained) and reports what each adds
+on the held-out sets. CPU: about 30 minutes on two cores (``OMP_WAIT_POLICY=PASSIVE`` when other
+work shares the cores).
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python tools/train_scene.py
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python tools/train_scene.py --ablate
     .venv/bin/python tools/train_scene.py --colour hsv --epochs 10 --steps 150 \\
         --affect-weight 1 --out .cache/scene_hsv.pt            # the colour ablation
 """
@@ -29,19 +36,90 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import torch  # noqa: E402 - after sys.path fix
+import dataclasses  # noqa: E402 - after sys.path fix
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
 
 from daemon.training.scene import plot_confusion  # noqa: E402
 from models.scene import DEFAULT_WEIGHTS, SceneNet, SceneNetConfig, save_checkpoint  # noqa: E402
-from models.scene_data import SCENE_CLASSES, load_clips  # noqa: E402
+from models.scene_cues import CUE_GROUPS, CUE_NAMES  # noqa: E402
+from models.scene_data import SCENE_CLASSES, Clip, load_clips, load_footage_folder  # noqa: E402
 from models.scene_training import TrainSettings, evaluate, train  # noqa: E402
 
 DATA = REPO_ROOT / ".cache" / "scene"
+FOOTAGE = REPO_ROOT / "models" / "footage"
 EVAL_SETS = {
     "val_freedoom2": "val",
     "test_freedoom1": "eval",
     "test_atari": "heldout_atari",
 }
+
+
+def heldout_games(footage: Path) -> dict[str, list[Clip]]:
+    """The held-out games' footage (``footage/val/<game>``), by set name ``heldout_<game>``, and
+    all of them as ``heldout_games``."""
+    sets: dict[str, list[Clip]] = {}
+    for folder in sorted(p for p in (footage / "val").iterdir() if p.is_dir()):
+        clips = load_footage_folder(folder)
+        if clips:
+            sets[f"heldout_{folder.name}"] = clips
+    if len(sets) > 1:
+        # Together: every class is present (each game alone lacks some), so this is the
+        # four-class balanced accuracy.
+        sets["heldout_games"] = [clip for clips in list(sets.values()) for clip in clips]
+    return sets
+
+
+def figures_of(net: SceneNet, clips: list[Clip]) -> dict[str, Any]:
+    result = evaluate(net, clips, classes=SCENE_CLASSES)
+    figures = result.metrics()
+    figures["groups"] = sorted({c.group for c in clips})
+    figures["gameplay_only"] = result.subset(result.labels <= 1).metrics()
+    return figures
+
+
+def ablate(
+    net: SceneNet,
+    train_clips: list[Clip],
+    val_clips: list[Clip],
+    sets: dict[str, list[Clip]],
+    settings: TrainSettings,
+) -> dict[str, Any]:
+    """The GRU stage retrained on the trained CNN with all cues, none, and all but each group."""
+    variants: dict[str, tuple[str, ...]] = {"all cues": CUE_NAMES, "no cues": ()}
+    for group, names in CUE_GROUPS.items():
+        variants[f"without {group}"] = tuple(n for n in CUE_NAMES if n not in names)
+    table: dict[str, Any] = {}
+    for name, cues in variants.items():
+        config = dataclasses.replace(net.config, cues=cues)
+        other = SceneNet(config, len(SCENE_CLASSES))
+        cnn_only = {
+            k: v
+            for k, v in net.state_dict().items()
+            if not k.startswith(("gru.", "classify.", "affect."))
+        }
+        other.load_state_dict(cnn_only, strict=False)
+        train(
+            other,
+            train_clips,
+            classes=SCENE_CLASSES,
+            settings=dataclasses.replace(settings, cnn_epochs=0),
+            val_clips=val_clips,
+        )
+        row: dict[str, Any] = {}
+        for set_name, clips in sets.items():
+            figures = evaluate(other, clips, classes=SCENE_CLASSES).metrics()
+            row[set_name] = {
+                "accuracy": figures["accuracy"],
+                "balanced_accuracy": figures["balanced_accuracy"],
+                "recall": figures["recall"],
+                "spearman": figures.get("spearman_arousal_monsters"),
+            }
+        table[name] = row
+        print(f"ablation {name}: " + json.dumps(
+            {k: v["balanced_accuracy"] for k, v in row.items()}), flush=True)  # fmt: skip
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,13 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200, help="steps per epoch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--affect-weight", type=float, default=2.0, help="arousal/valence loss")
+    parser.add_argument("--footage", type=Path, default=FOOTAGE, help="committed game footage")
+    parser.add_argument("--no-cues", action="store_true", help="the GRU reads no picture cues")
+    parser.add_argument("--ablate", action="store_true", help="what each cue group adds")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     started = time.perf_counter()
-    train_clips = load_clips(args.data / "train")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    train_clips = load_clips(args.data / "train") + load_footage_folder(args.footage / "train")
     sets = {name: load_clips(args.data / folder) for name, folder in EVAL_SETS.items()}
     print(f"train: {len(train_clips)} clips, {sum(len(c) for c in train_clips)} frames", flush=True)
-    config = SceneNetConfig(colour=args.colour)
+    config = SceneNetConfig(colour=args.colour, cues=() if args.no_cues else CUE_NAMES)
     net = SceneNet(config, len(SCENE_CLASSES))
     settings = TrainSettings(
         cnn_epochs=args.epochs,
@@ -86,14 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         "config": config.to_dict(),
         **history,
     }
+    # The held-out games are read only now, after training: nothing above saw them.
+    sets.update(heldout_games(args.footage))
     for name, clips in sets.items():
-        result = evaluate(net, clips, classes=SCENE_CLASSES)
-        figures = result.metrics()
-        figures["groups"] = sorted({c.group for c in clips})
-        if name != "test_atari":
-            # Gameplay only: menus and dialogue have no monster count and are left out already;
-            # this is the figure for intensity within play.
-            figures["gameplay_only"] = result.subset(result.labels <= 1).metrics()
+        # gameplay_only: menus and dialogue have no monster count and are left out already;
+        # this is the figure for intensity within play.
+        figures = figures_of(net, clips)
         metrics[name] = figures
         headline = {k: figures[k] for k in ("accuracy", "balanced_accuracy", "recall")}
         spearman = figures.get("spearman_arousal_monsters")
@@ -102,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         plot_confusion(
             figures["confusion"], SCENE_CLASSES, png, f"{name}: accuracy {figures['accuracy']:.0%}"
         )
+    if args.ablate:
+        metrics["ablation"] = ablate(net, train_clips, sets["val_freedoom2"], sets, settings)
     save_checkpoint(args.out, net, SCENE_CLASSES, metrics=metrics)
     args.out.with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) in "

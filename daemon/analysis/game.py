@@ -6,9 +6,15 @@
 frames are embedded by the CNN in one batch and the GRU reads the last second of embeddings
 (:class:`models.scene.SceneReader`): scene class probabilities, arousal (intensity) and
 valence. The probabilities are smoothed with a time constant ``game.smoothing_s`` so one odd
-window does not flip the scene; the window names the most probable scene when its probability
-reaches ``game.min_scene_prob`` (else no scene: the conductor keeps its preset). The conductor
-switches preset when a scene persists for ``conductor.scene_hold_s``.
+window does not flip the scene. The conductor switches preset when a scene persists for
+``conductor.scene_hold_s``.
+
+Unsure means steady: the most probable scene's smoothed probability is the window's scene
+confidence; below ``game.min_scene_prob`` the window names no scene, so the conductor holds the
+preset it has and intensity (arousal) alone moves tempo and layers. A window's features carry
+``scene_confidence`` and the picture cues that spoke (:mod:`models.scene_cues`, averaged over the
+second the model reads, at or above :data:`CUE_SPEAKS`, as ``cue.<name>``); the timeline records
+both.
 
 A cut found in the frames (:mod:`daemon.analysis.cues`: the picture jumped to a new, steady one)
 starts the reading afresh: the GRU forgets the frames before the cut and the smoothing starts
@@ -37,11 +43,13 @@ from daemon.analysis.base import WindowModel
 from daemon.config import REPO_ROOT, GameConfig
 from daemon.errors import ModelError
 from daemon.messages import Frame, Mood
+from models.scene_cues import CUE_NAMES
 from models.scene_data import STORE_HEIGHT, STORE_WIDTH
 
 log = logging.getLogger("moodscore.analysis.game")
 
 FACE_SHARE = 0.5  # auto: share of a window's frames that must show a face for the face mode
+CUE_SPEAKS = 0.5  # a picture cue at least this high (0-1) is reported as one that spoke
 
 
 def resolve_model_path(name: str) -> Path:
@@ -104,6 +112,7 @@ class GameModel(WindowModel[np.ndarray | None]):
             torch.set_num_threads(min(2, torch.get_num_threads()))
         self.path = path
         self.classes = loaded.classes
+        self.cue_names: tuple[str, ...] = loaded.net.config.cues
         self._reader = SceneReader(loaded, device=where)
         self._period = 1.0 / loaded.net.config.fps
         self._next_pts: float | None = None
@@ -163,7 +172,17 @@ class GameModel(WindowModel[np.ndarray | None]):
             self._probs = self._probs + alpha * (probs - self._probs)
         self._time = t_end
         best = int(np.argmax(self._probs))
-        scene = self.classes[best] if self._probs[best] >= self._config.min_scene_prob else None
+        confidence = float(self._probs[best])
+        # Unsure means steady: no scene named, the conductor holds its preset.
+        scene = self.classes[best] if confidence >= self._config.min_scene_prob else None
+        features = {"frames": float(len(frames)), "scene_confidence": confidence}
+        cues = self._reader.cues
+        if cues is not None:
+            features.update(
+                (f"cue.{name}", round(float(value), 4))
+                for name, value in zip(CUE_NAMES, cues, strict=True)
+                if value >= CUE_SPEAKS
+            )
         return Mood(
             t_start=t_start,
             t_end=t_end,
@@ -172,7 +191,7 @@ class GameModel(WindowModel[np.ndarray | None]):
             confidence=1.0 if frames else 0.5,
             scene=scene,
             scene_probs={name: float(p) for name, p in zip(self.classes, self._probs, strict=True)},
-            features={"frames": float(len(frames))},
+            features=features,
         )
 
 

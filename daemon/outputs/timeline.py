@@ -73,6 +73,14 @@ def build_timeline(
         }
         if mood.scene_probs:
             row["scene_probs"] = {k: round(v, 4) for k, v in mood.scene_probs.items()}
+        if "scene_confidence" in mood.features:
+            # Game mode: how sure the scene model was, and the picture cues that spoke.
+            row["scene_confidence"] = round(mood.features["scene_confidence"], 4)
+            row["cues"] = {
+                k.removeprefix("cue."): round(v, 3)
+                for k, v in mood.features.items()
+                if k.startswith("cue.")
+            }
         if mood.faces is not None:
             row["faces"] = mood.faces
         if mood.expression:

@@ -1,0 +1,136 @@
+"""Red Eclipse (held out for validation): bot deathmatches seen through SpecTV, and its menus.
+
+The recorder starts the game on its main menu (``showgui main``), looks around it and the
+options and help menus (keys bound on the command line to ``showgui ...``; ``menu``), then
+types ``/start MAP $modeidxdeathmatch 0`` into the console. Offline, a deathmatch fills up with
+bots and the local player spectates with SpecTV, a camera that cuts to where the fighting is;
+from the game's "match start, fight!" on, the match is ``combat`` (a match-level label: SpecTV
+rarely shows a quiet moment, but the label does not check each frame). Every minute or so a
+menu is opened over the match for a few seconds (``menu``). The console line and the loading
+screen are not labelled.
+
+    apt-get install redeclipse
+    .venv/bin/python -m tools.record_games redeclipse [--clip match_bath_800x600 ...]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .common import ClipPlan, Game, Session, default_targets, game_session
+
+
+def _annotate(
+    states: list[str], cues: Mapping[str, np.ndarray]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    arousal, valence = default_targets(GAME, states)
+    for i, state in enumerate(states):
+        if state == "match":
+            arousal[i], valence[i] = 0.5, -0.1
+    return states, arousal, valence
+
+
+GAME = Game(
+    name="redeclipse",
+    genre="first-person shooter",
+    split="val",
+    packages=("redeclipse",),
+    states={
+        "match": "combat",
+        "main_menu": "menu",
+        "options": "menu",
+        "help": "menu",
+        "console": None,
+        "loading": None,
+    },
+    annotate=_annotate,
+)
+
+PLANS = [
+    ClipPlan("match_bath_800x600", 800, 600, 240, 91, options={"map": "bath"}),
+    ClipPlan("match_bloodlust_1024x576", 1024, 576, 240, 92, options={"map": "bloodlust"}),
+    ClipPlan(
+        "match_deadsimple_640x480_smallhud",
+        640,
+        480,
+        210,
+        93,
+        hud="HUD at 60 % size (hudsize)",
+        options={"map": "deadsimple", "hudsize": 1200},
+    ),
+]
+
+_MENUS = {"main_menu": "F6", "help": "F1", "options": "F8"}
+
+
+def record(plan: ClipPlan, *, work: Path, home: Path, shots: Path | None) -> Session:
+    setup = "name watcher; bind F6 [showgui main]; bind F7 [cleargui]; bind F8 [showgui options]"
+    if "hudsize" in plan.options:
+        setup += f"; hudsize {plan.options['hudsize']}"
+    argv = [
+        "/usr/games/redeclipse",
+        f"-h{home / 'redeclipse'}",
+        "-df0",
+        f"-dw{plan.width}",
+        f"-dh{plan.height}",
+        "-g",
+        f"-x{setup}; cleargui; showgui main",
+    ]
+    with game_session(
+        plan,
+        argv=argv,
+        window=r"Red Eclipse",
+        work=work,
+        home=home,
+        screen=(plan.width, plan.height),
+        settle_s=0.5,
+        shots=shots,
+    ) as session:
+        _play(session)
+        return session
+
+
+def _look_at_menu(s: Session, menu: str) -> None:
+    x, rng = s.xinput, s.rng
+    x.key(_MENUS[menu])
+    s.state(menu)
+    s.wait(1.0)
+    s.shot(menu)
+    for _ in range(rng.randint(2, 5)):
+        s.wait(rng.uniform(0.8, 2.0))
+        x.move(rng.randint(s.plan.width // 5, s.plan.width * 4 // 5), rng.randint(100, 400))
+    s.wait(rng.uniform(0.5, 1.5))
+    x.key("F7")
+
+
+def _play(s: Session) -> None:
+    x, rng = s.xinput, s.rng
+    s.wait_log("loading main..", timeout_s=120)
+    s.wait(8.0)
+    s.state("main_menu")
+    s.capture.resume()
+    for menu in ["main_menu", rng.choice(["help", "options"]), "main_menu"]:
+        _look_at_menu(s, menu)
+        s.state("main_menu")
+        x.key("F6")
+    s.wait(1.0)
+    x.key("F7")
+    x.key("slash")
+    s.state("console")
+    x.type_text(f"start {s.plan.options['map']} $modeidxdeathmatch 0")
+    x.key("Return")
+    s.capture.pause()
+    s.wait_log("match start, fight!", timeout_s=240, then_s=2.0)
+    s.state("match")
+    s.capture.resume()
+    menu_at = s.recorded_s() + rng.uniform(40, 70)
+    while not s.done():
+        s.wait(0.5)
+        s.shot("match", every=40)
+        if s.recorded_s() >= menu_at:
+            _look_at_menu(s, rng.choice(list(_MENUS)))
+            s.state("match")
+            menu_at = s.recorded_s() + rng.uniform(40, 70)
