@@ -17,6 +17,11 @@ Two places run scheduled work:
   loop (MIDI).
 
 In a render there is no wall clock: a call runs as soon as it can.
+
+This module stays whole (about 590 lines): it is the one place that turns audio time into wall
+time: the bar grid that lays beats on the sample clock, the subscriptions, and the schedulers
+that run work at those times (with the per-output delayed views) share that conversion, and
+splitting them would make two places that must agree on it.
 """
 
 from __future__ import annotations

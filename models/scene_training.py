@@ -21,6 +21,9 @@ stages), so a new class set does not forget intensity.
 Evaluation reads windows every ``stride`` frames of whole held-out clips: accuracy, per-class
 recall, the confusion matrix, and Spearman's rank correlation between predicted arousal and the
 mean number of visible monsters over the window's last half second.
+
+This module stays whole (about 540 lines): training picks its epoch by the evaluation, and both
+must cut windows, cues and targets from clips exactly the same way, so they share these helpers.
 """
 
 from __future__ import annotations

@@ -35,6 +35,11 @@ Timing. The engine announces each beat from the audio block that contains it, wh
 schedules the publication with the clock's ``call_at(beat - beat_lead_ms, loop=...)``. With a
 sound card (``device``/``jack``) beats are known only about one audio buffer ahead, so they are
 published as soon as they are known (with less lead than asked for).
+
+This module stays whole (about 540 lines): it is one connection's life cycle (connect, publish
+status, state, health and discovery, answer commands, publish beats ahead of the sound,
+reconnect and republish), all on one client and one set of counters; the payloads and topic
+rules are already in :mod:`daemon.control.mqtt_topics`.
 """
 
 from __future__ import annotations
