@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from daemon.engine import (
 )
 from daemon.errors import EngineError
 from daemon.messages import KICK, BarScore, Beat, Chord, Layer, NoteEvent, Plan
+from tests.jack import dummy_jackd
 
 
 def _machine(monkeypatch: pytest.MonkeyPatch, *, jack: bool, device: bool) -> None:
@@ -108,35 +107,8 @@ def test_a_crashing_or_hanging_probe_means_no_device(monkeypatch: pytest.MonkeyP
 @pytest.fixture
 def jack_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A dummy-driver jackd under a server name of its own, stopped after the test."""
-    jackd = shutil.which("jackd")
-    if jackd is None:
-        pytest.fail("jackd is not installed: tools/setup.sh installs jackd2")
-    name = f"moodscore-test-{os.getpid()}"
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
-    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
-    proc = subprocess.Popen(
-        [jackd, "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not jack_running():
-            if proc.poll() is not None:
-                stderr = proc.stderr.read() if proc.stderr else ""
-                pytest.fail(f"jackd did not start: {stderr.strip()[-300:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("jackd did not accept clients within 10 s")
-            time.sleep(0.1)
+    with dummy_jackd(monkeypatch, "moodscore-test", period=256) as name:
         yield name
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.jack

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,13 +19,14 @@ import pytest
 
 from daemon.clock import BarGrid, ScheduledNote, Scheduling
 from daemon.config import EngineConfig
-from daemon.engine import BackendChoice, Engine, ScoreQueue, jack_running
+from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.errors import ConfigError, EngineError
 from daemon.messages import KICK, SNARE, BarScore, Beat, Chord, Layer, NoteEvent, Plan
 from daemon.outputs.midi import CHANNELS, MidiFileOutput, build_midi_file
 from daemon.outputs.midi_port import MidiPortOutput, open_port, resolve_backend
 from daemon.scenes import load_scene
 from tests.hardware import hardware_reason
+from tests.jack import dummy_jackd
 
 SR = 48000
 OFFLINE = BackendChoice("offline", "test")
@@ -326,35 +326,8 @@ def jack_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     RtMidi hands JACK every message at the start of a period, so the period bounds how evenly
     clock pulses can arrive: 128 frames is 2.7 ms.
     """
-    jackd = shutil.which("jackd")
-    if jackd is None:
-        pytest.fail("jackd is not installed: tools/setup.sh installs jackd2")
-    name = f"moodscore-midi-test-{os.getpid()}"
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
-    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
-    proc = subprocess.Popen(
-        [jackd, "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not jack_running():
-            if proc.poll() is not None:
-                stderr = proc.stderr.read() if proc.stderr else ""
-                pytest.fail(f"jackd did not start: {stderr.strip()[-300:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("jackd did not accept clients within 10 s")
-            time.sleep(0.1)
+    with dummy_jackd(monkeypatch, "moodscore-midi-test", period=128) as name:
         yield name
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _jack_port(prefix: str) -> str:

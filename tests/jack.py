@@ -1,0 +1,52 @@
+"""A dummy-driver jackd of the tests' own, under a server name of its own.
+
+jackd is started under ``setpriv --pdeathsig TERM``, so it stops with the test process even when
+that is killed (a timeout, Ctrl-C twice) and never outlives the run holding CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from daemon.engine import jack_running
+
+
+@contextlib.contextmanager
+def dummy_jackd(monkeypatch: pytest.MonkeyPatch, name: str, *, period: int) -> Iterator[str]:
+    """Run ``jackd -n NAME -d dummy -p PERIOD`` (48 kHz) until the block ends; the tests'
+    JACK clients (pyo, RtMidi, JACK-Client) find it through ``JACK_DEFAULT_SERVER``."""
+    jackd = shutil.which("jackd")
+    if jackd is None:
+        pytest.fail("jackd is not installed: tools/setup.sh installs jackd2")
+    name = f"{name}-{os.getpid()}"
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    command = [jackd, "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", str(period)]
+    setpriv = shutil.which("setpriv")  # util-linux, on every Debian
+    if setpriv is not None:
+        command = [setpriv, "--pdeathsig", "TERM", *command]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not jack_running():
+            if proc.poll() is not None:
+                stderr = proc.stderr.read() if proc.stderr else ""
+                pytest.fail(f"jackd did not start: {stderr.strip()[-300:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("jackd did not accept clients within 10 s")
+            time.sleep(0.1)
+        yield name
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
