@@ -9,7 +9,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -37,11 +36,10 @@ from daemon.errors import ConfigError
 from daemon.outputs.recorder import RecordingOutput
 from daemon.session import Session, SessionReport
 from daemon.sources import open_source
+from tests.mosquitto import MOSQUITTO, Broker
 from tests.nextbar import allowed_bars, watch_override
 
 os.environ.setdefault("PYO_GUI_WX", "0")
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def needs_mosquitto(test: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,42 +52,6 @@ BASE = "moodscore/test/"
 
 
 # -- the broker and Debian's clients ------------------------------------------------------
-
-
-class Broker:
-    """A mosquitto on a free localhost port; :meth:`kill` and :meth:`start` for restarts."""
-
-    def __init__(self, workdir: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self._conf = workdir / "mosquitto.conf"
-        # Persistence off: a restarted broker has forgotten every retained message, so what
-        # the test sees afterwards was published again by the daemon.
-        self._conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        )
-        self._log = workdir / "mosquitto.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self._log.open("ab") as log:
-            self._process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self._conf)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}: {self._log.read_text()}")
-
-    def kill(self) -> None:
-        if self._process is not None:
-            self._process.send_signal(signal.SIGKILL)
-            self._process.wait(10)
-            self._process = None
 
 
 class Subscriber:

@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -51,6 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from daemon.web.browser import CHROMIUM, CHROMIUM_ARGS, chromium_available  # noqa: E402
+from tests.mosquitto import Broker as TestBroker  # noqa: E402
 
 INSTANCE = "soak"
 BASE = f"moodscore/{INSTANCE}/"
@@ -60,44 +60,9 @@ FLOOD = 1000
 RSS_GROWTH_LIMIT_MB = 20.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Broker:
-    """mosquitto on a free loopback port, without persistence (a restart forgets all)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = _free_port()
-        self._conf = folder / "mosquitto.conf"
-        self._conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        )
-        self._log = folder / "mosquitto.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-    def start(self) -> None:
-        with self._log.open("ab") as log:
-            self._process = subprocess.Popen(
-                [self.binary, "-c", str(self._conf)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
-        raise RuntimeError(f"mosquitto did not listen: {self._log.read_text()}")
-
-    def kill(self) -> None:
-        if self._process is not None:
-            self._process.send_signal(signal.SIGKILL)
-            self._process.wait(10)
-            self._process = None
+class Broker(TestBroker):
+    """The tests' mosquitto (free loopback port, no persistence: a restart forgets all), with
+    the soak's own publish and retained reads."""
 
     def publish(self, topic: str, message: str) -> None:
         subprocess.run(
