@@ -273,7 +273,7 @@ def test_three_viewers_coming_and_going_leave_the_audio_and_memory_alone(
     rss: list[tuple[float, int]] = []
     connections = 3
     k = 0
-    while time.monotonic() - started < 60.0:
+    while time.monotonic() - started < 40.0:
         # Round robin: one viewer leaves, a new one connects; three are open most of the time.
         pages[k % 3].close()
         pages[k % 3] = _open_viewer(browser, daemon.url)
@@ -292,7 +292,7 @@ def test_three_viewers_coming_and_going_leave_the_audio_and_memory_alone(
     state = daemon.state()
     audio, rate, _ = daemon.stop()
 
-    assert state["viewers"] == 0 and state["connections"] == connections >= 20
+    assert state["viewers"] == 0 and state["connections"] == connections >= 12
     assert state["video_streams"] == 0  # nobody watches: nothing is drawn or encoded
     # Gap-free: no bar late from the composer, and the recording never drops to digital
     # silence. (Blocks the engine handed on late, ``late_blocks``, measure the machine's load:
@@ -303,10 +303,10 @@ def test_three_viewers_coming_and_going_leave_the_audio_and_memory_alone(
     summary = next(line for line in daemon.log if "health: " in line)
     assert " 0 bars late from the composer" in summary, summary
     assert _gaps(audio, rate) == []
-    # Memory flat: once the allocators have warmed up (half a minute, two dozen connections),
-    # the next half minute and two dozen connections add less than 16 MB (a viewer's
-    # connection, tracks and buffers kept by mistake would add more).
-    warm = max(r for t, r in rss if 20.0 <= t < 30.0)
+    # Memory flat: once the allocators have warmed up (20 s, a dozen connections), the next
+    # 20 s and dozen connections add less than 16 MB (a viewer's connection, tracks and
+    # buffers kept by mistake would add more; the soak watches a longer run).
+    warm = max(r for t, r in rss if 14.0 <= t < 20.0)
     assert rss[-1][1] - warm < 16 * 2**20, [(round(t), r // 2**20) for t, r in rss]
 
 

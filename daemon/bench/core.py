@@ -11,7 +11,7 @@ Figures (later issues add theirs):
   dense five-layer score (the server's boot excluded): the share of one core live playback
   takes (target under 0.05);
 - ``live_manual``: the real pipeline live in ``manual`` mode with the demo source analysed at
-  30 fps for 60 s (10 s with ``--quick``): ``late_buffers`` blocks handed on after a listener
+  30 fps for 60 s (5 s with ``--quick``): ``late_buffers`` blocks handed on after a listener
   with one block of buffer needed them (target 0), ``blocks``, composer ``underruns`` and
   analysis ``dropped_frames``;
 - ``face``: the face analysis mode on 640x480 frames of a photo of a smiling face (skimage's
@@ -36,7 +36,7 @@ Figures (later issues add theirs):
   ``fps_sustained`` frames per second the whole analysis keeps up with (frames / (all prepare +
   infer time)); ``null`` when the weights are missing;
 - ``mqtt``: a live ``manual`` session at 120 bpm publishing to a mosquitto started on a free
-  port (60 s; 10 s with ``--quick``): ``beat_lead_ms`` how long before each beat sounds
+  port (60 s; 5 s with ``--quick``): ``beat_lead_ms`` how long before each beat sounds
   ``mosquitto_sub`` received it (p50/p5/min; the setting is ``mqtt.beat_lead_ms``),
   ``publish_lead_ms`` the same when published, ``beats_dropped_late`` (the session's first beat
   is never known ahead), ``command_round_trip_ms`` a command to its result, p50/p95; ``null``
@@ -46,7 +46,7 @@ Figures (later issues add theirs):
   :mod:`daemon.bench.web`;
 - ``webrtc_audio_latency``: glass-to-glass from a beat's audio time to the OBS page's audio
   output in headless Chromium over loopback WebRTC, ms p50/p95 (``skipped`` without Chromium);
-- ``render_x_realtime``: ``moodscore render`` of a 640x360, 30 fps H.264 clip (60 s; 15 s with
+- ``render_x_realtime``: ``moodscore render`` of a 640x360, 30 fps H.264 clip (60 s; 8 s with
   ``--quick``), as a whole command in a fresh process: clip length / wall time;
 - ``library``: the music library on 200 files (25 with ``--quick``) moodscore composes and writes
   as WAV, FLAC, OGG and MP3: ``scan`` speed in ``x_realtime`` (target >= 20), ``rescan_s`` with
@@ -106,10 +106,10 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
     figures["melody_ms_per_bar"] = _melody(bars=200 if quick else 2000)
     figures["engine_realtime_factor"] = _engine(config, seconds=10.0 if quick else 60.0)
     figures["engine_core_fraction"] = _engine_core_fraction(config, seconds=10.0 if quick else 60.0)
-    figures["live_manual"] = _live_manual(config, seconds=10.0 if quick else 60.0)
-    figures["mqtt"] = _mqtt(config, seconds=10.0 if quick else 60.0)
+    figures["live_manual"] = _live_manual(config, seconds=5.0 if quick else 60.0)
+    figures["mqtt"] = _mqtt(config, seconds=5.0 if quick else 60.0)
     figures.update(_web(config, quick=quick))
-    figures.update(_render(seconds=15.0 if quick else 60.0))
+    figures.update(_render(seconds=8.0 if quick else 60.0))
     figures["library"] = _library(config, quick=quick)
     figures["reaction"] = _reaction(config, quick=quick)
     figures["busy_machine"] = _busy(quick=quick)

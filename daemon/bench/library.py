@@ -1,7 +1,7 @@
 """The music library's figures for ``moodscore bench``.
 
 A library is built first: moodscore composes 40 pieces (5 with ``--quick``) at moods spread
-over the valence/arousal plane (the default preset, 30 s each; 10 s quick), and each is written
+over the valence/arousal plane (the default preset, 30 s each; 6 s quick), and each is written
 five ways: WAV, FLAC, OGG Vorbis, MP3 and a quieter WAV starting a second later, so 200 files
 (25 quick) in four formats. Then:
 
@@ -54,7 +54,7 @@ def library_figures(config: Config, *, quick: bool = False) -> dict[str, Any]:
     from daemon.messages import Mood
     from daemon.scenes import available_scenes, load_scene
 
-    seconds = 10.0 if quick else 30.0
+    seconds = 6.0 if quick else 30.0
     pieces = [(v, a) for v in VALENCES for a in AROUSALS] * 2
     if quick:
         pieces = pieces[3:20:4]

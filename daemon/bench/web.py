@@ -27,7 +27,7 @@ def web_figures(config: Config, *, quick: bool = False) -> dict[str, Any]:
 
     return {
         "visuals": visuals_figures(config, frames=120 if quick else 600),
-        "webrtc_audio_latency": measure_audio_latency(seconds=8.0 if quick else 30.0),
+        "webrtc_audio_latency": measure_audio_latency(seconds=5.0 if quick else 30.0),
     }
 
 
