@@ -279,6 +279,11 @@ def _with_sync(args: argparse.Namespace, config: Config) -> Config:
     if args.link is not None:
         follow = config.link.follow if args.link == "" else args.link == "follow"
         config = config.replace("link", enabled=True, follow=follow)
+    if config.link.enabled and config.link.follow and config.library.play:
+        raise ConfigError(
+            "link.follow cannot bend library tracks to a session's tempo; lead (--link lead) or "
+            "turn library.play off"
+        )
     if args.group is not None:
         config = config.replace("mqtt", group=args.group)
     if config.mqtt.group:

@@ -10,12 +10,15 @@ tests.sync_peers KIND ...``), so their timing is their own and not the daemon's 
 - ``os2l OUT``: a TCP server as a lighting program runs one (on a free port, printed first);
   every chunk that arrives, with its arrival time, is a JSON line in OUT; to the first client it
   sends a line that is not OS2L and a button press that is.
-- ``link OUT [BPM] [OSC_HOST:PORT]``: an Ableton Link peer (aalink), as a DJ app or another
-  installation runs one; run it only inside a network namespace the test made. With ``BPM`` it
-  starts the session at that tempo, playing. Every 5 ms its view of the session is a JSON line
-  in OUT (``kind: "link"``: Unix time, beat at quantum 4, tempo, playing, peers); lines on its
-  stdin change it (``tempo 130``, ``play``, ``stop``). With ``OSC_HOST:PORT`` it also receives
-  moodscore's OSC there: each bundle's time tag and messages are a line (``kind: "osc"``).
+- ``link OUT BPM|- [OSC_HOST:PORT,...] [MQTT_HOST:PORT]``: an Ableton Link peer (aalink), as a
+  DJ app or another installation runs one; run it only inside a network namespace the test
+  made. With ``BPM`` it starts the session at that tempo (send ``play`` once it has company:
+  a play state set alone is lost when sessions meet). Every 5 ms its view of the
+  session is a JSON line in OUT (``kind: "link"``: Unix time, beat at quantum 4, tempo, playing,
+  peers); lines on its stdin change it (``tempo 130``, ``play``, ``stop``). On each
+  ``OSC_HOST:PORT`` it also receives moodscore's OSC: each bundle's time tag and messages are a
+  line (``kind: "osc"``, ``at``: which address). With a broker it reads ``moodscore/#`` (``kind:
+  "mqtt"``) and publishes what stdin asks (``pub TOPIC PAYLOAD``).
 """
 
 from __future__ import annotations
@@ -105,12 +108,13 @@ def os2l(out: Path) -> None:
     sys.stdin.read()
 
 
-def link(out: Path, bpm: float | None, osc_at: str | None) -> None:
+def link(out: Path, bpm: float | None, osc_at: list[str], broker: str | None) -> None:
     import asyncio
 
     lines = Lines(out)
-    if osc_at is not None:
-        _osc_bundles(osc_at, lines)
+    for at in osc_at:
+        _osc_bundles(at, lines)
+    publish = _mqtt(broker, lines) if broker else None
 
     async def peer() -> None:
         from aalink import Link
@@ -122,7 +126,6 @@ def link(out: Path, bpm: float | None, osc_at: str | None) -> None:
         session.enabled = True
         if bpm is not None:
             session.tempo = bpm
-            session.playing = True
 
         def command(text: str) -> None:
             word, _, value = text.strip().partition(" ")
@@ -130,6 +133,10 @@ def link(out: Path, bpm: float | None, osc_at: str | None) -> None:
                 session.tempo = float(value)
             elif word in ("play", "stop"):
                 session.playing = word == "play"
+            elif word == "pub" and publish is not None:
+                topic, _, payload = value.partition(" ")
+                publish(topic, payload)
+                lines.write(kind="pub", t=time.time(), topic=topic, payload=payload)
 
         def read_stdin() -> None:
             for text in sys.stdin:
@@ -171,9 +178,38 @@ def _osc_bundles(at: str, lines: Lines) -> None:
                 continue
             bundle = OscBundle(data)
             messages = [[m.address, *m.params] for m in bundle if isinstance(m, OscMessage)]
-            lines.write(kind="osc", t=time.time(), tag=bundle.timestamp, messages=messages)
+            lines.write(kind="osc", at=at, t=time.time(), tag=bundle.timestamp, messages=messages)
 
     threading.Thread(target=serve, daemon=True).start()
+
+
+def _mqtt(broker: str, lines: Lines) -> Any:
+    """A paho client of its own on ``broker`` (HOST:PORT), reconnecting until the broker is up:
+    every ``moodscore/#`` message is a line; returns its publish."""
+    import paho.mqtt.client as mqtt
+
+    host, _, port = broker.rpartition(":")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        client.subscribe("moodscore/#")
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        lines.write(
+            kind="mqtt", t=time.time(), topic=message.topic, payload=message.payload.decode(),
+            retained=bool(message.retain),
+        )  # fmt: skip
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.reconnect_delay_set(0.2, 1)
+    client.connect_async(host, int(port))
+    client.loop_start()
+
+    def publish(topic: str, payload: str) -> None:
+        client.publish(topic, payload, qos=1)
+
+    return publish
 
 
 if __name__ == "__main__":
@@ -185,8 +221,9 @@ if __name__ == "__main__":
     elif kind == "link":
         link(
             Path(rest[0]),
-            float(rest[1]) if len(rest) > 1 and rest[1] != "-" else None,
-            rest[2] if len(rest) > 2 else None,
+            None if rest[1] == "-" else float(rest[1]),
+            rest[2].split(",") if len(rest) > 2 and rest[2] != "-" else [],
+            rest[3] if len(rest) > 3 else None,
         )
     elif kind == "midi-in":
         midi_in(rest[0], Path(rest[1]))

@@ -220,12 +220,6 @@ def _link_output(config: Config, core: Core) -> Output:
     """The Link output, which sets the tempo of every bar the engine starts."""
     from daemon.outputs.link import LinkOutput
 
-    if config.link.follow and config.library.play:
-        raise ConfigError(
-            "link.follow cannot bend library tracks to a session's tempo; lead (link.follow = "
-            "false) or turn library.play off"
-        )
-
     def plan_of(bar: int) -> Plan | None:
         score = core.planner.score(bar)
         return None if score is None else score.plan

@@ -147,10 +147,15 @@ class LinkOutput(Output):
     # -- callbacks from aalink (on the event loop) -------------------------------------------
 
     def _on_peers(self, peers: int) -> None:
-        self.peers = int(peers)
+        alone, self.peers = self.peers == 0, int(peers)
         log.info("Link: %d other peer(s) in the session", self.peers)
+        if alone and self.peers:
+            # A play state set alone is lost when sessions meet: a leader tells it again at the
+            # next bar line, now that it has company.
+            self._playing = None
 
     def _on_session_playing(self, playing: bool) -> None:
+        log.debug("Link: the session says playing=%s", playing)
         if self._link is None or self.peers == 0 or playing == self._engine.playing:
             return
         log.info(
@@ -241,7 +246,7 @@ class LinkOutput(Output):
 
     def _tell_playing(self, playing: bool) -> None:
         link = self._link
-        if link is None or playing == self._playing:
+        if link is None or playing == self._playing or self.peers == 0:
             return
         try:
             link.playing = playing
