@@ -202,7 +202,7 @@ def _mqtt(broker: str, lines: Lines) -> Any:
 
     client.on_connect = on_connect
     client.on_message = on_message
-    client.reconnect_delay_set(0.2, 1)
+    client.reconnect_delay_set(1, 2)
     client.connect_async(host, int(port))
     client.loop_start()
 
