@@ -26,6 +26,10 @@ import numpy as np
 import pytest
 
 from daemon.cli import main
+from daemon.clock import BarGrid, follow_tempo
+from daemon.engine.sequencer import Sequencer
+from daemon.messages import BarScore, Chord, Plan
+from daemon.outputs.link import MAX_SHIFT_BEATS
 from tests.mosquitto import MOSQUITTO
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,6 +188,62 @@ def test_without_aalink_link_is_one_line_and_the_music_plays_on(
     assert code == 0 and "health:" in err, err  # it played to the end
     assert len(errors) == 1 and "Link: could not join a session" in errors[0], err
     assert errors[0].endswith("the music plays on without Link")
+
+
+def test_bars_follow_an_outside_grid_onto_its_bar_lines_without_ramps() -> None:
+    """The engine's seam for Link: each bar asks an outside tempo as it starts. An outside grid
+    at 100 bpm with its bar lines 1.3 beats away: moodscore's bars (planned at 120, ramping)
+    catch up by at most half a beat a bar, then sit on its bar lines at its tempo."""
+    rate = 48000
+    grids: list[BarGrid] = []
+
+    def outside(bar: int, audio_time: float, plan: Plan) -> float:
+        beat = audio_time * 100 / 60 + 1.3  # the outside grid's beat at the downbeat
+        return follow_tempo(
+            beat_at_start=beat, beats=4, tempo=100.0, quantum=4, max_shift=MAX_SHIFT_BEATS
+        )
+
+    class Sink:
+        def note_on(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def bar(self, grid: BarGrid, *, block_start: int, first: bool) -> None:
+            grids.append(grid)
+
+        def change(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    def score(bar: int) -> BarScore:
+        bpm = 120.0 if bar % 2 else 90.0  # the conductor's own ideas, which yield
+        plan = Plan(bar=bar, bpm=bpm, layers=1, tonic=0, mode="major", density=0.0,
+                    valence=0.0, arousal=0.0, ramp=1.0)  # fmt: skip
+        return BarScore(bar=bar, plan=plan, chord=Chord(0, "maj", (60, 64, 67)), notes=())
+
+    sequencer = Sequencer(
+        sample_rate=rate, scores=score, sink=Sink(), on_bar=lambda started: None,
+        on_beat=lambda beat: None, on_end=lambda sample: None, tempo=outside,
+    )  # fmt: skip
+    for start in range(0, 30 * rate, 512):
+        sequencer.advance(start, 512)
+    assert all(grid.ramp_steps == 0 for grid in grids)
+    off = [(g.end / rate * 100 / 60 + 1.3) % 4 for g in grids]  # outside beat at each bar end
+    off = [min(o, 4 - o) for o in off]
+    assert off[0] == pytest.approx(0.8, abs=1e-3) and off[1] == pytest.approx(0.3, abs=1e-3)
+    assert max(off[2:]) < 1e-4  # on its bar lines from the third bar...
+    assert all(g.bpm == pytest.approx(100, abs=0.01) for g in grids[3:])  # ...at its tempo
+
+    def broken(bar: int, audio_time: float, plan: Plan) -> float:
+        raise RuntimeError("no session")
+
+    grids.clear()
+    sequencer = Sequencer(
+        sample_rate=rate, scores=score, sink=Sink(), on_bar=lambda started: None,
+        on_beat=lambda beat: None, on_end=lambda sample: None, tempo=broken,
+    )  # fmt: skip
+    for start in range(0, 10 * rate, 512):
+        sequencer.advance(start, 512)
+    assert [g.bpm for g in grids[:3]] == [90.0, 120.0, 90.0]  # the plans' own, no ramps
+    assert all(grid.ramp_steps == 0 for grid in grids)
 
 
 @pytest.mark.parametrize(

@@ -175,7 +175,6 @@ class LinkOutput(Output):
         if link is None or self._clock is None:
             return plan.bpm
         announced = self._announced.pop(bar, None)
-        log.debug("Link: bar %d plan %.1f announced %s", bar, plan.bpm, announced)
         for old in [b for b in list(self._announced) if b < bar]:
             del self._announced[old]
         if self.follow:
@@ -188,7 +187,6 @@ class LinkOutput(Output):
         wall = self.clock.wall_time(audio_time)
         if wall is None:
             return plan.bpm
-        log.debug("Link: bar %d starts %.3f s ahead", bar, wall - time.perf_counter())
         now = time.perf_counter()
         beat, tempo = link.beat, link.tempo
         at_downbeat = beat + (wall - now) * tempo / 60.0
