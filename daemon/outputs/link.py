@@ -176,7 +176,7 @@ class LinkOutput(Output):
             return plan.bpm
         announced = self._announced.pop(bar, None)
         for old in [b for b in list(self._announced) if b < bar]:
-            del self._announced[old]
+            self._announced.pop(old, None)
         if self.follow:
             if link.quantum != plan.beats_per_bar:
                 link.quantum = plan.beats_per_bar
