@@ -241,7 +241,7 @@ def _add_sync_flags(run: argparse.ArgumentParser) -> None:
         "--link",
         nargs="?",
         const="",
-        choices=["", "lead", "follow"],
+        type=_link_mode,
         metavar="lead|follow",
         help="join the Ableton Link session on the local network, leading its tempo and phase "
         "or following them (no word: config link.follow)",
@@ -258,6 +258,12 @@ def _add_sync_flags(run: argparse.ArgumentParser) -> None:
         help="play on this sound card (a unique part of its name, or its index, as `moodscore "
         "doctor` lists them)",
     )
+
+
+def _link_mode(text: str) -> str:
+    if text not in ("lead", "follow"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give lead or follow (or nothing)")
+    return text
 
 
 def _with_sync(args: argparse.Namespace, config: Config) -> Config:
