@@ -238,6 +238,21 @@ def _add_sync_flags(run: argparse.ArgumentParser) -> None:
         help="send OS2L beats to a lighting program (QLC+, SoundSwitch) listening there",
     )
     run.add_argument(
+        "--link",
+        nargs="?",
+        const="",
+        type=_link_mode,
+        metavar="lead|follow",
+        help="join the Ableton Link session on the local network, leading its tempo and phase "
+        "or following them (no word: config link.follow)",
+    )
+    run.add_argument(
+        "--group",
+        metavar="NAME",
+        help="also take MQTT commands sent to <prefix>/group/NAME/cmd/<name> (every daemon of "
+        "one installation in that group hears them); needs MQTT",
+    )
+    run.add_argument(
         "--device",
         metavar="NAME|INDEX",
         help="play on this sound card (a unique part of its name, or its index, as `moodscore "
@@ -245,9 +260,15 @@ def _add_sync_flags(run: argparse.ArgumentParser) -> None:
     )
 
 
+def _link_mode(text: str) -> str:
+    if text not in ("lead", "follow"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give lead or follow (or nothing)")
+    return text
+
+
 def _with_sync(args: argparse.Namespace, config: Config) -> Config:
-    """``--osc``, ``--osc-listen``, ``--device`` over their config sections, checked before
-    anything opens."""
+    """``--osc``, ``--osc-listen``, ``--os2l``, ``--link``, ``--group``, ``--device`` over their
+    config sections, checked before anything opens."""
     from daemon.control.net import parse_host_port
 
     if args.osc is not None:
@@ -261,6 +282,24 @@ def _with_sync(args: argparse.Namespace, config: Config) -> Config:
         config = config.replace("os2l", enabled=True, host=host, port=port)
     if args.device is not None:
         config = config.replace("engine", device=args.device)
+    if args.link is not None:
+        follow = config.link.follow if args.link == "" else args.link == "follow"
+        config = config.replace("link", enabled=True, follow=follow)
+    if config.link.enabled and config.link.follow and config.library.play:
+        raise ConfigError(
+            "link.follow cannot bend library tracks to a session's tempo; lead (--link lead) or "
+            "turn library.play off"
+        )
+    if args.group is not None:
+        config = config.replace("mqtt", group=args.group)
+    if config.mqtt.group:
+        from daemon.control.mqtt_topics import group_topic
+
+        if not config.mqtt.enabled:
+            raise ConfigError(
+                "an MQTT group needs MQTT: pass --mqtt HOST[:PORT] or set mqtt.enabled = true"
+            )
+        group_topic(config.mqtt)
     return config
 
 

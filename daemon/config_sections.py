@@ -560,9 +560,8 @@ class MqttConfig(ConfigSection):
 
     group: str = ""
     """A group this daemon belongs to: commands published to <prefix>/group/<group>/cmd/<name>
-    reach every member (one installation, several rooms); empty = none. `run --group NAME` sets
-    it. Letters, digits, "-" and "_" only.
-    Not available yet: a value other than the default is refused at start."""
+    reach every member (one installation, several rooms; README: "Several instances, one beat");
+    empty = none. `run --group NAME` sets it. Letters, digits, "-" and "_" only."""
 
     delay_ms: StrictFloat = Field(default=0.0, ge=-500, le=2000)
     """Move MQTT beat, bar and note events later (+) or earlier (-) than the sound, milliseconds
@@ -635,13 +634,14 @@ class LinkConfig(ConfigSection):
     enabled: bool = False
     """Join the Link session on the local network (README: "Ableton Link"); `run --link
     [lead|follow]` turns it on for one run. With Link on, tempo changes land on the bar line
-    (no ramp), so every peer's timeline stays exact.
-    Not available yet: a value other than the default is refused at start."""
+    (no ramp), so every peer's timeline stays exact. Link finds peers by multicast on every
+    network interface: use it on the installation's own network."""
 
     follow: bool = False
     """Follow the session: the conductor's tempo yields to the session's and bar lines move onto
-    its bar lines (a far-off phase is caught up over a few bars). Off: moodscore leads, and the
-    session gets its tempo and bar phase."""
+    its bar lines (a far-off phase is caught up over a few bars; with no other peer the
+    conductor's tempo plays). Off: moodscore leads, and the session gets its tempo and bar phase
+    just before each bar line (a follower's engine.live_ahead_s must stay under 0.2 s)."""
 
     start_stop: bool = True
     """Share play/stop with the session (Link's start/stop sync): following, the session's stop

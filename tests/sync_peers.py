@@ -10,6 +10,15 @@ tests.sync_peers KIND ...``), so their timing is their own and not the daemon's 
 - ``os2l OUT``: a TCP server as a lighting program runs one (on a free port, printed first);
   every chunk that arrives, with its arrival time, is a JSON line in OUT; to the first client it
   sends a line that is not OS2L and a button press that is.
+- ``link OUT BPM|- [OSC_HOST:PORT,...] [MQTT_HOST:PORT]``: an Ableton Link peer (aalink), as a
+  DJ app or another installation runs one; run it only inside a network namespace the test
+  made. With ``BPM`` it starts the session at that tempo (send ``play`` once it has company:
+  a play state set alone is lost when sessions meet). Every 5 ms its view of the
+  session is a JSON line in OUT (``kind: "link"``: Unix time, beat at quantum 4, tempo, playing,
+  peers); lines on its stdin change it (``tempo 130``, ``play``, ``stop``). On each
+  ``OSC_HOST:PORT`` it also receives moodscore's OSC: each bundle's time tag and messages are a
+  line (``kind: "osc"``, ``at``: which address). With a broker it reads ``moodscore/#`` (``kind:
+  "mqtt"``) and publishes what stdin asks (``pub TOPIC PAYLOAD``).
 """
 
 from __future__ import annotations
@@ -99,12 +108,123 @@ def os2l(out: Path) -> None:
     sys.stdin.read()
 
 
+def link(out: Path, bpm: float | None, osc_at: list[str], broker: str | None) -> None:
+    import asyncio
+
+    lines = Lines(out)
+    for at in osc_at:
+        _osc_bundles(at, lines)
+    publish = _mqtt(broker, lines) if broker else None
+
+    async def peer() -> None:
+        from aalink import Link
+
+        loop = asyncio.get_running_loop()
+        session = Link(bpm or 120.0)
+        session.quantum = 4
+        session.start_stop_sync_enabled = True
+        session.enabled = True
+        if bpm is not None:
+            session.tempo = bpm
+
+        def command(text: str) -> None:
+            word, _, value = text.strip().partition(" ")
+            if word == "tempo":
+                session.tempo = float(value)
+            elif word in ("play", "stop"):
+                session.playing = word == "play"
+            elif word == "pub" and publish is not None:
+                topic, _, payload = value.partition(" ")
+                publish(topic, payload)
+                lines.write(kind="pub", t=time.time(), topic=topic, payload=payload)
+
+        def read_stdin() -> None:
+            for text in sys.stdin:
+                loop.call_soon_threadsafe(command, text)
+            loop.call_soon_threadsafe(done.set)
+
+        done = asyncio.Event()
+        threading.Thread(target=read_stdin, daemon=True).start()
+        print(json.dumps("ready"), flush=True)
+        while not done.is_set():
+            t0 = time.time()
+            beat, tempo = session.beat, session.tempo
+            t1 = time.time()
+            lines.write(
+                kind="link", t=(t0 + t1) / 2, dt=t1 - t0, beat=beat, tempo=tempo,
+                playing=session.playing, peers=session.num_peers,
+            )  # fmt: skip
+            await asyncio.sleep(0.005)
+        session.enabled = False
+
+    asyncio.run(peer())
+
+
+def _osc_bundles(at: str, lines: Lines) -> None:
+    """Record every OSC bundle arriving at ``at`` (HOST:PORT): its time tag and messages."""
+    import socket
+
+    from pythonosc.osc_bundle import OscBundle
+    from pythonosc.osc_message import OscMessage
+
+    host, _, port = at.rpartition(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, int(port)))
+
+    def serve() -> None:
+        while True:
+            data = sock.recv(65536)
+            if not OscBundle.dgram_is_bundle(data):
+                continue
+            bundle = OscBundle(data)
+            messages = [[m.address, *m.params] for m in bundle if isinstance(m, OscMessage)]
+            lines.write(kind="osc", at=at, t=time.time(), tag=bundle.timestamp, messages=messages)
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def _mqtt(broker: str, lines: Lines) -> Any:
+    """A paho client of its own on ``broker`` (HOST:PORT), reconnecting until the broker is up:
+    every ``moodscore/#`` message is a line; returns its publish."""
+    import paho.mqtt.client as mqtt
+
+    host, _, port = broker.rpartition(":")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        client.subscribe("moodscore/#")
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        lines.write(
+            kind="mqtt", t=time.time(), topic=message.topic, payload=message.payload.decode(),
+            retained=bool(message.retain),
+        )  # fmt: skip
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.reconnect_delay_set(1, 2)
+    client.connect_async(host, int(port))
+    client.loop_start()
+
+    def publish(topic: str, payload: str) -> None:
+        client.publish(topic, payload, qos=1)
+
+    return publish
+
+
 if __name__ == "__main__":
     kind, *rest = sys.argv[1:]
     if kind == "osc":
         osc([int(p) for p in rest[0].split(",")], Path(rest[1]))
     elif kind == "os2l":
         os2l(Path(rest[0]))
+    elif kind == "link":
+        link(
+            Path(rest[0]),
+            None if rest[1] == "-" else float(rest[1]),
+            rest[2].split(",") if len(rest) > 2 and rest[2] != "-" else [],
+            rest[3] if len(rest) > 3 else None,
+        )
     elif kind == "midi-in":
         midi_in(rest[0], Path(rest[1]))
     else:

@@ -289,9 +289,7 @@ def test_a_busy_listen_port_is_a_one_line_error(capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize(
     ("section", "line", "key"),
     [
-        ("link", "enabled = true", "link.enabled"),
         ("midi", "clock_in = true", "midi.clock_in"),
-        ("mqtt", 'group = "hall"', "mqtt.group"),
         ("web", "delay_ms = 90.0", "web.delay_ms"),
     ],
 )

@@ -17,6 +17,7 @@ from daemon.control.hub import ControlHub
 from daemon.control.router import Router
 from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.errors import ConfigError
+from daemon.messages import Plan
 from daemon.outputs.base import Output
 from daemon.outputs.beatmap import BeatMapOutput
 from daemon.outputs.midi import MidiFileOutput
@@ -70,9 +71,12 @@ def build_core(
     )
     # A render's engine waits at every beat until the planner has answered what came before it.
     scores = ScoreQueue(gated=render)
-    # The library mode's bar clock follows each track's tempo: no ramps between tracks.
+    # The library mode's bar clock follows each track's tempo, and a Link session's timeline is
+    # straight from bar line to bar line: no ramps.
     engine_config = (
-        dataclasses.replace(config.engine, tempo_ramp=0.0) if config.library.play else config.engine
+        dataclasses.replace(config.engine, tempo_ramp=0.0)
+        if config.library.play or (config.link.enabled and not render)
+        else config.engine
     )
     engine = Engine(config=engine_config, backend=backend, scores=scores, realtime=not render)
     library = None
@@ -206,8 +210,21 @@ def sync_outputs(config: Config, core: Core) -> list[Output]:
         from daemon.outputs.os2l import Os2lOutput
 
         outputs.append(Os2lOutput(config=config.os2l))
+    if config.link.enabled:
+        outputs.append(_link_output(config, core))
     _refuse_not_yet(config)
     return outputs
+
+
+def _link_output(config: Config, core: Core) -> Output:
+    """The Link output, which sets the tempo of every bar the engine starts."""
+    from daemon.outputs.link import LinkOutput
+
+    def plan_of(bar: int) -> Plan | None:
+        score = core.planner.score(bar)
+        return None if score is None else score.plan
+
+    return LinkOutput(config=config.link, engine=core.engine, plan_of=plan_of)
 
 
 def _refuse_not_yet(config: Config) -> None:
@@ -215,8 +232,6 @@ def _refuse_not_yet(config: Config) -> None:
     line rather than silently ignored."""
     not_yet = {
         "midi.clock_in": config.midi.clock_in,
-        "link.enabled": config.link.enabled,
-        "mqtt.group": bool(config.mqtt.group),
         "engine.delay_ms": config.engine.delay_ms != 0,
         "web.delay_ms": config.web.delay_ms != 0,
     }

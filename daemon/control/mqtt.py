@@ -19,6 +19,11 @@ section shows every payload):
   ``{"ok": bool, "error": str|null, "id": ...}`` echoing the ``id`` of a JSON command (plain
   ``ok`` or the error text with ``mqtt.plain_results``). An MQTT v5 client that sends a response
   topic gets the same answer there too, with its correlation data.
+- ``<prefix>/group/<group>/cmd/<name>`` (``mqtt.group``, ``run --group``): the same commands,
+  sent once to every daemon of the group (one installation, several rooms: each member applies
+  it to its own music, and still follows its own camera); each member answers on its own
+  ``cmd/<name>/result`` and on ``<prefix>/group/<group>/cmd/<name>/result/<instance>`` (the same
+  JSON with ``"instance"`` added), so a sender sees every member's answer.
 
 Home Assistant discovery configs are retained under ``<discovery_prefix>/...`` and sent again
 whenever ``<discovery_prefix>/status`` says ``online``. With ``wled_topic`` set, each bar sends a
@@ -36,7 +41,7 @@ schedules the publication with the clock's ``call_at(beat - beat_lead_ms, loop=.
 sound card (``device``/``jack``) beats are known only about one audio buffer ahead, so they are
 published as soon as they are known (with less lead than asked for).
 
-This module stays whole (about 540 lines): it is one connection's life cycle (connect, publish
+This module stays whole (about 570 lines): it is one connection's life cycle (connect, publish
 status, state, health and discovery, answer commands, publish beats ahead of the sound,
 reconnect and republish), all on one client and one set of counters; the payloads and topic
 rules are already in :mod:`daemon.control.mqtt_topics`.
@@ -73,6 +78,7 @@ from daemon.control.mqtt_topics import (
     base_topic,
     check_config,
     discovery_configs,
+    group_topic,
     instance_name,
     parse_broker,
     response_topic_usable,
@@ -118,10 +124,12 @@ class _Reply:
     properties: Properties | None
 
     @classmethod
-    def of(cls, message: aiomqtt.Message, base: str) -> _Reply | None:
+    def of(cls, message: aiomqtt.Message, base: str, group: str | None = None) -> _Reply | None:
         asked = message.properties
         topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
         if not isinstance(topic, str) or not response_topic_usable(topic, base):
+            return None
+        if group is not None and not response_topic_usable(topic, group):
             return None
         correlation = getattr(asked, "CorrelationData", None)
         if correlation is None:
@@ -167,6 +175,7 @@ class MqttBridge(Output):
         self.config = config
         self.hub = hub
         self.base = base_topic(config)
+        self.group = group_topic(config)
         self.instance = instance_name(config)
         self._tls = tls_context(config)
         self._lead_s = config.beat_lead_ms / 1000.0
@@ -294,6 +303,8 @@ class MqttBridge(Output):
         self._was_connected = True
         log.info("MQTT: connected to %s:%d as %s", self.config.host, self.config.port, self.base)
         await client.subscribe(self.base + "cmd/+", qos=1)
+        if self.group is not None:
+            await client.subscribe(self.group + "cmd/+", qos=1)
         if self.config.discovery:
             await client.subscribe(self.config.discovery_prefix + "/status", qos=1)
         await client.publish(self.base + "status", "online", qos=1, retain=True)
@@ -320,40 +331,58 @@ class MqttBridge(Output):
                 await self._publish_discovery(client)
                 await self._publish_state(client)
             return
-        if not topic.startswith(self.base + "cmd/"):
+        if topic.startswith(self.base + "cmd/"):
+            name, group = topic[len(self.base) + 4 :], False
+        elif self.group is not None and topic.startswith(self.group + "cmd/"):
+            name, group = topic[len(self.group) + 4 :], True
+        else:
             return
-        name = topic[len(self.base) + 4 :]
         self.stats.commands += 1
-        reply = _Reply.of(message, self.base)
+        reply = _Reply.of(message, self.base, self.group)
         if message.retain:
             # A retained command would be applied again after every reconnect.
             refused = CommandResult(
                 False, "refused: retained command; publish commands without retain"
             )
-            self._answer(name, refused, None, reply)
+            self._answer(name, refused, None, reply, group=group)
             return
         if name == "source":
             # Opening a camera can take a while: answer when done, keep reading commands.
-            self._spawn(self._execute(name, raw, reply), name="mqtt-source")
+            self._spawn(self._execute(name, raw, reply, group=group), name="mqtt-source")
             return
-        await self._execute(name, raw, reply)
+        await self._execute(name, raw, reply, group=group)
 
-    async def _execute(self, name: str, raw: bytes | str, reply: _Reply | None) -> None:
+    async def _execute(
+        self, name: str, raw: bytes | str, reply: _Reply | None, *, group: bool = False
+    ) -> None:
         try:
             request_id, payload = split_request_id(raw)
         except CommandError as exc:
-            self._answer(name, CommandResult(False, str(exc)), None, reply)
+            self._answer(name, CommandResult(False, str(exc)), None, reply, group=group)
             return
         result = await self.hub.execute(name, payload)
-        self._answer(name, result, request_id, reply)
+        self._answer(name, result, request_id, reply, group=group)
 
     def _answer(
-        self, name: str, result: CommandResult, request_id: RequestId, reply: _Reply | None
+        self,
+        name: str,
+        result: CommandResult,
+        request_id: RequestId,
+        reply: _Reply | None,
+        *,
+        group: bool = False,
     ) -> None:
         text = result_payload(result, request_id, plain=self.config.plain_results)
         # The result topic of an unknown or odd name still answers, on a name safe to use.
         leaf = name if name in COMMAND_NAMES or NAME_RE.match(name) else "_invalid"
         self._publish_now(f"{self.base}cmd/{leaf}/result", text)
+        if group and self.group is not None:
+            answer = (
+                text
+                if self.config.plain_results
+                else json.dumps({**json.loads(text), "instance": self.instance})
+            )
+            self._publish_now(f"{self.group}cmd/{leaf}/result/{self.instance}", answer)
         if reply is not None:
             self._publish_now(reply.topic, text, properties=reply.properties)
 

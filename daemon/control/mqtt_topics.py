@@ -62,6 +62,19 @@ def base_topic(config: MqttConfig) -> str:
     return f"{prefix}/{instance_name(config)}/"
 
 
+def group_topic(config: MqttConfig) -> str | None:
+    """``<prefix>/group/<group>/`` for ``mqtt.group`` (None without one), checked: commands there
+    reach every daemon of the group."""
+    if not config.group:
+        return None
+    if not NAME_RE.match(config.group):
+        raise ConfigError(
+            f"mqtt.group {config.group!r} may hold only letters, digits, '-' and '_' (--group)"
+        )
+    base_topic(config)  # the prefix checked
+    return f"{config.prefix.strip('/')}/group/{config.group}/"
+
+
 def parse_broker(text: str) -> tuple[str, int | None]:
     """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port or None).
 
@@ -87,8 +100,10 @@ def parse_broker(text: str) -> tuple[str, int | None]:
 
 
 def check_config(config: MqttConfig) -> None:
-    """Raise :class:`ConfigError` for a bad prefix, instance or TLS file, before a run starts."""
+    """Raise :class:`ConfigError` for a bad prefix, instance, group or TLS file, before a run
+    starts."""
     base_topic(config)
+    group_topic(config)
     tls_context(config)
 
 

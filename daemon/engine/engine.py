@@ -48,7 +48,7 @@ from daemon.engine.backends import BackendChoice
 from daemon.engine.envelopes import STOP_FADE_S
 from daemon.engine.priority import raise_thread_priority
 from daemon.engine.scores import ScoreQueue
-from daemon.engine.sequencer import Missing, Sequencer
+from daemon.engine.sequencer import BarTempo, Missing, Sequencer
 from daemon.errors import EngineError
 from daemon.messages import LAYER_ORDER, BarScore, BarStarted, Beat, Layer
 
@@ -185,6 +185,7 @@ class Engine(Scheduling):
         self._playing = True  # what the bar now sounding does
         self._transport_pending = False
         self._block_position = 0  # first sample of the block being prepared
+        self._bar_tempo: BarTempo | None = None
 
     # ------------------------------------------------------------------ listeners
 
@@ -217,6 +218,16 @@ class Engine(Scheduling):
         shorter than the buffer size.
         """
         self._audio_listeners.add(fn)
+
+    def set_bar_tempo(self, fn: BarTempo) -> None:
+        """Let an outside clock (a Link session) set each bar's tempo: ``fn(bar, audio_time,
+        plan)`` is called on the audio thread as the bar starts (its downbeat's audio time, up to
+        ``live_ahead_s`` before it sounds) and returns the bar's bpm, which then jumps on the
+        downbeat (no ramp). It must return at once; one that raises keeps the plan's tempo.
+        Before :meth:`start`."""
+        if self._started:
+            raise EngineError("set_bar_tempo() must come before start()")
+        self._bar_tempo = fn
 
     # ------------------------------------------------------------------ state
 
@@ -387,6 +398,7 @@ class Engine(Scheduling):
             ramp=self.config.tempo_ramp,
             patches=self.scores.take_patches,
             gate=None if self.realtime else self._wait_cleared,
+            tempo=self._bar_tempo,
         )
 
     def _new_server(self, audio: str) -> Any:

@@ -34,6 +34,8 @@ class Missing(enum.Enum):
 
 
 ScoreSource = Callable[[int], BarScore | Missing]
+# An outside tempo (a Link session): (bar, audio time of its downbeat, its plan) -> its tempo.
+BarTempo = Callable[[int, float, Plan], float]
 
 # The plan used when live playback must start a bar and no score has ever arrived.
 FALLBACK_PLAN = Plan(
@@ -88,6 +90,7 @@ class Sequencer:
     gate : called with the audio time of every bar start and beat before it is laid out (a
         render waits there until the analysis has seen that far, so that a reaction to what
         happened before it lands on it); None live.
+    tempo : an outside tempo source (see :meth:`set_tempo`); None: every bar keeps its plan's.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class Sequencer:
         ramp: float = 1.0,
         patches: Callable[[], list[BarPatch]] | None = None,
         gate: Callable[[float], None] | None = None,
+        tempo: BarTempo | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self._scores = scores
@@ -116,6 +120,8 @@ class Sequencer:
         self._ramp = ramp
         self._patch_source = patches
         self._gate = gate
+        self._tempo = tempo
+        self._tempo_log = RateLimitedLog(log)
         self._future: dict[int, list[BarPatch]] = {}  # patches of bars not started yet
         self._changes: list[tuple[int, int, BarPatch]] = []  # (sample, seq, patch), a heap
         self.underruns = 0
@@ -259,6 +265,9 @@ class Sequencer:
                 self._on_end(downbeat)
             score = self._replay(bar, keep_notes=False)
         plan = score.plan
+        if self._tempo is not None:
+            plan = self._outside_tempo(bar, downbeat, plan)
+            score = dataclasses.replace(score, plan=plan)
         grid = BarGrid.build(
             bar=bar,
             start=downbeat,
@@ -293,6 +302,21 @@ class Sequencer:
         self._schedule(score.notes, grid, bar, proof=False)
         for patch in self._future.pop(bar, []):
             self._apply_patch(patch)
+
+    def _outside_tempo(self, bar: int, downbeat: int, plan: Plan) -> Plan:
+        """The plan at the outside source's tempo, jumping on the downbeat (a ramp would move the
+        beats off the outside grid); the plan's own tempo when the source fails."""
+        assert self._tempo is not None
+        bpm = plan.bpm
+        try:
+            bpm = float(self._tempo(bar, downbeat / self.sample_rate, plan))
+            if not 20.0 <= bpm <= 999.0:
+                raise ValueError(f"tempo {bpm!r} out of range")
+        except Exception as exc:
+            self._tempo_log.warning("bar %d: the outside tempo failed (%s); keeping %g bpm", bar,
+                                    exc, plan.bpm)  # fmt: skip
+            bpm = plan.bpm
+        return dataclasses.replace(plan, bpm=bpm, ramp=0.0)
 
     def _schedule(
         self,
