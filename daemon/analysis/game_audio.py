@@ -1,0 +1,263 @@
+"""The game's own audio in game mode: cues per window, fused with the scene model, feedback-proof.
+
+:class:`GameAudioCues` is what :class:`~daemon.analysis.game.GameModel` asks once per window
+(:meth:`GameAudioCues.fuse`): it takes the window's audio from a
+:class:`~daemon.sources.game_audio.GameAudioInput`, measures the cues of
+:mod:`models.audio_cues` (speech, loudness, transients, low end) and moves the picture model's
+probabilities by them. Nothing happens without audio (no track, a capture not running yet,
+silence): the probabilities pass unchanged.
+
+Cost: loudness, transients and low end take well under a millisecond per window on the analysis
+thread. Silero VAD takes 5-6 ms per 0.5 s window on one core, too much beside the picture model
+in a 10 ms budget, so it runs in a worker thread of its own (one torch thread): for a file the
+next window's audio goes to the worker while this one is fused (the result is the same as in
+line, in the same order); live, a window uses the newest finished VAD reading (at most one
+window, 0.5 s, old) and never waits. Quiet windows skip the VAD.
+
+Feedback: moodscore's own music must never drive the scene. A live capture of the whole desktop
+hears the music too; :class:`PlayedAudio` keeps the last seconds of what the engine played (an
+audio listener on the engine) and every window's capture is compared with it
+(:func:`models.audio_cues.feedback_match`, delays 0-500 ms). While it matches, the audio cues are
+dropped (the window is read from the picture alone) and counted; the first time, one warning
+says how to route the music away from the capture.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from daemon.errors import SourceError
+from daemon.sources.game_audio import GameAudioInput, _resample
+from models.audio_cues import (
+    CUE_SPEAKS,
+    MAX_DELAY_S,
+    AudioCues,
+    SignalCues,
+    SpeechDetector,
+    band_envelopes,
+    feedback_match,
+    fuse,
+    level_db,
+)
+from models.audio_cues import FEEDBACK_MATCH as FEEDBACK_MATCH
+from models.audio_cues import QUIET_DB as QUIET_DB
+
+log = logging.getLogger("moodscore.analysis.game_audio")
+
+ROUTING_ADVICE = (
+    "route moodscore's music to its own device (--device, a JACK port or a PulseAudio null sink) "
+    "and capture only the game's application audio (README, 'Game audio')"
+)
+
+
+class PlayedAudio:
+    """The last seconds of what the engine played, stamped with the wall clock as they are made.
+
+    :meth:`listen` is an engine audio listener (``engine.add_audio_listener(played.listen)``);
+    it only appends, on the audio thread. :meth:`before` returns, at 16 kHz mono, what was played
+    up to a wall-clock time.
+
+    Parameters
+    ----------
+    sample_rate : the engine's sample rate, asked when it is needed (JACK imposes its own once
+        the server runs).
+    keep_s : seconds kept.
+    now : the wall clock that stamps each block (the capture's, ``time.perf_counter``).
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: Callable[[], int],
+        keep_s: float = 2.0,
+        now: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._rate = sample_rate
+        self._now = now
+        self._keep = keep_s
+        self._lock = threading.Lock()
+        self._blocks: collections.deque[tuple[float, np.ndarray]] = collections.deque()
+
+    def listen(self, block: np.ndarray, audio_time: float) -> None:
+        now = self._now()
+        mono = block.mean(axis=1) if block.ndim == 2 else block
+        with self._lock:
+            self._blocks.append((now, mono.astype(np.float32)))
+            while self._blocks and now - self._blocks[0][0] > self._keep:
+                self._blocks.popleft()
+
+    def before(self, wall: float, seconds: float) -> np.ndarray | None:
+        """What was played in the ``seconds`` up to ``wall`` [shape=(n,), 16 kHz], or None."""
+        with self._lock:
+            blocks = [b for t, b in self._blocks if t <= wall + 1e-3]
+        if not blocks:
+            return None
+        rate = self._rate()
+        joined = np.concatenate(blocks)[-round(seconds * rate) :]
+        return _resample(joined, rate)
+
+
+class GameAudioCues:
+    """The audio side of game mode (see the module docstring).
+
+    Parameters
+    ----------
+    open_input : makes the audio input; called on the first window (a live capture of the
+        engine's own ports only exists once the music runs). A :class:`SourceError` it raises
+        is logged once, on one line, and the game is read from the picture alone.
+    played : what the engine played, for the feedback check (live captures only).
+    speech : run the VAD (False: speech is always 0; for benches and tests of the rest).
+    """
+
+    def __init__(
+        self,
+        *,
+        open_input: Callable[[], GameAudioInput],
+        played: PlayedAudio | None = None,
+        speech: bool = True,
+    ) -> None:
+        self._open_input = open_input
+        self._input: GameAudioInput | None = None
+        self._failed = False
+        self._played = played
+        self._signal = SignalCues()
+        self._vad = SpeechDetector() if speech else None
+        self._worker = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="game-audio-vad")
+            if speech
+            else None
+        )
+        self._pending: dict[float, concurrent.futures.Future[float]] = {}
+        self._last_speech = 0.0
+        self.windows = 0
+        """Windows that had audio."""
+        self.feedback_windows = 0
+        """Windows whose audio cues were dropped because the capture heard moodscore's music."""
+        self.missing = False
+        """The input did not open (the one-line error was logged)."""
+        self.feedback_now = False
+        self._warned = False
+        self.last_match = (0.0, 0.0)
+
+    @property
+    def description(self) -> str:
+        return self._input.description if self._input is not None else "game audio"
+
+    def _ensure_input(self) -> GameAudioInput | None:
+        if self._input is None and not self._failed:
+            try:
+                self._input = self._open_input()
+            except SourceError as exc:
+                self._failed = self.missing = True
+                log.error("%s; game mode reads the picture alone", exc)
+                return None
+            log.info("game audio: %s", self._input.description)
+        return self._input
+
+    def _speech_of(self, samples: np.ndarray) -> float:
+        assert self._vad is not None
+        if level_db(samples) < QUIET_DB:
+            self._vad.reset()  # silence: the next voice starts a fresh reading
+            return 0.0
+        return self._vad.push(samples)
+
+    def _speech(self, source: GameAudioInput, samples: np.ndarray, t0: float, t1: float) -> float:
+        if self._worker is None:
+            return 0.0
+        if source.live:
+            # Never wait live: the newest finished reading (at most one window old).
+            done = [t for t, f in self._pending.items() if f.done()]
+            for t in sorted(done):
+                self._last_speech = self._pending.pop(t).result()
+            if not self._pending:
+                self._pending[t1] = self._worker.submit(self._speech_of, samples)
+            return self._last_speech
+        future = self._pending.pop(t1, None) or self._worker.submit(self._speech_of, samples)
+        # The next window's audio goes to the worker now, so the VAD runs beside the picture.
+        ahead = source.window(t1, t1 + (t1 - t0))
+        if ahead is not None:
+            self._pending = {t1 + (t1 - t0): self._worker.submit(self._speech_of, ahead)}
+        else:
+            self._pending = {}
+        return future.result()
+
+    def measure(self, t_start: float, t_end: float) -> AudioCues | None:
+        """The window's audio cues; None when there is no audio (or while feedback is heard)."""
+        source = self._ensure_input()
+        if source is None:
+            return None
+        samples = source.window(t_start, t_end)
+        if samples is None or samples.size == 0:
+            return None
+        self.windows += 1
+        if self._feedback(source, samples):
+            return None
+        loudness, onsets, low, level = self._signal.push(samples)
+        speech = self._speech(source, samples, t_start, t_end)
+        return AudioCues(speech=speech, loudness=loudness, onsets=onsets, low=low, level_db=level)
+
+    def _feedback(self, source: GameAudioInput, samples: np.ndarray) -> bool:
+        if self._played is None or source.end_wall is None:
+            return False
+        seconds = samples.size / 16_000
+        played = self._played.before(source.end_wall, seconds + MAX_DELAY_S + 0.05)
+        if played is None or level_db(samples) < QUIET_DB:
+            self.feedback_now = False
+            return False
+        score, delay = feedback_match(band_envelopes(samples), band_envelopes(played))
+        self.last_match = (score, delay)
+        self.feedback_now = score >= FEEDBACK_MATCH
+        if self.feedback_now:
+            self.feedback_windows += 1
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "game audio (%s) hears moodscore's own music (match %.2f at %d ms): its cues "
+                    "are off while it does; %s",
+                    source.description,
+                    score,
+                    round(delay * 1000),
+                    ROUTING_ADVICE,
+                )
+        return self.feedback_now
+
+    def fuse(
+        self, classes: tuple[str, ...] | list[str], probs: np.ndarray, t_start: float, t_end: float
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """The window's probabilities moved by its audio cues, and the features to record:
+        ``audio.<cue>`` for the cues at or above :data:`CUE_SPEAKS`, ``audio_to.<class>`` for
+        the evidence that moved a class, ``audio_feedback`` 1.0 while the music is heard."""
+        cues = self.measure(t_start, t_end)
+        if cues is None:
+            return probs, {"audio_feedback": 1.0} if self.feedback_now else {}
+        fused, moved = fuse(classes, probs, cues)
+        features = {f"audio.{k}": round(v, 4) for k, v in cues.as_dict().items() if v >= CUE_SPEAKS}
+        names = {"speech": "dialogue", "combat": "combat"}
+        features.update((f"audio_to.{names[k]}", round(v, 4)) for k, v in moved.items())
+        return fused, features
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+        if self._input is not None:
+            self._input.close()
+
+
+def attach_game_audio(model: Any, cues: GameAudioCues) -> bool:
+    """Give ``model`` (the game mode's, or auto's game half) its audio; False for other modes."""
+    from daemon.analysis.game import AutoModel, GameModel
+
+    game = model.game if isinstance(model, AutoModel) else model
+    if not isinstance(game, GameModel):
+        cues.close()
+        return False
+    game.audio = cues
+    return True
