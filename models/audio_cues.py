@@ -37,7 +37,7 @@ drive the scene. The captured window's log-energy envelopes in six bands (10 ms 
 The constants were set by hand on the Ren'Py tutorial's voiced clips and OpenArena's deathmatch
 audio, and measured on other clips (``models/SCENE_CARD.md``, "Audio cues").
 
-numpy, scipy and torch (the VAD); no I/O. Silero VAD's weights ship inside its wheel.
+numpy and torch (the VAD); no I/O. Silero VAD's weights ship inside its wheel.
 """
 
 from __future__ import annotations
@@ -87,6 +87,25 @@ class AudioCues:
 
     def as_dict(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in AUDIO_CUE_NAMES}
+
+
+def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """``samples`` [shape=(n,)] from ``rate_in`` to ``rate_out`` Hz, float32 (numpy only: a
+    63-tap windowed-sinc low-pass below the lower Nyquist, then linear interpolation; enough for
+    envelopes and a VAD, and without scipy.signal's seconds-long import)."""
+    x = samples.astype(np.float32)
+    if rate_in == rate_out or x.size == 0:
+        return x
+    if rate_out < rate_in:
+        cutoff = 0.45 * rate_out / rate_in  # of rate_in
+        taps = np.arange(-31, 32)
+        kernel = (2 * cutoff * np.sinc(2 * cutoff * taps) * np.hamming(taps.size)).astype(
+            np.float32
+        )
+        x = np.convolve(x, (kernel / kernel.sum()).astype(np.float32), mode="same")
+    count = int(x.size * rate_out / rate_in)
+    where = np.arange(count, dtype=np.float64) * (rate_in / rate_out)
+    return np.interp(where, np.arange(x.size), x).astype(np.float32)
 
 
 def level_db(samples: np.ndarray) -> float:
@@ -196,9 +215,7 @@ class SpeechDetector:
 
         samples : np.ndarray [shape=(n,), dtype=float32] at :data:`RATE`, mono.
         """
-        from scipy.signal import resample_poly
-
-        half = resample_poly(samples.astype(np.float32), 1, RATE // VAD_RATE).astype(np.float32)
+        half = resample(samples, RATE, VAD_RATE)
         joined = np.concatenate([self._rest, half])
         count = joined.size // VAD_CHUNK
         self._rest = joined[count * VAD_CHUNK :]

@@ -253,3 +253,14 @@ class AutoModel(WindowModel[tuple[Any, np.ndarray | None]]):
     def close(self) -> None:
         self._face.close()
         self._game.close()
+
+
+def attach_game_audio(model: WindowModel[Any], cues: GameAudioCues) -> bool:
+    """Give ``model`` (the game mode's, or auto's game half) the game's audio; other modes do
+    not hear it (``cues`` is closed and False returned)."""
+    game = model.game if isinstance(model, AutoModel) else model
+    if not isinstance(game, GameModel):
+        cues.close()
+        return False
+    game.audio = cues
+    return True

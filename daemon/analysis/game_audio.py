@@ -30,7 +30,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -249,15 +248,3 @@ class GameAudioCues:
             self._worker.shutdown(wait=True, cancel_futures=True)
         if self._input is not None:
             self._input.close()
-
-
-def attach_game_audio(model: Any, cues: GameAudioCues) -> bool:
-    """Give ``model`` (the game mode's, or auto's game half) its audio; False for other modes."""
-    from daemon.analysis.game import AutoModel, GameModel
-
-    game = model.game if isinstance(model, AutoModel) else model
-    if not isinstance(game, GameModel):
-        cues.close()
-        return False
-    game.audio = cues
-    return True

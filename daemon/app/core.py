@@ -10,7 +10,8 @@ from pathlib import Path
 
 from daemon.analysis import AnalysisStage, make_window_model
 from daemon.analysis.board import MoodBoard
-from daemon.analysis.game_audio import GameAudioCues, PlayedAudio, attach_game_audio
+from daemon.analysis.game import attach_game_audio
+from daemon.analysis.game_audio import GameAudioCues, PlayedAudio
 from daemon.composer import Composer
 from daemon.conductor import Conductor
 from daemon.config import Config

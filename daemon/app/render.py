@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.analysis import AnalysisStage, make_window_model
-from daemon.analysis.game_audio import attach_game_audio
+from daemon.analysis.game import attach_game_audio
 from daemon.app.core import (
     build_core,
     build_session,

@@ -33,7 +33,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from math import gcd
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ import av
 import numpy as np
 
 from daemon.errors import SourceError
+from models.audio_cues import resample
 
 log = logging.getLogger("moodscore.sources.game_audio")
 
@@ -49,12 +49,7 @@ KEEP_S = 3.0
 
 
 def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
-    if rate == RATE or samples.size == 0:
-        return samples.astype(np.float32)
-    from scipy.signal import resample_poly
-
-    g = gcd(RATE, rate)
-    return resample_poly(samples, RATE // g, rate // g).astype(np.float32)
+    return resample(samples, rate, RATE)
 
 
 class GameAudioInput(ABC):
