@@ -17,9 +17,10 @@ window, 0.5 s, old) and never waits. Quiet windows skip the VAD.
 Feedback: moodscore's own music must never drive the scene. A live capture of the whole desktop
 hears the music too; :class:`PlayedAudio` keeps the last seconds of what the engine played (an
 audio listener on the engine) and every window's capture is compared with it
-(:func:`models.audio_cues.feedback_match`, delays 0-500 ms). While it matches, the audio cues are
-dropped (the window is read from the picture alone) and counted; the first time, one warning
-says how to route the music away from the capture.
+(:func:`models.audio_cues.feedback_match`, delays 0-500 ms). A window that matches has its audio
+cues dropped (it is read from the picture alone) and is counted (health ``game_audio_feedback``);
+once three of the last four windows matched, one warning says how to route the music away from
+the capture.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from models.audio_cues import FEEDBACK_MATCH as FEEDBACK_MATCH
 from models.audio_cues import QUIET_DB as QUIET_DB
 
 log = logging.getLogger("moodscore.analysis.game_audio")
+
+WARN_AFTER = 3  # matching windows among the last four before the feedback warning
 
 ROUTING_ADVICE = (
     "route moodscore's music to its own device (--device, a JACK port or a PulseAudio null sink) "
@@ -144,6 +147,7 @@ class GameAudioCues:
         """The input did not open (the one-line error was logged)."""
         self.feedback_now = False
         self._warned = False
+        self._recent: collections.deque[bool] = collections.deque(maxlen=4)
         self.last_match = (0.0, 0.0)
 
     @property
@@ -214,9 +218,12 @@ class GameAudioCues:
         score, delay = feedback_match(band_envelopes(samples), band_envelopes(played))
         self.last_match = (score, delay)
         self.feedback_now = score >= FEEDBACK_MATCH
+        self._recent.append(self.feedback_now)
         if self.feedback_now:
+            # A window that matches is dropped at once (the picture alone reads it, at little
+            # cost); the warning waits until it persists, so a chance match stays quiet.
             self.feedback_windows += 1
-            if not self._warned:
+            if not self._warned and sum(self._recent) >= WARN_AFTER:
                 self._warned = True
                 log.warning(
                     "game audio (%s) hears moodscore's own music (match %.2f at %d ms): its cues "
