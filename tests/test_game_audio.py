@@ -265,3 +265,46 @@ def test_own_music_looped_back_does_not_move_the_scene(own_music: np.ndarray, ca
         u.scene_probs["combat"] > p.scene_probs["combat"] + 0.01
         for u, p in zip(unguarded, picture, strict=True)
     )
+
+
+@pytest.mark.jack
+async def test_live_run_on_jack_hearing_its_own_output_warns_and_drops_the_audio(
+    monkeypatch: pytest.MonkeyPatch, caplog
+):
+    """`moodscore run --mode game --game-audio jack:moodscore:output_*` on a dummy jackd: the
+    capture is wired to moodscore's own output ports, the worst routing there is. The music
+    plays on, every window the capture hears it is read from the picture alone, and one
+    warning says how to route it."""
+    from daemon.app import LiveRequest, build_live
+    from daemon.engine import BackendChoice
+    from daemon.sources import open_source
+    from tests.jack import dummy_jackd
+    from tests.live import live_config, running
+
+    with dummy_jackd(monkeypatch, "moodscore-game-audio", period=256):
+        config = live_config(
+            analysis={"mode": "game"},
+            game={"audio_device": "jack:moodscore:output_*"},
+            engine={"backend": "jack"},
+            web={"enabled": False},
+        )
+        source = open_source(str(FIGHT), config.source, paced=True)
+        session = build_live(
+            config, LiveRequest(duration=None), source, BackendChoice("jack", "test")
+        )
+        assert session.analysis is not None
+        model = session.analysis._model
+        assert isinstance(model, GameModel) and model.audio is not None
+        with caplog.at_level(logging.WARNING, logger="moodscore.analysis.game_audio"):
+            async with running(session):
+                import asyncio
+
+                for _ in range(80):
+                    await asyncio.sleep(0.1)
+                    if model.audio.feedback_windows >= 4:
+                        break
+        cues = model.audio
+        assert cues.windows >= 4 and not cues.missing
+        assert cues.feedback_windows >= 0.6 * cues.windows
+        warnings = [r for r in caplog.records if "own music" in r.getMessage()]
+        assert len(warnings) == 1

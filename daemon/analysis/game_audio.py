@@ -117,6 +117,8 @@ class GameAudioCues:
         is logged once, on one line, and the game is read from the picture alone.
     played : what the engine played, for the feedback check (live captures only).
     speech : run the VAD (False: speech is always 0; for benches and tests of the rest).
+    retry_s : a live device that did not open is tried again this often (seconds of source
+        time; a game started after moodscore, a port that appears later); None: never.
     """
 
     def __init__(
@@ -125,10 +127,13 @@ class GameAudioCues:
         open_input: Callable[[], GameAudioInput],
         played: PlayedAudio | None = None,
         speech: bool = True,
+        retry_s: float | None = None,
     ) -> None:
         self._open_input = open_input
         self._input: GameAudioInput | None = None
         self._failed = False
+        self._retry_s = retry_s
+        self._retry_at = 0.0
         self._played = played
         self._signal = SignalCues()
         self._vad = SpeechDetector() if speech else None
@@ -144,7 +149,7 @@ class GameAudioCues:
         self.feedback_windows = 0
         """Windows whose audio cues were dropped because the capture heard moodscore's music."""
         self.missing = False
-        """The input did not open (the one-line error was logged)."""
+        """The input did not open (the one-line error was logged); False again once it does."""
         self.feedback_now = False
         self._warned = False
         self._recent: collections.deque[bool] = collections.deque(maxlen=4)
@@ -154,15 +159,22 @@ class GameAudioCues:
     def description(self) -> str:
         return self._input.description if self._input is not None else "game audio"
 
-    def _ensure_input(self) -> GameAudioInput | None:
-        if self._input is None and not self._failed:
-            try:
-                self._input = self._open_input()
-            except SourceError as exc:
-                self._failed = self.missing = True
-                log.error("%s; game mode reads the picture alone", exc)
-                return None
-            log.info("game audio: %s", self._input.description)
+    def _ensure_input(self, now: float) -> GameAudioInput | None:
+        if self._input is not None:
+            return self._input
+        if self._failed and (self._retry_s is None or now < self._retry_at):
+            return None
+        try:
+            self._input = self._open_input()
+        except SourceError as exc:
+            if not self._failed:
+                again = f", trying again every {self._retry_s:g} s" if self._retry_s else ""
+                log.error("%s; game mode reads the picture alone%s", exc, again)
+            self._failed = self.missing = True
+            self._retry_at = now + (self._retry_s or 0.0)
+            return None
+        self.missing = False
+        log.info("game audio: %s", self._input.description)
         return self._input
 
     def _speech_of(self, samples: np.ndarray) -> float:
@@ -194,7 +206,7 @@ class GameAudioCues:
 
     def measure(self, t_start: float, t_end: float) -> AudioCues | None:
         """The window's audio cues; None when there is no audio (or while feedback is heard)."""
-        source = self._ensure_input()
+        source = self._ensure_input(t_end)
         if source is None:
             return None
         samples = source.window(t_start, t_end)

@@ -188,7 +188,7 @@ def file_game_audio(config: Config, input_spec: str) -> GameAudioCues | None:
 def live_game_audio(config: Config, core: Core) -> GameAudioCues | None:
     """The live capture ``game.audio_device`` names, checked against what the engine plays
     (None when none is set, or the mode is not a game mode). The device opens on the first
-    window; a missing one is one logged line and the music plays on."""
+    window; a missing one is one logged line, tried again every 2 s, and the music plays on."""
     from daemon.sources.game_audio import open_capture
 
     device = config.game.audio_device
@@ -200,7 +200,7 @@ def live_game_audio(config: Config, core: Core) -> GameAudioCues | None:
     engine = core.engine
     played = PlayedAudio(sample_rate=lambda: engine.sample_rate)
     engine.add_audio_listener(played.listen)
-    return GameAudioCues(open_input=lambda: open_capture(device), played=played)
+    return GameAudioCues(open_input=lambda: open_capture(device), played=played, retry_s=2.0)
 
 
 def common_outputs(
