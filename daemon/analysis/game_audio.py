@@ -7,12 +7,13 @@
 probabilities by them. Nothing happens without audio (no track, a capture not running yet,
 silence): the probabilities pass unchanged.
 
-Cost: loudness, transients and low end take well under a millisecond per window on the analysis
-thread. Silero VAD takes 5-6 ms per 0.5 s window on one core, too much beside the picture model
-in a 10 ms budget, so it runs in a worker thread of its own (one torch thread): for a file the
-next window's audio goes to the worker while this one is fused (the result is the same as in
-line, in the same order); live, a window uses the newest finished VAD reading (at most one
-window, 0.5 s, old) and never waits. Quiet windows skip the VAD.
+Cost: all of it runs in one worker thread of its own (one torch thread), beside the picture
+model, off the window's 10 ms budget: Silero VAD alone takes 5-6 ms per 0.5 s window on one
+core, the feedback check about 2 ms, the rest under 1 ms. For a file the next window's audio
+goes to the worker while this one is fused (the result is the same as in line: the worker
+takes the windows in order); live, a window hands its audio to the worker and reads the
+reading of the window before (handed over 0.5 s earlier, so it is ready): the audio is one
+window, 0.5 s, behind the picture. Quiet windows skip the VAD.
 
 Feedback: moodscore's own music must never drive the scene. A live capture of the whole desktop
 hears the music too; :class:`PlayedAudio` keeps the last seconds of what the engine played (an
@@ -31,6 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -107,6 +109,14 @@ class PlayedAudio:
         return _resample(joined, rate)
 
 
+class Reading(NamedTuple):
+    """One window's audio: its cues (None: no audio, or dropped), and whether it was dropped
+    because the capture heard moodscore's own music."""
+
+    cues: AudioCues | None
+    feedback: bool
+
+
 class GameAudioCues:
     """The audio side of game mode (see the module docstring).
 
@@ -137,20 +147,16 @@ class GameAudioCues:
         self._played = played
         self._signal = SignalCues()
         self._vad = SpeechDetector() if speech else None
-        self._worker = (
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="game-audio-vad")
-            if speech
-            else None
-        )
-        self._pending: dict[float, concurrent.futures.Future[float]] = {}
-        self._last_speech = 0.0
+        # One worker, so the streaming cues see the windows in order.
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="game-audio")
+        self._previous: concurrent.futures.Future[Reading] | None = None
+        self._ahead: dict[float, concurrent.futures.Future[Reading]] = {}
         self.windows = 0
         """Windows that had audio."""
         self.feedback_windows = 0
         """Windows whose audio cues were dropped because the capture heard moodscore's music."""
         self.missing = False
         """The input did not open (the one-line error was logged); False again once it does."""
-        self.feedback_now = False
         self._warned = False
         self._recent: collections.deque[bool] = collections.deque(maxlen=4)
         self.last_match = (0.0, 0.0)
@@ -177,61 +183,59 @@ class GameAudioCues:
         log.info("game audio: %s", self._input.description)
         return self._input
 
-    def _speech_of(self, samples: np.ndarray) -> float:
-        assert self._vad is not None
-        if level_db(samples) < QUIET_DB:
-            self._vad.reset()  # silence: the next voice starts a fresh reading
-            return 0.0
-        return self._vad.push(samples)
+    def _work(self, samples: np.ndarray, end_wall: float | None, description: str) -> Reading:
+        """One window's measurement, in the worker: the feedback check, then the cues."""
+        if self._is_feedback(samples, end_wall, description):
+            return Reading(None, feedback=True)
+        loudness, onsets, low, level = self._signal.push(samples)
+        speech = 0.0
+        if self._vad is not None:
+            if level < QUIET_DB:
+                self._vad.reset()  # silence: the next voice starts a fresh reading
+            else:
+                speech = self._vad.push(samples)
+        cues = AudioCues(speech=speech, loudness=loudness, onsets=onsets, low=low, level_db=level)
+        return Reading(cues, feedback=False)
 
-    def _speech(self, source: GameAudioInput, samples: np.ndarray, t0: float, t1: float) -> float:
-        if self._worker is None:
-            return 0.0
-        if source.live:
-            # Never wait live: the newest finished reading (at most one window old).
-            done = [t for t, f in self._pending.items() if f.done()]
-            for t in sorted(done):
-                self._last_speech = self._pending.pop(t).result()
-            if not self._pending:
-                self._pending[t1] = self._worker.submit(self._speech_of, samples)
-            return self._last_speech
-        future = self._pending.pop(t1, None) or self._worker.submit(self._speech_of, samples)
-        # The next window's audio goes to the worker now, so the VAD runs beside the picture.
-        ahead = source.window(t1, t1 + (t1 - t0))
-        if ahead is not None:
-            self._pending = {t1 + (t1 - t0): self._worker.submit(self._speech_of, ahead)}
-        else:
-            self._pending = {}
-        return future.result()
-
-    def measure(self, t_start: float, t_end: float) -> AudioCues | None:
-        """The window's audio cues; None when there is no audio (or while feedback is heard)."""
+    def measure(self, t_start: float, t_end: float) -> Reading:
+        """The window's reading: its audio cues (None without audio, or while the capture
+        hears moodscore's music), from the worker (see the module docstring)."""
         source = self._ensure_input(t_end)
         if source is None:
-            return None
+            return Reading(None, feedback=False)
         samples = source.window(t_start, t_end)
         if samples is None or samples.size == 0:
-            return None
+            return Reading(None, feedback=False)
         self.windows += 1
-        if self._feedback(source, samples):
-            return None
-        loudness, onsets, low, level = self._signal.push(samples)
-        speech = self._speech(source, samples, t_start, t_end)
-        return AudioCues(speech=speech, loudness=loudness, onsets=onsets, low=low, level_db=level)
+        work = self._worker.submit
+        if source.live:
+            # This window goes to the worker; the one before, handed over 0.5 s ago, is read.
+            future = work(self._work, samples, source.end_wall, source.description)
+            previous, self._previous = self._previous, future
+            return previous.result() if previous is not None else Reading(None, feedback=False)
+        step = t_end - t_start
+        queued = self._ahead.get(t_end)
+        if queued is None:
+            queued = work(self._work, samples, None, "")
+        # The next window goes to the worker now, so it is measured beside the picture.
+        ahead = source.window(t_end, t_end + step)
+        self._ahead = {}
+        if ahead is not None and ahead.size:
+            self._ahead[t_end + step] = work(self._work, ahead, None, "")
+        return queued.result()
 
-    def _feedback(self, source: GameAudioInput, samples: np.ndarray) -> bool:
-        if self._played is None or source.end_wall is None:
+    def _is_feedback(self, samples: np.ndarray, end_wall: float | None, description: str) -> bool:
+        if self._played is None or end_wall is None:
             return False
         seconds = samples.size / 16_000
-        played = self._played.before(source.end_wall, seconds + MAX_DELAY_S + 0.05)
+        played = self._played.before(end_wall, seconds + MAX_DELAY_S + 0.05)
         if played is None or level_db(samples) < QUIET_DB:
-            self.feedback_now = False
             return False
         score, delay = feedback_match(band_envelopes(samples), band_envelopes(played))
         self.last_match = (score, delay)
-        self.feedback_now = score >= FEEDBACK_MATCH
-        self._recent.append(self.feedback_now)
-        if self.feedback_now:
+        matched = score >= FEEDBACK_MATCH
+        self._recent.append(matched)
+        if matched:
             # A window that matches is dropped at once (the picture alone reads it, at little
             # cost); the warning waits until it persists, so a chance match stays quiet.
             self.feedback_windows += 1
@@ -240,12 +244,12 @@ class GameAudioCues:
                 log.warning(
                     "game audio (%s) hears moodscore's own music (match %.2f at %d ms): its cues "
                     "are off while it does; %s",
-                    source.description,
+                    description,
                     score,
                     round(delay * 1000),
                     ROUTING_ADVICE,
                 )
-        return self.feedback_now
+        return matched
 
     def fuse(
         self, classes: tuple[str, ...] | list[str], probs: np.ndarray, t_start: float, t_end: float
@@ -253,9 +257,10 @@ class GameAudioCues:
         """The window's probabilities moved by its audio cues, and the features to record:
         ``audio.<cue>`` for the cues at or above :data:`CUE_SPEAKS`, ``audio_to.<class>`` for
         the evidence that moved a class, ``audio_feedback`` 1.0 while the music is heard."""
-        cues = self.measure(t_start, t_end)
+        reading = self.measure(t_start, t_end)
+        cues = reading.cues
         if cues is None:
-            return probs, {"audio_feedback": 1.0} if self.feedback_now else {}
+            return probs, {"audio_feedback": 1.0} if reading.feedback else {}
         fused, moved = fuse(classes, probs, cues)
         features = {f"audio.{k}": round(v, 4) for k, v in cues.as_dict().items() if v >= CUE_SPEAKS}
         names = {"speech": "dialogue", "combat": "combat"}
@@ -263,7 +268,6 @@ class GameAudioCues:
         return fused, features
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.shutdown(wait=True, cancel_futures=True)
+        self._worker.shutdown(wait=True, cancel_futures=True)
         if self._input is not None:
             self._input.close()

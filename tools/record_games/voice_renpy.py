@@ -1,22 +1,26 @@
-"""Voice recorded Ren'Py footage: the game's dialogue lines spoken by espeak-ng over its music.
+"""Voice recorded dialogue footage (Ren'Py, Wesnoth): the game's own lines spoken by espeak-ng
+over its own music.
 
 Debian's Ren'Py games have no voice acting, and there is no sound card to record their music
 from. This tool gives a recorded Ren'Py clip (``models/footage/train/renpy/*.mp4`` and its
 labels) the sound a voiced visual novel has, built from real parts, and says so in the labels'
 ``meta.audio``:
 
-- every ``say`` stretch (lines in the text box, read one after another) is filled with the next
-  dialogue lines of the game's own script (``script.rpy`` and some of the tutorial's files), in
-  order, 0.3-0.8 s apart, spoken by Debian's espeak-ng (a formant voice: the VAD has to find it
-  as it would a human one; voice and speed vary per character), from 0.2 s into the stretch and
-  cut at its end;
+- every ``say`` stretch (lines in the text box, read one after another; Wesnoth: its story
+  pages and character messages) is filled with the next dialogue lines of the game's own script
+  (Ren'Py: ``script.rpy`` and some of the tutorial's files; Wesnoth: the campaign's first
+  scenario's ``story``/``message`` lines), in order, 0.3-0.8 s apart, spoken by Debian's
+  espeak-ng (a formant voice: the VAD has to find it as it would a human one; voice and speed
+  vary per character), from 0.2 s into the stretch and cut at its end;
 - ``choice`` screens stay unvoiced (a voiced game does not read its buttons out);
 - under everything, the game's own music (The Question: ``illurock.opus``; the tutorial:
-  ``sunflower-slow-drag.ogg``), looped at about -24 dBFS, the voice at about -18 dBFS.
+  ``sunflower-slow-drag.ogg``; Wesnoth: ``wanderer.ogg``), looped at about -24 dBFS, the voice
+  at about -18 dBFS.
 
 The result goes to ``models/footage/audio/`` (the 96x72 picture, a 16 kHz mono AAC track).
 
-    .venv/bin/python -m tools.record_games.voice_renpy question_1280x720 tutorial_960x540
+    .venv/bin/python -m tools.record_games.voice_renpy question_1280x720 tutorial_960x540 \
+        wesnoth/campaign_two_brothers_1024x768
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ from daemon.config import REPO_ROOT
 from .with_audio import OUT
 
 RATE = 16_000
-FOOTAGE = REPO_ROOT / "models" / "footage" / "train" / "renpy"
+FOOTAGE = REPO_ROOT / "models" / "footage" / "train"
+WESNOTH = Path("/usr/share/games/wesnoth/1.16/data")
+WESNOTH_SAYS = ("story_viewer", "wml_message_left", "wml_message_right")
+_WML = re.compile(r'(?:message|story)\s*=\s*_\s*"((?:[^"]|"")+)"', re.S)
 GAMES = {
     "question": (
         Path("/usr/share/games/renpy/the_question/game"),
@@ -63,6 +70,21 @@ def dialogue_lines(folder: Path, files: list[str]) -> list[tuple[str, str]]:
                 text = re.sub(r"\{[^}]*\}|\[[^]]*\]", "", match.group(2)).replace('\\"', '"')
                 if len(text.split()) >= 2:
                     lines.append((match.group(1) or "narrator", text))
+    return lines
+
+
+def wesnoth_lines(campaign: str) -> list[tuple[str, str]]:
+    """(speaker, text) of the story pages and messages of a campaign's first scenario."""
+    folder = next(
+        p for p in (WESNOTH / "campaigns").iterdir() if p.name.lower() == campaign.lower()
+    )
+    first = sorted((folder / "scenarios").glob("*.cfg"))[0]
+    lines = []
+    for match in _WML.finditer(first.read_text(errors="replace")):
+        text = " ".join(match.group(1).replace('""', '"').split())
+        text = re.sub(r"<[^>]*>", "", text)
+        if len(text.split()) >= 2:
+            lines.append(("speaker", text))
     return lines
 
 
@@ -109,20 +131,27 @@ def _at_db(x: np.ndarray, db: float) -> np.ndarray:
 
 
 def voice_clip(clip: str, out: Path) -> Path:
-    labels = json.loads((FOOTAGE / f"{clip}.json").read_text())
-    title = clip.split("_")[0]
-    folder, music_name, scripts = GAMES[title]
-    lines = dialogue_lines(folder, scripts)
+    """Voice ``clip`` (``question_1280x720``, or ``wesnoth/<clip>``); returns the new MP4."""
+    game, _, name = clip.rpartition("/")
+    game = game or "renpy"
+    labels = json.loads((FOOTAGE / game / f"{name}.json").read_text())
+    if game == "wesnoth":
+        lines = wesnoth_lines(name.removeprefix("campaign_").rsplit("_", 1)[0])
+        music = WESNOTH / "core" / "music" / "wanderer.ogg"
+        says: tuple[str, ...] = WESNOTH_SAYS
+    else:
+        folder, music_name, scripts = GAMES[name.split("_")[0]]
+        lines, music, says = dialogue_lines(folder, scripts), folder / music_name, ("say",)
     fps = float(labels["fps"])
     seconds = labels["frames"] / fps
-    track = _at_db(_decode(folder / music_name, seconds, loop=True), -24.0)
+    track = _at_db(_decode(music, seconds, loop=True), -24.0)
     track = np.pad(track, (0, max(0, round(seconds * RATE) - track.size)))
     rng = random.Random(clip)
     speakers: dict[str, tuple[str, int]] = {}
     voiced = 0
     k = 0
     for start, end, state, _cls in labels["segments"]:
-        if state != "say":
+        if state not in says:
             continue
         # A say stretch holds every line read in a row: voice them one after another.
         a = round((start / fps + 0.2) * RATE)
@@ -137,7 +166,7 @@ def voice_clip(clip: str, out: Path) -> Path:
             a += piece.size + round(rng.uniform(0.3, 0.8) * RATE)
     track = np.clip(track, -1.0, 1.0).astype(np.float32)
     out.mkdir(parents=True, exist_ok=True)
-    target = out / f"renpy_{clip}_voiced.mp4"
+    target = out / f"{game}_{name}_voiced.mp4"
     with tempfile.TemporaryDirectory() as scratch:
         wav = Path(scratch) / "a.wav"
         import soundfile
@@ -168,8 +197,8 @@ def voice_clip(clip: str, out: Path) -> Path:
         )
     labels["video"] = target.name
     labels["meta"]["audio"] = (
-        f"synthetic voice track: {voiced} say stretches voiced by espeak-ng with lines of the "
-        f"game's own script; the game's own music ({music_name}) under everything "
+        f"synthetic voice track: {voiced} lines voiced by espeak-ng from the game's own script "
+        f"over its dialogue stretches; the game's own music ({music.name}) under everything "
         "(tools/record_games/voice_renpy.py)"
     )
     target.with_suffix(".json").write_text(json.dumps(labels))
@@ -179,7 +208,9 @@ def voice_clip(clip: str, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("clips", nargs="+", help="clip names under models/footage/train/renpy")
+    parser.add_argument(
+        "clips", nargs="+", help="Ren'Py clip names, or wesnoth/<clip> (models/footage/train)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     for clip in args.clips:
