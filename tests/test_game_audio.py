@@ -30,6 +30,21 @@ SAY_S = [(35.5, 42.5), (50.5, 55.5)]
 MENU_S = [(43.0, 49.5)]
 
 
+def test_every_audio_clip_has_its_labels_picture_and_sound():
+    clips = sorted(FOOTAGE.glob("*.json"))
+    assert len(clips) >= 9
+    for path in clips:
+        labels = json.loads(path.read_text())
+        with av.open(str(path.with_name(labels["video"]))) as container:
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            assert (video.width, video.height) == (96, 72)
+            assert video.frames == labels["frames"]
+            assert audio.sample_rate == 16_000
+            seconds = float(audio.duration * audio.time_base)
+            assert abs(seconds - labels["frames"] / 8) < 1.0
+        assert "audio" in labels["meta"]
+
+
 def _cues(**kw: float) -> AudioCues:
     values = {"speech": 0.0, "loudness": 0.6, "onsets": 0.0, "low": 0.0, "level_db": -20.0}
     values.update(kw)

@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         track = build_track(raw, positions)
         args.out.mkdir(parents=True, exist_ok=True)
         mux(clip, track, args.out / f"{args.name}.mp4")
+        labels["video"] = f"{args.name}.mp4"
         labels["meta"]["audio"] = (
             "OpenArena's own mix (SDL disk driver, 22050 Hz stereo -> 16 kHz mono AAC), aligned "
             "per frame by the audio file's size at each grab"
