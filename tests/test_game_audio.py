@@ -40,6 +40,7 @@ def test_every_audio_clip_has_its_labels_picture_and_sound():
             assert (video.width, video.height) == (96, 72)
             assert video.frames == labels["frames"]
             assert audio.sample_rate == 16_000
+            assert audio.duration is not None and audio.time_base is not None
             seconds = float(audio.duration * audio.time_base)
             assert abs(seconds - labels["frames"] / 8) < 1.0
         assert "audio" in labels["meta"]
