@@ -315,12 +315,13 @@ async def test_live_run_on_jack_hearing_its_own_output_warns_and_drops_the_audio
             async with running(session):
                 import asyncio
 
-                for _ in range(80):
+                for _ in range(120):
                     await asyncio.sleep(0.1)
-                    if model.audio.feedback_windows >= 4:
+                    if any("own music" in r.getMessage() for r in caplog.records):
                         break
         cues = model.audio
-        assert cues.windows >= 4 and not cues.missing
-        assert cues.feedback_windows >= 0.6 * cues.windows
+        assert cues.windows >= 3 and not cues.missing
+        # Most windows heard it (a quiet stretch of the music has nothing to compare).
+        assert cues.feedback_windows >= max(3, 0.5 * cues.windows), (cues.windows, cues.last_match)
         warnings = [r for r in caplog.records if "own music" in r.getMessage()]
         assert len(warnings) == 1
