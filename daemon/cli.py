@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "web.host:web.port, 127.0.0.1:8080)",
     )
     run.add_argument("--no-web", action="store_true", help="no web server (OBS page, panel, API)")
+    run.add_argument(
+        "--game-audio",
+        metavar="DEVICE",
+        help="hear the game's own audio in game mode: jack:PORTS, pulse:NAME or NAME.monitor, or "
+        "a PortAudio input (default: config game.audio_device); capture the game only",
+    )
     _add_sync_flags(run)
 
     render = add("render", "score a video file (or `demo`) faster than real time")
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="beat-synced visuals in the MP4: over the input's picture, alone, or none "
         "(default: config visuals.render)",
     )
+    _add_no_game_audio_flag(render)
 
     compose = add("compose", "music for a fixed mood, to WAV and/or MIDI (audition presets)")
     compose.add_argument("--valence", type=float, required=True, metavar="V", help="-1 .. 1")
@@ -136,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--duration", type=_positive_float, metavar="SECONDS", help="length of a `demo` analysis"
     )
+    _add_no_game_audio_flag(analyze)
 
     add("doctor", "what this machine offers: audio, JACK, cameras, GPU, broker, models")
 
@@ -190,6 +198,14 @@ def _add_common_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--config", type=Path, metavar="FILE", help="a TOML file over config.toml")
     sub.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def _add_no_game_audio_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-game-audio",
+        action="store_true",
+        help="game mode: ignore the file's audio track (default: heard when there is one)",
+    )
 
 
 def _add_mode_flag(parser: argparse.ArgumentParser) -> None:
@@ -333,8 +349,15 @@ def _with_web(args: argparse.Namespace, config: Config) -> Config:
 
 
 def _with_mode(args: argparse.Namespace, config: Config) -> Config:
-    """``--mode`` over ``analysis.mode``."""
-    return config if args.mode is None else config.replace("analysis", mode=args.mode)
+    """``--mode`` over ``analysis.mode``; ``--no-game-audio`` and ``--game-audio`` over
+    ``game.audio`` and ``game.audio_device``."""
+    if args.mode is not None:
+        config = config.replace("analysis", mode=args.mode)
+    if getattr(args, "no_game_audio", False):
+        config = config.replace("game", audio=False)
+    if getattr(args, "game_audio", None):
+        config = config.replace("game", audio_device=args.game_audio)
+    return config
 
 
 def _with_library(args: argparse.Namespace, config: Config) -> Config:

@@ -271,6 +271,17 @@ class GameConfig(ConfigSection):
     probability reaches this (0-1); below it no scene is named, the conductor keeps its preset and
     intensity alone moves tempo and layers. The timeline records each window's confidence."""
 
+    audio: bool = True
+    """Hear the game's own audio in `render`/`analyze --mode game` of a video file that has an audio
+    track (speech raises dialogue, loud dense transients raise combat); --no-game-audio turns it
+    off. Live, the audio comes from audio_device."""
+
+    audio_device: str = ""
+    """Live game audio for `run` (--game-audio): "jack:PORTS" (a JACK port pattern), "pulse:NAME" or
+    a name ending in ".monitor" (a PulseAudio/PipeWire source), or a PortAudio input name or index;
+    empty = none. Capture only the game, never moodscore's own music (README, "Game audio"): the
+    audio cues are dropped, with a warning, while the capture hears it."""
+
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
 class ConductorConfig(ConfigSection):

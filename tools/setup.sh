@@ -11,7 +11,9 @@ PYTHON=${PYTHON:-python3}
 # mosquitto-clients: mosquitto_sub/mosquitto_pub, the independent MQTT clients of the tests.
 # chromium: the headless browser of the OBS-page tests and the bench's WebRTC latency.
 # iproute2: `ip netns`, the other machine on the network of the web token test.
-APT_PACKAGES=(mosquitto mosquitto-clients jackd2 xvfb x11-xserver-utils chromium iproute2)
+# libportaudio2, pulseaudio-utils: live game audio from a PortAudio input or a PulseAudio/PipeWire
+# monitor (`run --game-audio`, parec); espeak-ng: tools/record_games/voice_renpy.py.
+APT_PACKAGES=(mosquitto mosquitto-clients jackd2 xvfb x11-xserver-utils chromium iproute2 libportaudio2 pulseaudio-utils espeak-ng)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 

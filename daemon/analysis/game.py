@@ -14,7 +14,9 @@ confidence; below ``game.min_scene_prob`` the window names no scene, so the cond
 preset it has and intensity (arousal) alone moves tempo and layers. A window's features carry
 ``scene_confidence`` and the picture cues that spoke (:mod:`models.scene_cues`, averaged over the
 second the model reads, at or above :data:`CUE_SPEAKS`, as ``cue.<name>``); the timeline records
-both.
+both. With the game's own audio (:attr:`GameModel.audio`, :mod:`daemon.analysis.game_audio`) the
+window's probabilities are moved by its audio cues before the smoothing, and the audio cues that
+spoke are recorded as ``audio.<name>`` / ``audio_to.<class>``.
 
 A cut found in the frames (:mod:`daemon.analysis.cues`: the picture jumped to a new, steady one)
 starts the reading afresh: the GRU forgets the frames before the cut and the smoothing starts
@@ -34,7 +36,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -45,6 +47,9 @@ from daemon.errors import ModelError
 from daemon.messages import Frame, Mood
 from models.scene_cues import CUE_NAMES
 from models.scene_data import STORE_HEIGHT, STORE_WIDTH
+
+if TYPE_CHECKING:
+    from daemon.analysis.game_audio import GameAudioCues
 
 log = logging.getLogger("moodscore.analysis.game")
 
@@ -121,6 +126,8 @@ class GameModel(WindowModel[np.ndarray | None]):
         self._last: Mood | None = None
         self._kept: list[float] = []  # times of the frames kept since the last window
         self._cut_at: float | None = None
+        self.audio: GameAudioCues | None = None
+        """The game's own audio (:mod:`daemon.analysis.game_audio`), fused per window."""
 
     def reset(self) -> None:
         self._reader.reset()
@@ -164,6 +171,10 @@ class GameModel(WindowModel[np.ndarray | None]):
         if reading is None:  # no frame kept yet (a window shorter than one model tick)
             return Mood(t_start=t_start, t_end=t_end, valence=0.0, arousal=0.0, confidence=0.0)
         probs = np.array([reading.probs[name] for name in self.classes])
+        heard: dict[str, float] = {}
+        if self.audio is not None:
+            # Before the smoothing: audio evidence is one more reading of this window.
+            probs, heard = self.audio.fuse(self.classes, probs, t_start, t_end)
         tau = self._config.smoothing_s
         if self._probs is None or tau <= 0:
             self._probs = probs
@@ -175,7 +186,7 @@ class GameModel(WindowModel[np.ndarray | None]):
         confidence = float(self._probs[best])
         # Unsure means steady: no scene named, the conductor holds its preset.
         scene = self.classes[best] if confidence >= self._config.min_scene_prob else None
-        features = {"frames": float(len(frames)), "scene_confidence": confidence}
+        features = {"frames": float(len(frames)), "scene_confidence": confidence, **heard}
         cues = self._reader.cues
         if cues is not None:
             features.update(
@@ -194,6 +205,10 @@ class GameModel(WindowModel[np.ndarray | None]):
             features=features,
         )
 
+    def close(self) -> None:
+        if self.audio is not None:
+            self.audio.close()
+
 
 class AutoModel(WindowModel[tuple[Any, np.ndarray | None]]):
     """Analysis mode ``auto``: the face mode's reading when faces are in view, else the game's.
@@ -208,6 +223,11 @@ class AutoModel(WindowModel[tuple[Any, np.ndarray | None]]):
     def __init__(self, *, face: WindowModel[Any], game: GameModel) -> None:
         self._face = face
         self._game = game
+
+    @property
+    def game(self) -> GameModel:
+        """The game half (the one that hears the game's audio)."""
+        return self._game
 
     def reset(self) -> None:
         self._face.reset()
@@ -233,3 +253,14 @@ class AutoModel(WindowModel[tuple[Any, np.ndarray | None]]):
     def close(self) -> None:
         self._face.close()
         self._game.close()
+
+
+def attach_game_audio(model: WindowModel[Any], cues: GameAudioCues) -> bool:
+    """Give ``model`` (the game mode's, or auto's game half) the game's audio; other modes do
+    not hear it (``cues`` is closed and False returned)."""
+    game = model.game if isinstance(model, AutoModel) else model
+    if not isinstance(game, GameModel):
+        cues.close()
+        return False
+    game.audio = cues
+    return True

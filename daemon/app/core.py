@@ -10,6 +10,8 @@ from pathlib import Path
 
 from daemon.analysis import AnalysisStage, make_window_model
 from daemon.analysis.board import MoodBoard
+from daemon.analysis.game import attach_game_audio
+from daemon.analysis.game_audio import GameAudioCues, PlayedAudio
 from daemon.composer import Composer
 from daemon.conductor import Conductor
 from daemon.config import Config
@@ -136,17 +138,24 @@ def build_session(
     outputs: Sequence[Output],
     render: bool,
     duration: float | None,
+    game_audio: GameAudioCues | None = None,
 ) -> Session:
     """The session over ``core`` reading ``source`` (None: the board already holds the moods),
-    with ``outputs`` (and the library player, when the library mode is on)."""
+    with ``outputs`` (and the library player, when the library mode is on); ``game_audio`` is
+    heard by the game mode's model (closed with it; closed at once in other modes)."""
     analysis = None
     if source is not None:
         # Loaded now, so missing model files stop the session before any music starts.
+        model = make_window_model(config)
+        if game_audio is not None:
+            attach_game_audio(model, game_audio)
         analysis = AnalysisStage(
             config=config.analysis,
-            model=make_window_model(config),
+            model=model,
             cue_threshold=config.conductor.cue_threshold,
         )
+    elif game_audio is not None:
+        game_audio.close()
     every_output = [*outputs, *([core.library] if core.library is not None else [])]
     return Session(
         engine=core.engine,
@@ -161,6 +170,41 @@ def build_session(
         render=render,
         duration=duration,
     )
+
+
+GAME_MODES = ("game", "auto")
+
+
+def file_game_audio(config: Config, input_spec: str) -> GameAudioCues | None:
+    """The audio track of the video file ``input_spec`` for game mode (``render``,
+    ``analyze``): None for other modes, ``demo``, ``game.audio`` off, or a file without audio."""
+    from daemon.sources.game_audio import FileAudio, has_audio
+
+    if config.analysis.mode not in GAME_MODES or not config.game.audio or input_spec == "demo":
+        return None
+    path = Path(input_spec)
+    if not has_audio(path):
+        return None
+    log.info("game audio: the audio track of %s (--no-game-audio ignores it)", path.name)
+    return GameAudioCues(open_input=lambda: FileAudio(path))
+
+
+def live_game_audio(config: Config, core: Core) -> GameAudioCues | None:
+    """The live capture ``game.audio_device`` names, checked against what the engine plays
+    (None when none is set, or the mode is not a game mode). The device opens on the first
+    window; a missing one is one logged line, tried again every 2 s, and the music plays on."""
+    from daemon.sources.game_audio import open_capture
+
+    device = config.game.audio_device
+    if not device:
+        return None
+    if config.analysis.mode not in GAME_MODES:
+        log.warning("--game-audio %s is heard in game and auto modes only; ignored", device)
+        return None
+    engine = core.engine
+    played = PlayedAudio(sample_rate=lambda: engine.sample_rate)
+    engine.add_audio_listener(played.listen)
+    return GameAudioCues(open_input=lambda: open_capture(device), played=played, retry_s=2.0)
 
 
 def common_outputs(

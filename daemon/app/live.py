@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from daemon.analysis.game_audio import GameAudioCues
 from daemon.app.core import (
     Core,
     build_core,
     build_session,
     common_outputs,
+    live_game_audio,
     session_timeline,
     sync_outputs,
 )
@@ -99,15 +101,26 @@ def build_live(
             any_port_if_busy=request.web_port_flexible,
         )
         outputs.append(web)
+    game_audio = live_game_audio(config, core)
     session = build_session(
-        config, core, source=source, outputs=outputs, render=False, duration=request.duration
+        config,
+        core,
+        source=source,
+        outputs=outputs,
+        render=False,
+        duration=request.duration,
+        game_audio=game_audio,
     )
-    session.outputs.append(_health_monitor(core, session, web, outputs))
+    session.outputs.append(_health_monitor(core, session, web, outputs, game_audio))
     return session
 
 
 def _health_monitor(
-    core: Core, session: Session, web: WebServer | None, outputs: list[Output]
+    core: Core,
+    session: Session,
+    web: WebServer | None,
+    outputs: list[Output],
+    game_audio: GameAudioCues | None = None,
 ) -> HealthMonitor:
     """The health monitor of a live session, reading every stage through probes."""
     engine, analysis = core.engine, session.analysis
@@ -121,6 +134,11 @@ def _health_monitor(
     if web is not None:
         counts["web_refused"] = lambda: web.refused
         counts["video_slots_skipped"] = lambda: web.visuals.late_slots
+    if game_audio is not None:
+        # Windows whose game audio was dropped because it heard moodscore's own music, and
+        # whether the capture device failed to open.
+        counts["game_audio_feedback"] = lambda: game_audio.feedback_windows
+        counts["game_audio_missing"] = lambda: int(game_audio.missing)
     recording = next((o for o in outputs if isinstance(o, RecordingOutput)), None)
     if recording is not None:
         counts["recording_failed"] = lambda: int(recording.failed is not None)

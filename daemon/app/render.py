@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.analysis import AnalysisStage, make_window_model
-from daemon.app.core import build_core, build_session, common_outputs, session_timeline
+from daemon.analysis.game import attach_game_audio
+from daemon.app.core import (
+    build_core,
+    build_session,
+    common_outputs,
+    file_game_audio,
+    session_timeline,
+)
 from daemon.app.live import run_with_signals
 from daemon.config import Config
 from daemon.engine import BackendChoice, choose_backend
@@ -131,6 +138,7 @@ async def _render(
                     outputs=outputs,
                     render=True,
                     duration=source.duration if input_path is None else None,
+                    game_audio=file_game_audio(config, request.input),
                 )
                 report = await run_with_signals(session)
         except BaseException:
@@ -198,7 +206,7 @@ def analyze(
         raise ConfigError("--duration applies to `analyze demo`; a file is analysed whole")
     length = (duration or config.source.demo_cycle_s) if is_demo else None
     source = open_source(input_spec, config.source, paced=False, duration=length)
-    moods = asyncio.run(_analyze(config, source, progress))
+    moods = asyncio.run(_analyze(config, source, progress, input_spec))
     document = build_timeline(
         moods,
         source=source.description,
@@ -211,7 +219,9 @@ def analyze(
     return 0
 
 
-async def _analyze(config: Config, source: FrameSource, progress: ProgressBar | None) -> list[Mood]:
+async def _analyze(
+    config: Config, source: FrameSource, progress: ProgressBar | None, input_spec: str
+) -> list[Mood]:
     moods: list[Mood] = []
     with progress(source.duration) if progress else nullcontext(None) as report:
 
@@ -221,7 +231,11 @@ async def _analyze(config: Config, source: FrameSource, progress: ProgressBar | 
                 report(mood.t_end)
 
         try:
-            stage = AnalysisStage(config=config.analysis, model=make_window_model(config))
+            model = make_window_model(config)
+            game_audio = file_game_audio(config, input_spec)
+            if game_audio is not None:
+                attach_game_audio(model, game_audio)
+            stage = AnalysisStage(config=config.analysis, model=model)
             try:
                 await stage.run(source, collect, lossless=True)
             finally:

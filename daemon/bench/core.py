@@ -35,6 +35,9 @@ Figures (later issues add theirs):
   picture cues of one 96x72 frame alone; ``model_cues`` the cues the model reads;
   ``fps_sustained`` frames per second the whole analysis keeps up with (frames / (all prepare +
   infer time)); ``null`` when the weights are missing;
+- ``scene_audio``: game mode's audio cues per 0.5 s window (:mod:`daemon.bench.game_audio`:
+  the signal cues, the feedback check, the live fusion on the analysis thread, and the VAD in
+  its worker), and ``window_with_picture_cpu_ms_p50``, the scene window plus the live fusion;
 - ``mqtt``: a live ``manual`` session at 120 bpm publishing to a mosquitto started on a free
   port (60 s; 5 s with ``--quick``): ``beat_lead_ms`` how long before each beat sounds
   ``mosquitto_sub`` received it (p50/p5/min; the setting is ``mqtt.beat_lead_ms``),
@@ -102,6 +105,7 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
     )
     figures["face"] = _face(config, frames=150 if quick else 900)
     figures["scene"] = _scene(config, seconds=10.0 if quick else 60.0)
+    figures["scene_audio"] = _scene_audio(figures["scene"], seconds=10.0 if quick else 60.0)
     figures["composer_ms_per_bar"] = _composer(config, bars=200 if quick else 2000)
     figures["melody_ms_per_bar"] = _melody(bars=200 if quick else 2000)
     figures["engine_realtime_factor"] = _engine(config, seconds=10.0 if quick else 60.0)
@@ -226,6 +230,17 @@ def _scene(config: Config, *, seconds: float) -> dict[str, Any] | None:
         "cues_ms_per_frame": _percentiles(cues_alone),
         "fps_sustained": round(len(prepare) / (sum(prepare) + sum(infer)), 1),
     }
+
+
+def _scene_audio(scene: dict[str, Any] | None, *, seconds: float) -> dict[str, Any] | None:
+    from daemon.bench.game_audio import game_audio_figures
+
+    figures = game_audio_figures(seconds=seconds)
+    if figures is not None and scene is not None:
+        # The game window's cost on the analysis thread with the audio cues heard live.
+        total = scene["window_cpu_ms"]["p50"] + figures["fuse_ms_per_window"]["p50"]
+        figures["window_with_picture_cpu_ms_p50"] = round(total, 3)
+    return figures
 
 
 def _face(config: Config, *, frames: int) -> dict[str, Any]:

@@ -81,6 +81,23 @@ def build_timeline(
                 for k, v in mood.features.items()
                 if k.startswith("cue.")
             }
+            # The game's own audio: the audio cues that spoke, the classes they moved (evidence
+            # 0-1), and whether they were dropped because the capture heard moodscore's music.
+            heard = {
+                k.removeprefix("audio."): round(v, 3)
+                for k, v in mood.features.items()
+                if k.startswith("audio.")
+            }
+            moved = {
+                k.removeprefix("audio_to."): round(v, 3)
+                for k, v in mood.features.items()
+                if k.startswith("audio_to.")
+            }
+            if heard or moved:
+                row["audio_cues"] = heard
+                row["audio_moved"] = moved
+            if mood.features.get("audio_feedback"):
+                row["audio_feedback"] = True
         if mood.faces is not None:
             row["faces"] = mood.faces
         if mood.expression:
