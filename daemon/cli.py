@@ -238,6 +238,14 @@ def _add_sync_flags(run: argparse.ArgumentParser) -> None:
         help="send OS2L beats to a lighting program (QLC+, SoundSwitch) listening there",
     )
     run.add_argument(
+        "--midi-clock-in",
+        nargs="?",
+        const="",
+        metavar="PORT",
+        help="follow an outside MIDI clock's tempo and Start/Stop/Continue from input PORT (no "
+        "PORT: a virtual input `moodscore-clock-in` to connect the clock to)",
+    )
+    run.add_argument(
         "--device",
         metavar="NAME|INDEX",
         help="play on this sound card (a unique part of its name, or its index, as `moodscore "
@@ -246,8 +254,8 @@ def _add_sync_flags(run: argparse.ArgumentParser) -> None:
 
 
 def _with_sync(args: argparse.Namespace, config: Config) -> Config:
-    """``--osc``, ``--osc-listen``, ``--device`` over their config sections, checked before
-    anything opens."""
+    """``--osc``, ``--osc-listen``, ``--os2l``, ``--midi-clock-in``, ``--device`` over their
+    config sections, checked before anything opens."""
     from daemon.control.net import parse_host_port
 
     if args.osc is not None:
@@ -259,6 +267,8 @@ def _with_sync(args: argparse.Namespace, config: Config) -> Config:
     if args.os2l is not None:
         host, port = parse_host_port(args.os2l, what="--os2l", default_host=None)
         config = config.replace("os2l", enabled=True, host=host, port=port)
+    if args.midi_clock_in is not None:
+        config = config.replace("midi", clock_in=True, clock_in_port=args.midi_clock_in)
     if args.device is not None:
         config = config.replace("engine", device=args.device)
     return config

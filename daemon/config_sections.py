@@ -437,9 +437,11 @@ class MidiConfig(ConfigSection):
     latency (MIDI's per-output delay)."""
 
     clock_in: bool = False
-    """Follow an outside MIDI clock (24 pulses per beat): its tempo and bar lines, and its Start,
-    Stop and Continue as the transport; `run --midi-clock-in [PORT]` turns it on.
-    Not available yet: a value other than the default is refused at start."""
+    """Follow an outside MIDI clock (24 pulses per beat): its tempo, and its Start,
+    Stop and Continue as the transport (at the next bar line); `run --midi-clock-in [PORT]` turns
+    it on. The clock's tempo leads over the mood's and a fixed one; a clock outside 20-300 bpm, or
+    one that stops for 2 s, is logged once and the music keeps its own tempo. Bar lines stay
+    moodscore's (MIDI clock says nothing of where a bar starts)."""
 
     clock_in_port: str = ""
     """Input port the outside clock comes from (a unique part of its name is enough); empty opens

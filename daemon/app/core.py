@@ -189,8 +189,8 @@ def common_outputs(
 
 
 def sync_outputs(config: Config, core: Core) -> list[Output]:
-    """What plays in time with other programs live: OSC (out and commands in), OS2L beats, each
-    off unless the config or a flag turns it on.
+    """What plays in time with other programs live: OSC (out and commands in), OS2L beats, MIDI
+    clock in, each off unless the config or a flag turns it on.
 
     Raises
     ------
@@ -206,6 +206,12 @@ def sync_outputs(config: Config, core: Core) -> list[Output]:
         from daemon.outputs.os2l import Os2lOutput
 
         outputs.append(Os2lOutput(config=config.os2l))
+    if config.midi.clock_in:
+        from daemon.control.midi_clock import MidiClockIn
+
+        outputs.append(
+            MidiClockIn(hub=core.hub, port=config.midi.clock_in_port, backend=config.midi.backend)
+        )
     _refuse_not_yet(config)
     return outputs
 
@@ -214,7 +220,6 @@ def _refuse_not_yet(config: Config) -> None:
     """Keys of issue 16 that config.toml names but this build does not do yet: refused with one
     line rather than silently ignored."""
     not_yet = {
-        "midi.clock_in": config.midi.clock_in,
         "link.enabled": config.link.enabled,
         "mqtt.group": bool(config.mqtt.group),
         "engine.delay_ms": config.engine.delay_ms != 0,

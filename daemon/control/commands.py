@@ -177,6 +177,14 @@ class SourceCommand(_Command):
     source: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
+class FollowTempoCommand(_Command):
+    """An outside clock's tempo (MIDI clock in) for the conductor to follow; None: it went
+    away. Internal: no front end parses it (it is not in :data:`COMMANDS`)."""
+
+    name: ClassVar[str] = "follow_tempo"
+    bpm: Annotated[float, Field(ge=20.0, le=400.0)] | None
+
+
 Command = (
     MoodCommand
     | SceneCommand
@@ -187,6 +195,7 @@ Command = (
     | TransportCommand
     | StingerCommand
     | SourceCommand
+    | FollowTempoCommand
 )
 
 COMMANDS: dict[str, type[_Command]] = {

@@ -7,6 +7,8 @@ the conductor and the engine through narrow interfaces:
 - ``mood``, ``scene``, ``tempo``, ``layers``, ``key`` -> the :class:`~daemon.conductor.Conductor`'s
   overrides, then one re-plan of the bars already composed ahead (so the change lands on the
   next bar line, not after the look-ahead);
+- ``follow_tempo`` (internal: an outside clock, MIDI clock in) -> the conductor's followed
+  tempo, over its own;
 - ``mute`` -> the :class:`Transport` (a one-beat fade from the next beat);
 - ``transport`` -> the :class:`Transport` (stop or play at the next bar line; the clock runs on);
 - ``stinger`` -> a stinger at once, landing on the next beat.
@@ -24,6 +26,7 @@ from typing import Protocol
 from daemon.conductor import Conductor
 from daemon.control.commands import (
     Command,
+    FollowTempoCommand,
     KeyCommand,
     LayersCommand,
     MoodCommand,
@@ -121,6 +124,8 @@ class Router:
             conductor.force_scene(scene)
         elif isinstance(command, TempoCommand):
             conductor.fix_tempo(command.bpm)
+        elif isinstance(command, FollowTempoCommand):
+            conductor.follow_tempo(command.bpm)
         elif isinstance(command, LayersCommand):
             conductor.fix_layers(command.layers)
         elif isinstance(command, KeyCommand):
