@@ -406,10 +406,10 @@ class EngineConfig(ConfigSection):
     sets it."""
 
     delay_ms: StrictFloat = Field(default=0.0, ge=0, le=2000)
-    """Delay the live sound by this many milliseconds (a delay line on the master), so lights or a
-    stream slower than the speakers can catch up; every other output keeps its time. Renders are
-    never delayed.
-    Not available yet: a value other than the default is refused at start."""
+    """The sound card's own latency, milliseconds: the speakers play this long after the engine
+    computes the sound (the recording's time, the reference of every delay), so every other output
+    (MIDI, MQTT, OSC, OS2L, the web page) moves this much later to stay with what is heard. Renders
+    and recordings never move. The panel's calibration page measures it (README: "Delays")."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
@@ -432,9 +432,9 @@ class MidiConfig(ConfigSection):
     """Send MIDI clock (24 pulses per beat, following tempo ramps), Song Position, Start and Stop.
     """
 
-    offset_ms: StrictFloat = Field(default=0.0, ge=-500, le=500)
-    """Shift MIDI later (+) or earlier (-) than the audio, milliseconds, to match a receiver's
-    latency (MIDI's per-output delay)."""
+    delay_ms: StrictFloat = Field(default=0.0, ge=-500, le=500)
+    """Move MIDI out (notes and clock) later (+) or earlier (-) than the sound, milliseconds, to
+    match a receiver's latency (README: "Delays")."""
 
     clock_in: bool = False
     """Follow an outside MIDI clock (24 pulses per beat): its tempo, and its Start,
@@ -680,8 +680,7 @@ class WebConfig(ConfigSection):
 
     delay_ms: StrictFloat = Field(default=0.0, ge=-100, le=2000)
     """Move the OBS page's audio and visuals later (+) or earlier (-) than the sound, milliseconds
-    (the panel's calibration page measures it).
-    Not available yet: a value other than the default is refused at start."""
+    (the panel's calibration page measures it; README: "Delays")."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)

@@ -290,9 +290,7 @@ def test_a_busy_listen_port_is_a_one_line_error(capsys: pytest.CaptureFixture[st
     ("section", "line", "key"),
     [
         ("link", "enabled = true", "link.enabled"),
-        ("midi", "clock_in = true", "midi.clock_in"),
         ("mqtt", 'group = "hall"', "mqtt.group"),
-        ("web", "delay_ms = 90.0", "web.delay_ms"),
     ],
 )
 def test_sync_keys_not_built_yet_are_refused_in_one_line(

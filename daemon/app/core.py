@@ -19,6 +19,7 @@ from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.errors import ConfigError
 from daemon.outputs.base import Output
 from daemon.outputs.beatmap import BeatMapOutput
+from daemon.outputs.delays import Delays
 from daemon.outputs.midi import MidiFileOutput
 from daemon.outputs.recorder import RecordingOutput
 from daemon.outputs.timeline import build_timeline, write_timeline
@@ -44,6 +45,7 @@ class Core:
     hub: ControlHub
     router: Router
     library: Output | None
+    delays: Delays
 
 
 def build_core(
@@ -105,6 +107,17 @@ def build_core(
         last_bar=last_bar,
     )
     hub = ControlHub(scenes=presets.names)
+    delays = Delays(
+        {
+            "engine": config.engine.delay_ms,
+            "midi": config.midi.delay_ms,
+            "mqtt": config.mqtt.delay_ms,
+            "osc": config.osc.delay_ms,
+            "os2l": config.os2l.delay_ms,
+            "web": config.web.delay_ms,
+        }
+    )
+    hub.update(delays=delays.as_dict())
     reactor = Reactor(
         planner=planner,
         # A library track plays in its own key, not the plan's: no stingers over it.
@@ -120,8 +133,9 @@ def build_core(
         transport=engine,
         replan=planner.replan,
         stinger=reactor.play,
+        delays=delays,
     )
-    return Core(board, conductor, engine, planner, hub, router, library)
+    return Core(board, conductor, engine, planner, hub, router, library, delays)
 
 
 def build_session(
@@ -153,6 +167,7 @@ def build_session(
         analysis=analysis,
         hub=core.hub,
         router=core.router,
+        delays=None if render else core.delays,
         open_source=lambda spec: open_source(spec, config.source, paced=True),
         render=render,
         duration=duration,
@@ -222,8 +237,6 @@ def _refuse_not_yet(config: Config) -> None:
     not_yet = {
         "link.enabled": config.link.enabled,
         "mqtt.group": bool(config.mqtt.group),
-        "engine.delay_ms": config.engine.delay_ms != 0,
-        "web.delay_ms": config.web.delay_ms != 0,
     }
     for key, set_ in not_yet.items():
         if set_:

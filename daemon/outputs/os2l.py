@@ -55,6 +55,7 @@ class Os2lOutput(Output):
 
     stage = Stage.PEERS
     name = "OS2L"
+    delay_section = "os2l"
 
     def __init__(self, *, config: Os2lConfig) -> None:
         if not config.host:

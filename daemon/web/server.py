@@ -123,6 +123,7 @@ class WebServer(Output):
 
     stage = Stage.PEERS
     name = "web"
+    delay_section = "web"
 
     def __init__(
         self,
@@ -136,6 +137,7 @@ class WebServer(Output):
         self.control = hub
         self.host = web_config.host
         self.port = web_config.port
+        self.delay_s = web_config.delay_ms / 1000.0
         # Always a token: other machines need it, and so does a capture source from this one.
         self.token = web_config.token or secrets.token_urlsafe(12)
         self.access = AccessPolicy(
