@@ -33,8 +33,8 @@ Routes
 ``POST /api/<command>``
     One control command (``mood``, ``scene``, ``tempo``, ``layers``, ``key``, ``mute``,
     ``transport``, ``stinger``, ``source``, ``delay``) with the same payload as MQTT's
-    ``cmd/<command>``: a JSON object or a bare value. Answers ``{"ok": true, "message": "ok"}``, or status 400 (404
-    for an unknown command) with the reason.
+    ``cmd/<command>``: a JSON object or a bare value. Answers ``{"ok": true, "message":
+    "ok"}``, or status 400 (404 for an unknown command) with the reason.
 
 Access (:mod:`daemon.web.access`). The ``Host`` header must name this server (421 otherwise:
 DNS rebinding); clients beyond this machine need the token (401); state changes and WebRTC offers
