@@ -234,8 +234,11 @@ def _add_sync_flags(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--os2l",
+        nargs="?",
+        const="",
         metavar="HOST:PORT",
-        help="send OS2L beats to a lighting program (QLC+, SoundSwitch) listening there",
+        help="send OS2L beats to a lighting program (QLC+, SoundSwitch) listening there (no "
+        "HOST:PORT: find it on the network by DNS-SD, _os2l._tcp)",
     )
     run.add_argument(
         "--midi-clock-in",
@@ -264,7 +267,9 @@ def _with_sync(args: argparse.Namespace, config: Config) -> Config:
     if args.osc_listen is not None:
         parse_host_port(args.osc_listen, what="--osc-listen", default_host="127.0.0.1", listen=True)
         config = config.replace("osc", listen=args.osc_listen)
-    if args.os2l is not None:
+    if args.os2l == "":
+        config = config.replace("os2l", enabled=True, host="")
+    elif args.os2l is not None:
         host, port = parse_host_port(args.os2l, what="--os2l", default_host=None)
         config = config.replace("os2l", enabled=True, host=host, port=port)
     if args.midi_clock_in is not None:

@@ -616,7 +616,7 @@ class Os2lConfig(ConfigSection):
 
     host: str = ""
     """The lighting program's host (QLC+'s OS2L plugin listens there); empty = find it on the
-    network by DNS-SD (_os2l._tcp), not available yet: give a host."""
+    network by DNS-SD (_os2l._tcp, as QLC+ and SoundSwitch announce it)."""
 
     port: StrictInt = Field(default=9996, ge=1, le=65535)
     """Its OS2L TCP port (QLC+ listens on 9996 by default)."""

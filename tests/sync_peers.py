@@ -11,9 +11,11 @@ tests.sync_peers KIND ...``), so their timing is their own and not the daemon's 
   clock as a DAW does, due on the wall clock and placed in the JACK cycle it falls in; each
   line on stdin is a JSON command: ``{"bpm": 100}`` (pulses at that tempo; 0 stops them),
   ``"start"``, ``"stop"``, ``"continue"``.
-- ``os2l OUT``: a TCP server as a lighting program runs one (on a free port, printed first);
-  every chunk that arrives, with its arrival time, is a JSON line in OUT; to the first client it
-  sends a line that is not OS2L and a button press that is.
+- ``os2l OUT [ADDRESS]``: a TCP server as a lighting program runs one (on a free port, printed
+  first); every chunk that arrives, with its arrival time, is a JSON line in OUT; to the first
+  client it sends a line that is not OS2L and a button press that is. With ADDRESS it listens
+  there and announces itself as ``_os2l._tcp`` by DNS-SD (zeroconf), as QLC+ does: run it only
+  inside a network namespace the test made (multicast).
 """
 
 from __future__ import annotations
@@ -130,12 +132,26 @@ def midi_clock(client_name: str) -> None:
                     state["pending"].append(status)
 
 
-def os2l(out: Path) -> None:
+def os2l(out: Path, address: str | None = None) -> None:
     import socket
 
     lines = Lines(out)
-    server = socket.create_server(("127.0.0.1", 0))
-    print(json.dumps(server.getsockname()[1]), flush=True)
+    server = socket.create_server((address or "127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if address is not None:
+        from zeroconf import IPVersion, ServiceInfo, Zeroconf
+
+        zeroconf = Zeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
+        zeroconf.register_service(
+            ServiceInfo(
+                "_os2l._tcp.local.",
+                "lights._os2l._tcp.local.",
+                addresses=[socket.inet_aton(address)],
+                port=port,
+                server="lights.local.",
+            )
+        )
+    print(json.dumps(port), flush=True)
 
     def serve() -> None:
         conn, _ = server.accept()
@@ -152,7 +168,7 @@ if __name__ == "__main__":
     if kind == "osc":
         osc([int(p) for p in rest[0].split(",")], Path(rest[1]))
     elif kind == "os2l":
-        os2l(Path(rest[0]))
+        os2l(Path(rest[0]), rest[1] if len(rest) > 1 else None)
     elif kind == "midi-clock":
         midi_clock(rest[0])
     elif kind == "midi-in":
