@@ -41,6 +41,7 @@ def test_a_section_moves_its_outputs_and_the_engine_moves_every_one() -> None:
 def test_the_delay_command_is_checked_against_each_outputs_limits() -> None:
     command = parse_command("delay", '{"output": "web", "ms": 90}')
     assert command == DelayCommand(output="web", ms=90.0)
+    assert parse_command("delay", "osc,-12.5") == DelayCommand(output="osc", ms=-12.5)  # OSC
     for bad in ('{"output": "web", "ms": -200}', '{"output": "lasers", "ms": 1}', "40"):
         with pytest.raises(CommandError):
             parse_command("delay", bad)

@@ -395,7 +395,7 @@ _EXAMPLES = {
     "transport": '{"action": "stop"} or stop',
     "source": '{"source": "demo"} or demo',
     "stinger": '{"kind": "riser"} or riser',
-    "delay": '{"output": "osc", "ms": 40}',
+    "delay": '{"output": "osc", "ms": 40} or osc 40',
 }
 
 
@@ -424,6 +424,11 @@ def _bare(name: str, text: str) -> dict[str, Any]:
         return {} if release or not unquoted else {"kind": unquoted.lower()}
     if name == "mute":
         return {"layer": unquoted}
+    if name == "delay":
+        parts = [p for p in re.split(r"[,\s]+", unquoted) if p]
+        if len(parts) != 2:
+            raise CommandError(f"delay: send OUTPUT MS or a JSON object, e.g. {_EXAMPLES['delay']}")
+        return {"output": parts[0].lower(), "ms": _number(name, parts[1])}
     if name == "mood":
         parts = [p for p in re.split(r"[,\s]+", unquoted) if p]
         if len(parts) not in (2, 3):
