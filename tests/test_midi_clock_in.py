@@ -170,3 +170,37 @@ async def test_the_music_follows_a_daws_clock_and_its_start_stop(
     assert back and rms(back[0], back[0] + 1.0) > loud / 4, (loud, back)
     said = [r.getMessage() for r in caplog.records if r.name == "moodscore.midi"]
     assert any("Stop" in s for s in said) and any("Continue" in s for s in said), said
+
+
+async def test_transport_and_a_clock_that_stops_reach_the_router_as_commands(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Messages as rtmidi hands them over (bytes, seconds since the last): Start, a beat's
+    worth of clock at 120 bpm, Stop; then no pulse for longer than the timeout: one warning
+    and the conductor gets its own tempo back."""
+    from daemon.control.commands import FollowTempoCommand, TransportCommand
+    from daemon.control.hub import ControlHub
+    from daemon.control.midi_clock import CLOCK, START, STOP, MidiClockIn
+
+    hub = ControlHub()
+    clock_in = MidiClockIn(hub=hub, timeout_s=0.4)
+    clock_in._loop = asyncio.get_running_loop()
+    watchdog = asyncio.create_task(clock_in._watchdog())
+    clock_in._on_message(([START], 0.0))
+    for _ in range(3 * 24):
+        clock_in._on_message(([CLOCK], 0.5 / 24))
+    clock_in._on_message(([STOP], 0.0))
+    await asyncio.sleep(0.05)
+    got = hub.take_all()
+    assert got == [
+        TransportCommand(action="play"),
+        FollowTempoCommand(bpm=120.0),
+        TransportCommand(action="stop"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="moodscore.midi"):
+        await asyncio.sleep(1.0)
+    watchdog.cancel()
+    assert hub.take_all() == [FollowTempoCommand(bpm=None)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "no clock" in warnings[0], warnings
+    assert clock_in.refused == 1
