@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import pytest
 import soundfile
 
 from daemon.control.midi_clock import PULSES_PER_BEAT, TempoFollower
+from tests.hardware import hardware_reason
 from tests.jack import dummy_jackd
 from tests.live import build, live_config, running
 
@@ -204,3 +206,16 @@ async def test_transport_and_a_clock_that_stops_reach_the_router_as_commands(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "no clock" in warnings[0], warnings
     assert clock_in.refused == 1
+
+
+@pytest.mark.skipif(
+    os.path.exists("/dev/snd/seq"),
+    reason=hardware_reason("ALSA sequencer", "this machine has one; the test needs it missing"),
+)
+def test_an_unusable_backend_is_one_clear_line() -> None:
+    from daemon.control.midi_clock import open_clock_input
+    from daemon.errors import EngineError
+
+    with pytest.raises(EngineError, match=r"MIDI clock in: backend .* does not work here") as err:
+        open_clock_input("", "alsa")
+    assert "\n" not in str(err.value)
