@@ -250,8 +250,19 @@ def _add_sync_flags(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--os2l",
+        nargs="?",
+        const="",
         metavar="HOST:PORT",
-        help="send OS2L beats to a lighting program (QLC+, SoundSwitch) listening there",
+        help="send OS2L beats to a lighting program (QLC+, SoundSwitch) listening there (no "
+        "HOST:PORT: find it on the network by DNS-SD, _os2l._tcp)",
+    )
+    run.add_argument(
+        "--midi-clock-in",
+        nargs="?",
+        const="",
+        metavar="PORT",
+        help="follow an outside MIDI clock's tempo and Start/Stop/Continue from input PORT (no "
+        "PORT: a virtual input `moodscore-clock-in` to connect the clock to)",
     )
     run.add_argument(
         "--link",
@@ -283,7 +294,8 @@ def _link_mode(text: str) -> str:
 
 
 def _with_sync(args: argparse.Namespace, config: Config) -> Config:
-    """``--osc``, ``--osc-listen``, ``--os2l``, ``--link``, ``--group``, ``--device`` over their
+    """``--osc``, ``--osc-listen``, ``--os2l``, ``--midi-clock-in``, ``--link``, ``--group``,
+    ``--device`` over their
     config sections, checked before anything opens."""
     from daemon.control.net import parse_host_port
 
@@ -293,9 +305,13 @@ def _with_sync(args: argparse.Namespace, config: Config) -> Config:
     if args.osc_listen is not None:
         parse_host_port(args.osc_listen, what="--osc-listen", default_host="127.0.0.1", listen=True)
         config = config.replace("osc", listen=args.osc_listen)
-    if args.os2l is not None:
+    if args.os2l == "":
+        config = config.replace("os2l", enabled=True, host="")
+    elif args.os2l is not None:
         host, port = parse_host_port(args.os2l, what="--os2l", default_host=None)
         config = config.replace("os2l", enabled=True, host=host, port=port)
+    if args.midi_clock_in is not None:
+        config = config.replace("midi", clock_in=True, clock_in_port=args.midi_clock_in)
     if args.device is not None:
         config = config.replace("engine", device=args.device)
     if args.link is not None:

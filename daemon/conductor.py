@@ -98,6 +98,7 @@ class Conductor:
         self._hold_until: float | None = None  # audio time a timed hold ends
         self._forced: ScenePreset | None = None
         self._fixed_bpm: float | None = None
+        self._followed_bpm: float | None = None  # an outside clock's tempo (MIDI clock in)
         self._fixed_layers: int | None = None
         self._fixed_key: tuple[int, Mode] | None = None
 
@@ -147,6 +148,17 @@ class Conductor:
             self._bpm = None  # the mood's tempo, at once rather than after hysteresis
         self._fixed_bpm = bpm
 
+    def follow_tempo(self, bpm: float | None) -> None:
+        """Play at an outside clock's tempo from the next plan on, over a fixed tempo and the
+        mood's (the outside clock leads); None when it went away: the fixed or the mood's tempo
+        again."""
+        self._followed_bpm = bpm
+
+    @property
+    def followed_tempo(self) -> float | None:
+        """The outside clock's tempo in force, None when none leads."""
+        return self._followed_bpm
+
     def fix_layers(self, layers: int | None) -> None:
         """Play ``layers`` layers from the next plan on; None lets the mood decide again."""
         if layers is None and self._fixed_layers is not None:
@@ -159,8 +171,8 @@ class Conductor:
 
     @property
     def overrides(self) -> dict[str, Any]:
-        """The overrides in force, by name (``mood``, ``scene``, ``bpm``, ``layers``, ``key``);
-        absent names follow the mood."""
+        """The overrides in force, by name (``mood``, ``scene``, ``bpm``, ``clock_in_bpm`` (an
+        outside clock's tempo, which leads), ``layers``, ``key``); absent names follow the mood."""
         found: dict[str, Any] = {}
         if self._held is not None:
             found["mood"] = {"valence": self._held[0], "arousal": self._held[1]}
@@ -170,6 +182,8 @@ class Conductor:
             found["scene"] = self._forced.name
         if self._fixed_bpm is not None:
             found["bpm"] = self._fixed_bpm
+        if self._followed_bpm is not None:
+            found["clock_in_bpm"] = self._followed_bpm
         if self._fixed_layers is not None:
             found["layers"] = self._fixed_layers
         if self._fixed_key is not None:
@@ -298,7 +312,7 @@ class Conductor:
             tonic, mode = self._fixed_key
         return Plan(
             bar=bar,
-            bpm=self._bpm if self._fixed_bpm is None else float(self._fixed_bpm),
+            bpm=self._tempo(),
             layers=self._layers if self._fixed_layers is None else self._fixed_layers,
             tonic=tonic,
             mode=mode,
@@ -308,6 +322,12 @@ class Conductor:
             preset=preset,
             beats_per_bar=self._config.beats_per_bar,
         )
+
+    def _tempo(self) -> float:
+        if self._followed_bpm is not None:
+            return self._followed_bpm
+        assert self._bpm is not None
+        return self._bpm if self._fixed_bpm is None else float(self._fixed_bpm)
 
     def _reread_preset(self) -> ScenePreset:
         """The preset in force as its file reads now, so an edit made while the music plays

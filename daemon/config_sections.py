@@ -417,10 +417,10 @@ class EngineConfig(ConfigSection):
     sets it."""
 
     delay_ms: StrictFloat = Field(default=0.0, ge=0, le=2000)
-    """Delay the live sound by this many milliseconds (a delay line on the master), so lights or a
-    stream slower than the speakers can catch up; every other output keeps its time. Renders are
-    never delayed.
-    Not available yet: a value other than the default is refused at start."""
+    """The sound card's own latency, milliseconds: the speakers play this long after the engine
+    computes the sound (the recording's time, the reference of every delay), so every other output
+    (MIDI, MQTT, OSC, OS2L, the web page) moves this much later to stay with what is heard. Renders
+    and recordings never move. The panel's calibration page measures it (README: "Delays")."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
@@ -443,14 +443,16 @@ class MidiConfig(ConfigSection):
     """Send MIDI clock (24 pulses per beat, following tempo ramps), Song Position, Start and Stop.
     """
 
-    offset_ms: StrictFloat = Field(default=0.0, ge=-500, le=500)
-    """Shift MIDI later (+) or earlier (-) than the audio, milliseconds, to match a receiver's
-    latency (MIDI's per-output delay)."""
+    delay_ms: StrictFloat = Field(default=0.0, ge=-500, le=500)
+    """Move MIDI out (notes and clock) later (+) or earlier (-) than the sound, milliseconds, to
+    match a receiver's latency (README: "Delays")."""
 
     clock_in: bool = False
-    """Follow an outside MIDI clock (24 pulses per beat): its tempo and bar lines, and its Start,
-    Stop and Continue as the transport; `run --midi-clock-in [PORT]` turns it on.
-    Not available yet: a value other than the default is refused at start."""
+    """Follow an outside MIDI clock (24 pulses per beat): its tempo, and its Start,
+    Stop and Continue as the transport (at the next bar line); `run --midi-clock-in [PORT]` turns
+    it on. The clock's tempo leads over the mood's and a fixed one; a clock outside 20-300 bpm, or
+    one that stops for 2 s, is logged once and the music keeps its own tempo. Bar lines stay
+    moodscore's (MIDI clock says nothing of where a bar starts)."""
 
     clock_in_port: str = ""
     """Input port the outside clock comes from (a unique part of its name is enough); empty opens
@@ -624,7 +626,7 @@ class Os2lConfig(ConfigSection):
 
     host: str = ""
     """The lighting program's host (QLC+'s OS2L plugin listens there); empty = find it on the
-    network by DNS-SD (_os2l._tcp), not available yet: give a host."""
+    network by DNS-SD (_os2l._tcp, as QLC+ and SoundSwitch announce it)."""
 
     port: StrictInt = Field(default=9996, ge=1, le=65535)
     """Its OS2L TCP port (QLC+ listens on 9996 by default)."""
@@ -689,8 +691,7 @@ class WebConfig(ConfigSection):
 
     delay_ms: StrictFloat = Field(default=0.0, ge=-100, le=2000)
     """Move the OBS page's audio and visuals later (+) or earlier (-) than the sound, milliseconds
-    (the panel's calibration page measures it).
-    Not available yet: a value other than the default is refused at start."""
+    (the panel's calibration page measures it; README: "Delays")."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)

@@ -38,6 +38,7 @@ from daemon.engine import BackendChoice, Engine
 from daemon.errors import EngineError, MoodscoreError
 from daemon.messages import BarScore, BarStarted, Mood
 from daemon.outputs.base import Output, Stage
+from daemon.outputs.delays import Delays
 from daemon.planner import BarPlanner
 from daemon.sources import FrameSource
 
@@ -79,6 +80,7 @@ class Session:
     analysis : the analysis stage reading ``source``; its window model is closed with it.
     hub : the control hub (live: source switches are routed to this session).
     router : applies commands (live); None in a render or a fixed piece.
+    delays : each output's delay by its config section (None: each output's own ``delay_s``).
     open_source : opens a source spec for a ``source`` command (live).
     render : run as fast as possible and reproducibly (vs. live pacing).
     duration : stop after this much audio (seconds); a render defaults to the source's length.
@@ -95,6 +97,7 @@ class Session:
         analysis: AnalysisStage | None = None,
         hub: ControlHub | None = None,
         router: Router | None = None,
+        delays: Delays | None = None,
         open_source: Callable[[str], FrameSource] | None = None,
         render: bool,
         duration: float | None = None,
@@ -107,6 +110,7 @@ class Session:
         self.analysis = analysis
         self.control = hub if hub is not None else ControlHub()
         self.router = router
+        self.delays = delays
         self._open_source = open_source
         self._render = render
         self._duration = duration
@@ -172,7 +176,10 @@ class Session:
             if output.stage is Stage.SOUND and not stopped_engine:
                 stack.push_async_callback(asyncio.to_thread, engine.stop)
                 stopped_engine = True
-            output.attach(delayed(engine, output.delay_s))
+            if self.delays is not None and output.delay_section is not None:
+                output.attach(self.delays.view(engine, output.delay_section, output.delay_s))
+            else:
+                output.attach(delayed(engine, output.delay_s))
             stack.push_async_callback(output.aclose)
             await output.start()
         if not stopped_engine:

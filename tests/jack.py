@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -32,12 +33,16 @@ def dummy_jackd(monkeypatch: pytest.MonkeyPatch, name: str, *, period: int) -> I
     setpriv = shutil.which("setpriv")  # util-linux, on every Debian
     if setpriv is not None:
         command = [setpriv, "--pdeathsig", "TERM", *command]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # jackd's stderr goes to a file: on a loaded machine it reports every xrun, and a pipe nobody
+    # reads fills up and stops the server in the middle of a test.
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115  (closed when jackd has stopped)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
         deadline = time.monotonic() + 10
         while not jack_running():
             if proc.poll() is not None:
-                stderr = proc.stderr.read() if proc.stderr else ""
+                log.seek(0)
+                stderr = log.read()
                 pytest.fail(f"jackd did not start: {stderr.strip()[-300:]}")
             if time.monotonic() > deadline:
                 pytest.fail("jackd did not accept clients within 10 s")
@@ -50,3 +55,4 @@ def dummy_jackd(monkeypatch: pytest.MonkeyPatch, name: str, *, period: int) -> I
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()

@@ -7,9 +7,15 @@ tests.sync_peers KIND ...``), so their timing is their own and not the daemon's 
 - ``midi-in CLIENT OUT``: a JACK MIDI input (client ``CLIENT``, port ``in``); every message, with
   the time rtmidi took it in JACK's process cycle, is a JSON line in OUT. Its own process, so
   the daemon's Python cannot hold up its JACK cycle.
-- ``os2l OUT``: a TCP server as a lighting program runs one (on a free port, printed first);
-  every chunk that arrives, with its arrival time, is a JSON line in OUT; to the first client it
-  sends a line that is not OS2L and a button press that is.
+- ``midi-clock CLIENT``: a JACK MIDI output (client ``CLIENT``, port ``out``) that sends MIDI
+  clock as a DAW does, due on the wall clock and placed in the JACK cycle it falls in; each
+  line on stdin is a JSON command: ``{"bpm": 100}`` (pulses at that tempo; 0 stops them),
+  ``"start"``, ``"stop"``, ``"continue"``.
+- ``os2l OUT [ADDRESS]``: a TCP server as a lighting program runs one (on a free port, printed
+  first); every chunk that arrives, with its arrival time, is a JSON line in OUT; to the first
+  client it sends a line that is not OS2L and a button press that is. With ADDRESS it listens
+  there and announces itself as ``_os2l._tcp`` by DNS-SD (zeroconf), as QLC+ does: run it only
+  inside a network namespace the test made (multicast).
 - ``link OUT BPM|- [OSC_HOST:PORT,...] [MQTT_HOST:PORT]``: an Ableton Link peer (aalink), as a
   DJ app or another installation runs one; run it only inside a network namespace the test
   made. With ``BPM`` it starts the session at that tempo (send ``play`` once it has company:
@@ -91,12 +97,70 @@ def midi_in(client: str, out: Path) -> None:
     port.close()
 
 
-def os2l(out: Path) -> None:
+def midi_clock(client_name: str) -> None:
+    import jack
+
+    client = jack.Client(client_name, no_start_server=True)
+    port = client.midi_outports.register("out")
+    rate = client.samplerate
+    # Pulses are due on the wall clock (a loaded dummy JACK server runs its frames slower than
+    # real time; a hardware clock would not); each goes out in the cycle it falls in.
+    state: dict[str, Any] = {"period": 0.0, "next": None, "pending": []}
+    lock = threading.Lock()
+
+    @client.set_process_callback
+    def process(frames: int) -> None:
+        port.clear_buffer()
+        now = time.monotonic()
+        with lock:
+            for status in state["pending"]:
+                port.write_midi_event(0, bytes([status]))
+            state["pending"].clear()
+            period = state["period"]
+            if period <= 0:
+                state["next"] = None
+                return
+            if state["next"] is None:
+                state["next"] = now
+            end = now + frames / rate
+            while state["next"] < end:
+                offset = min(max(round((state["next"] - now) * rate), 0), frames - 1)
+                port.write_midi_event(offset, bytes([0xF8]))
+                state["next"] += period
+
+    with client:
+        print(json.dumps("ready"), flush=True)
+        for line in sys.stdin:
+            command = json.loads(line)
+            with lock:
+                if isinstance(command, dict):
+                    bpm = float(command["bpm"])
+                    state["period"] = 60.0 / (24 * bpm) if bpm > 0 else 0.0
+                else:
+                    status = {"start": 0xFA, "continue": 0xFB, "stop": 0xFC}[command]
+                    state["pending"].append(status)
+
+
+def os2l(out: Path, address: str | None = None) -> None:
     import socket
 
     lines = Lines(out)
-    server = socket.create_server(("127.0.0.1", 0))
-    print(json.dumps(server.getsockname()[1]), flush=True)
+    server = socket.create_server((address or "127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if address is not None:
+        from zeroconf import IPVersion, ServiceInfo, Zeroconf
+
+        zeroconf = Zeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
+        zeroconf.register_service(
+            ServiceInfo(
+                "_os2l._tcp.local.",
+                "lights._os2l._tcp.local.",
+                addresses=[socket.inet_aton(address)],
+                port=port,
+                server="lights.local.",
+            )
+        )
+    print(json.dumps(port), flush=True)
 
     def serve() -> None:
         conn, _ = server.accept()
@@ -217,7 +281,9 @@ if __name__ == "__main__":
     if kind == "osc":
         osc([int(p) for p in rest[0].split(",")], Path(rest[1]))
     elif kind == "os2l":
-        os2l(Path(rest[0]))
+        os2l(Path(rest[0]), rest[1] if len(rest) > 1 else None)
+    elif kind == "midi-clock":
+        midi_clock(rest[0])
     elif kind == "link":
         link(
             Path(rest[0]),

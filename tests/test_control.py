@@ -174,6 +174,7 @@ def test_unknown_scene_names_the_available_presets() -> None:
 def test_every_command_name_has_a_schema() -> None:
     assert set(COMMAND_NAMES) == {
         "mood", "scene", "tempo", "layers", "key", "mute", "transport", "stinger", "source",
+        "delay",
     }  # fmt: skip
 
 

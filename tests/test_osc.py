@@ -284,23 +284,3 @@ def test_a_busy_listen_port_is_a_one_line_error(capsys: pytest.CaptureFixture[st
         )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and str(port) in err, err
-
-
-@pytest.mark.parametrize(
-    ("section", "line", "key"),
-    [
-        ("midi", "clock_in = true", "midi.clock_in"),
-        ("web", "delay_ms = 90.0", "web.delay_ms"),
-    ],
-)
-def test_sync_keys_not_built_yet_are_refused_in_one_line(
-    section: str, line: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = tmp_path / "mine.toml"
-    config.write_text(f"[{section}]\n{line}\n")
-    code = main(
-        ["run", "--source", "demo", "--backend", "manual", "--no-web", "--duration", "1", "-q",
-         "--config", str(config)]
-    )  # fmt: skip
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and f"{key} is not available yet" in err, err

@@ -18,10 +18,10 @@ from daemon.config import Config
 from daemon.control.hub import ControlHub
 from daemon.control.router import Router
 from daemon.engine import BackendChoice, Engine, ScoreQueue
-from daemon.errors import ConfigError
 from daemon.messages import Plan
 from daemon.outputs.base import Output
 from daemon.outputs.beatmap import BeatMapOutput
+from daemon.outputs.delays import Delays
 from daemon.outputs.midi import MidiFileOutput
 from daemon.outputs.recorder import RecordingOutput
 from daemon.outputs.timeline import build_timeline, write_timeline
@@ -47,6 +47,7 @@ class Core:
     hub: ControlHub
     router: Router
     library: Output | None
+    delays: Delays
 
 
 def build_core(
@@ -111,6 +112,17 @@ def build_core(
         last_bar=last_bar,
     )
     hub = ControlHub(scenes=presets.names)
+    delays = Delays(
+        {
+            "engine": config.engine.delay_ms,
+            "midi": config.midi.delay_ms,
+            "mqtt": config.mqtt.delay_ms,
+            "osc": config.osc.delay_ms,
+            "os2l": config.os2l.delay_ms,
+            "web": config.web.delay_ms,
+        }
+    )
+    hub.update(delays=delays.as_dict())
     reactor = Reactor(
         planner=planner,
         # A library track plays in its own key, not the plan's: no stingers over it.
@@ -126,8 +138,9 @@ def build_core(
         transport=engine,
         replan=planner.replan,
         stinger=reactor.play,
+        delays=delays,
     )
-    return Core(board, conductor, engine, planner, hub, router, library)
+    return Core(board, conductor, engine, planner, hub, router, library, delays)
 
 
 def build_session(
@@ -166,6 +179,7 @@ def build_session(
         analysis=analysis,
         hub=core.hub,
         router=core.router,
+        delays=None if render else core.delays,
         open_source=lambda spec: open_source(spec, config.source, paced=True),
         render=render,
         duration=duration,
@@ -237,8 +251,8 @@ def common_outputs(
 
 
 def sync_outputs(config: Config, core: Core) -> list[Output]:
-    """What plays in time with other programs live: OSC (out and commands in), OS2L beats, each
-    off unless the config or a flag turns it on.
+    """What plays in time with other programs live: OSC (out and commands in), OS2L beats, MIDI
+    clock in, each off unless the config or a flag turns it on.
 
     Raises
     ------
@@ -256,7 +270,12 @@ def sync_outputs(config: Config, core: Core) -> list[Output]:
         outputs.append(Os2lOutput(config=config.os2l))
     if config.link.enabled:
         outputs.append(_link_output(config, core))
-    _refuse_not_yet(config)
+    if config.midi.clock_in:
+        from daemon.control.midi_clock import MidiClockIn
+
+        outputs.append(
+            MidiClockIn(hub=core.hub, port=config.midi.clock_in_port, backend=config.midi.backend)
+        )
     return outputs
 
 
@@ -269,19 +288,6 @@ def _link_output(config: Config, core: Core) -> Output:
         return None if score is None else score.plan
 
     return LinkOutput(config=config.link, engine=core.engine, plan_of=plan_of)
-
-
-def _refuse_not_yet(config: Config) -> None:
-    """Keys of issue 16 that config.toml names but this build does not do yet: refused with one
-    line rather than silently ignored."""
-    not_yet = {
-        "midi.clock_in": config.midi.clock_in,
-        "engine.delay_ms": config.engine.delay_ms != 0,
-        "web.delay_ms": config.web.delay_ms != 0,
-    }
-    for key, set_ in not_yet.items():
-        if set_:
-            raise ConfigError(f"{key} is not available yet in this build; leave it at its default")
 
 
 def session_timeline(

@@ -210,7 +210,7 @@ def _midi_port(config: Config) -> Output:
 
     port = open_port(config.midi.port, config.midi.backend)
     log.info("MIDI out: %s%s", port.name, " with clock" if config.midi.clock else "")
-    return MidiPortOutput(port=port, clock=config.midi.clock, offset_s=config.midi.offset_ms / 1000)
+    return MidiPortOutput(port=port, clock=config.midi.clock, delay_s=config.midi.delay_ms / 1000)
 
 
 def _report_live(report: SessionReport) -> None:

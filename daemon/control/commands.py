@@ -31,6 +31,7 @@ from pydantic import (
 
 from daemon.errors import MoodscoreError
 from daemon.messages import KEY_NAMES, LAYER_ORDER, Layer
+from daemon.outputs.delays import LIMITS_MS
 from daemon.scenes import available_scenes
 
 log = logging.getLogger("moodscore.control")
@@ -177,6 +178,32 @@ class SourceCommand(_Command):
     source: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
+class DelayCommand(_Command):
+    """``delay``: set an output's delay in milliseconds while playing (what the panel's
+    calibration page proposes): ``{"output": "osc", "ms": 40}``. ``engine`` is the sound card's
+    latency (every other output moves by it); the others move that output against the sound."""
+
+    name: ClassVar[str] = "delay"
+    output: Literal["engine", "midi", "mqtt", "osc", "os2l", "web"]
+    ms: float
+
+    @field_validator("ms")
+    @classmethod
+    def _within_limits(cls, value: float, info: ValidationInfo) -> float:
+        low, high = LIMITS_MS.get(info.data.get("output", ""), (-500.0, 2000.0))
+        if not low <= value <= high:
+            raise ValueError(f"must be within {low:g}..{high:g} ms for this output")
+        return value
+
+
+class FollowTempoCommand(_Command):
+    """An outside clock's tempo (MIDI clock in) for the conductor to follow; None: it went
+    away. Internal: no front end parses it (it is not in :data:`COMMANDS`)."""
+
+    name: ClassVar[str] = "follow_tempo"
+    bpm: Annotated[float, Field(ge=20.0, le=400.0)] | None
+
+
 Command = (
     MoodCommand
     | SceneCommand
@@ -187,6 +214,8 @@ Command = (
     | TransportCommand
     | StingerCommand
     | SourceCommand
+    | DelayCommand
+    | FollowTempoCommand
 )
 
 COMMANDS: dict[str, type[_Command]] = {
@@ -201,6 +230,7 @@ COMMANDS: dict[str, type[_Command]] = {
         TransportCommand,
         StingerCommand,
         SourceCommand,
+        DelayCommand,
     )
 }
 COMMAND_NAMES: tuple[str, ...] = tuple(COMMANDS)
@@ -365,6 +395,7 @@ _EXAMPLES = {
     "transport": '{"action": "stop"} or stop',
     "source": '{"source": "demo"} or demo',
     "stinger": '{"kind": "riser"} or riser',
+    "delay": '{"output": "osc", "ms": 40} or osc 40',
 }
 
 
@@ -393,6 +424,11 @@ def _bare(name: str, text: str) -> dict[str, Any]:
         return {} if release or not unquoted else {"kind": unquoted.lower()}
     if name == "mute":
         return {"layer": unquoted}
+    if name == "delay":
+        parts = [p for p in re.split(r"[,\s]+", unquoted) if p]
+        if len(parts) != 2:
+            raise CommandError(f"delay: send OUTPUT MS or a JSON object, e.g. {_EXAMPLES['delay']}")
+        return {"output": parts[0].lower(), "ms": _number(name, parts[1])}
     if name == "mood":
         parts = [p for p in re.split(r"[,\s]+", unquoted) if p]
         if len(parts) not in (2, 3):

@@ -110,6 +110,7 @@ class ControlHub:
             "playing": True,
             "bar": None,
             "cue": None,
+            "delays": {},
         }
         self._event_listeners: list[EventListener] = []
         self._health: dict[str, Any] = {}
@@ -157,6 +158,7 @@ class ControlHub:
         state = dict(self._state)
         state["overrides"] = dict(state["overrides"])
         state["muted"] = list(state["muted"])
+        state["delays"] = dict(state["delays"])
         return state
 
     def add_state_listener(self, fn: StateListener) -> None:

@@ -170,6 +170,7 @@ class MqttBridge(Output):
 
     stage = Stage.ANNOUNCE
     name = "MQTT"
+    delay_section = "mqtt"
 
     def __init__(self, *, config: MqttConfig, hub: ControlHub) -> None:
         self.config = config

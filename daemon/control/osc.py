@@ -140,6 +140,7 @@ class OscBridge(Output):
 
     stage = Stage.PEERS
     name = "OSC"
+    delay_section = "osc"
 
     def __init__(self, *, config: OscConfig, hub: ControlHub) -> None:
         if not _PREFIX_RE.match(config.prefix):

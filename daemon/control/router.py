@@ -7,8 +7,11 @@ the conductor and the engine through narrow interfaces:
 - ``mood``, ``scene``, ``tempo``, ``layers``, ``key`` -> the :class:`~daemon.conductor.Conductor`'s
   overrides, then one re-plan of the bars already composed ahead (so the change lands on the
   next bar line, not after the look-ahead);
+- ``follow_tempo`` (internal: an outside clock, MIDI clock in) -> the conductor's followed
+  tempo, over its own;
 - ``mute`` -> the :class:`Transport` (a one-beat fade from the next beat);
 - ``transport`` -> the :class:`Transport` (stop or play at the next bar line; the clock runs on);
+- ``delay`` -> the :class:`~daemon.outputs.delays.Delays` (an output's delay, at once);
 - ``stinger`` -> a stinger at once, landing on the next beat.
 
 A burst of commands costs one re-composition. The router also keeps the hub's state current:
@@ -24,6 +27,8 @@ from typing import Protocol
 from daemon.conductor import Conductor
 from daemon.control.commands import (
     Command,
+    DelayCommand,
+    FollowTempoCommand,
     KeyCommand,
     LayersCommand,
     MoodCommand,
@@ -36,6 +41,7 @@ from daemon.control.commands import (
 )
 from daemon.control.hub import ControlHub
 from daemon.messages import KEY_NAMES, BarStarted, Layer
+from daemon.outputs.delays import Delays
 
 log = logging.getLogger("moodscore.control")
 
@@ -68,6 +74,7 @@ class Router:
     replan : re-plans the bars composed but not started yet (the planner's); awaited once per
         burst of commands that change the plan.
     stinger : plays a stinger of a kind now (the reactor's); None refuses none, plays none.
+    delays : the live outputs' delays (``delay`` commands set them); None: none to set.
     """
 
     def __init__(
@@ -78,12 +85,14 @@ class Router:
         transport: Transport,
         replan: Callable[[], Awaitable[None]],
         stinger: Callable[[str], Awaitable[bool]] | None = None,
+        delays: Delays | None = None,
     ) -> None:
         self.hub = hub
         self._conductor = conductor
         self._transport = transport
         self._replan = replan
         self._stinger = stinger
+        self._delays = delays
         self._stingers: list[str] = []  # asked for in the burst being applied
 
     async def run(self) -> None:
@@ -121,6 +130,8 @@ class Router:
             conductor.force_scene(scene)
         elif isinstance(command, TempoCommand):
             conductor.fix_tempo(command.bpm)
+        elif isinstance(command, FollowTempoCommand):
+            conductor.follow_tempo(command.bpm)
         elif isinstance(command, LayersCommand):
             conductor.fix_layers(command.layers)
         elif isinstance(command, KeyCommand):
@@ -132,11 +143,26 @@ class Router:
         elif isinstance(command, TransportCommand):
             self._transport.set_playing(command.action == "play")
             replan = False
+        elif isinstance(command, DelayCommand):
+            self._set_delay(command.output, command.ms)
+            replan = False
         elif isinstance(command, StingerCommand):
             self._stingers.append(command.kind)
             replan = False
         self.show_overrides()
         return replan
+
+    def _set_delay(self, output: str, ms: float) -> None:
+        if self._delays is None:
+            log.warning("control: delay refused: this session has no live outputs to delay")
+            return
+        try:
+            self._delays.set(output, ms)
+        except ValueError as exc:
+            log.warning("control: delay refused: %s", exc)
+            return
+        log.info("control: %s delay %g ms", output, ms)
+        self.hub.update(delays=self._delays.as_dict())
 
     def show_overrides(self) -> None:
         """Publish the conductor's overrides in the hub's state (keys spelt as people write

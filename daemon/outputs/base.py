@@ -46,11 +46,16 @@ class Output:
         for its own latency (lights over Wi-Fi, a browser source, a sound card); the session
         attaches it to the clock seen that much later (:func:`~daemon.clock.delayed`), so
         everything it schedules and stamps moves with it.
+    delay_section : the config section whose ``delay_ms`` this output follows (``midi``,
+        ``mqtt``, ``osc``, ``os2l``, ``web``); with one, the session's
+        :class:`~daemon.outputs.delays.Delays` sets the delay (``engine.delay_ms`` included) and
+        a ``delay`` command moves it while playing. None: ``delay_s`` alone.
     """
 
     stage: ClassVar[Stage] = Stage.RECORDING
     name: ClassVar[str] = "output"
     delay_s: float = 0.0
+    delay_section: ClassVar[str | None] = None
 
     _clock: MusicClock | None = None
     _closed: bool = False

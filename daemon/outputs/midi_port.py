@@ -127,8 +127,9 @@ class MidiPortOutput(Output):
     port : an open mido output port (see :func:`open_port`), or anything with ``send(msg)``
         and ``close()``.
     clock : send MIDI clock (24 PPQN), Song Position Pointer, Start and Stop.
-    offset_s : shift every message later (positive) or earlier (negative) than the audio, to
-        match a receiver's latency.
+    delay_s : send every message this much later (positive) or earlier (negative) than the
+        audio, to match a receiver's latency (``midi.delay_ms``; the session attaches the output
+        to the clock seen that much later).
 
     Attributes
     ----------
@@ -137,11 +138,12 @@ class MidiPortOutput(Output):
 
     stage = Stage.SOUND
     name = "MIDI port"
+    delay_section = "midi"
 
-    def __init__(self, *, port: Any, clock: bool = True, offset_s: float = 0.0) -> None:
+    def __init__(self, *, port: Any, clock: bool = True, delay_s: float = 0.0) -> None:
         self.port = port
         self.send_clock = clock
-        self.offset_s = offset_s
+        self.delay_s = delay_s
         self.sent = 0
         # Sends happen on the clock's thread, the panic on another: one at a time, and none
         # after the panic began.
@@ -173,9 +175,7 @@ class MidiPortOutput(Output):
             by_time.setdefault(audio_time, []).append((message, note_id))
         for audio_time, messages in by_time.items():
             messages.sort(key=lambda m: m[0].type != "note_off")
-            self.clock.call_at(
-                audio_time + self.offset_s, functools.partial(self._send_all, messages)
-            )
+            self.clock.call_at(audio_time, functools.partial(self._send_all, messages))
 
     def _on_grid(self, grid: BarGrid) -> None:
         """The bar's clock pulses (and Start, program changes)."""

@@ -1,8 +1,10 @@
 """OS2L: beats for DMX lighting programs (QLC+, SoundSwitch), as DJ software sends them.
 
-The lighting program listens on TCP (``os2l.host:os2l.port``); :class:`Os2lOutput` connects to it
-and sends a JSON object per beat, ``os2l.lead_ms`` before it sounds (OS2L has no time stamps: the
-receiver acts on arrival; ``os2l.delay_ms`` moves the beats later for lights that answer late)::
+The lighting program listens on TCP (``os2l.host:os2l.port``, or wherever it announces
+``_os2l._tcp`` by DNS-SD when ``os2l.host`` is empty: :func:`discover`, with zeroconf, as VirtualDJ
+finds QLC+ or SoundSwitch); :class:`Os2lOutput` connects to it and sends a JSON object per beat,
+``os2l.lead_ms`` before it sounds (OS2L has no time stamps: the receiver acts on arrival;
+``os2l.delay_ms`` moves the beats later for lights that answer late)::
 
     {"evt": "beat", "change": false, "pos": 17, "bpm": 120.0, "strength": 1.0}
 
@@ -26,13 +28,54 @@ from typing import Any
 
 from daemon.clock import BarGrid, MusicClock
 from daemon.config import Os2lConfig
-from daemon.errors import ConfigError
 from daemon.logs import RateLimitedLog
 from daemon.outputs.base import Output, Stage
 
 log = logging.getLogger("moodscore.os2l")
 
 RETRY_MAX_S = 5.0
+SERVICE = "_os2l._tcp.local."
+DISCOVER_S = 5.0  # one browse for the service before saying it is not there (and browsing on)
+
+
+def discover(timeout: float, *, stop: threading.Event | None = None) -> tuple[str, int] | None:
+    """The (address, port) of the first lighting program that announces ``_os2l._tcp`` by
+    DNS-SD (multicast on the local network) within ``timeout`` seconds, or None. Blocking."""
+    import queue
+    import time
+
+    from zeroconf import IPVersion, ServiceBrowser, ServiceListener, Zeroconf
+
+    names: queue.Queue[str] = queue.Queue()
+
+    class Found(ServiceListener):
+        def add_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            names.put(name)
+
+        def update_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            names.put(name)
+
+        def remove_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            pass
+
+    zeroconf = Zeroconf(ip_version=IPVersion.V4Only)
+    browser = ServiceBrowser(zeroconf, SERVICE, Found())
+    try:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if stop is not None and stop.is_set():
+                return None
+            try:
+                name = names.get(timeout=min(left, 0.25))
+            except queue.Empty:
+                continue
+            info = zeroconf.get_service_info(SERVICE, name, timeout=2000)
+            if info is not None and info.port and info.parsed_addresses():
+                return info.parsed_addresses()[0], int(info.port)
+        return None
+    finally:
+        browser.cancel()
+        zeroconf.close()
 
 
 class Os2lOutput(Output):
@@ -40,28 +83,19 @@ class Os2lOutput(Output):
 
     Parameters
     ----------
-    config : the ``[os2l]`` section (``host`` required in this build).
+    config : the ``[os2l]`` section (an empty ``host``: find the program by DNS-SD).
 
     Attributes
     ----------
     sent : beat messages written so far.
     refused : incoming messages refused as not OS2L.
-
-    Raises
-    ------
-    ConfigError
-        No ``host`` (DNS-SD discovery is not built yet).
     """
 
     stage = Stage.PEERS
     name = "OS2L"
+    delay_section = "os2l"
 
     def __init__(self, *, config: Os2lConfig) -> None:
-        if not config.host:
-            raise ConfigError(
-                "os2l.host is empty: finding the lighting program by DNS-SD is not available "
-                "yet; give --os2l HOST:PORT"
-            )
         self.config = config
         self.delay_s = config.delay_ms / 1000.0
         self._lead_s = config.lead_ms / 1000.0
@@ -94,6 +128,17 @@ class Os2lOutput(Output):
         delay = 0.5
         host, port = self.config.host, self.config.port
         while not self._stop.is_set():
+            if not self.config.host:
+                found = discover(DISCOVER_S, stop=self._stop)
+                if found is None:
+                    self._down_log.warning(
+                        "OS2L: no lighting program announces %s on the network yet; still "
+                        "looking (or give --os2l HOST:PORT)",
+                        SERVICE,
+                    )
+                    continue
+                host, port = found
+                log.info("OS2L: found a lighting program at %s:%d by DNS-SD", host, port)
             try:
                 sock = socket.create_connection((host, port), timeout=5.0)
             except OSError as exc:

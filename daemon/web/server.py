@@ -23,15 +23,18 @@ Routes
     ``analysis`` (the newest window's valence and arousal, before smoothing), ``viewers``
     (connected now), ``connections`` (ever),
     ``video_streams`` (visuals streams being encoded now) and ``late_blocks`` (audio blocks the
-    engine handed on late).
+    engine handed on late); ``delays``: each output's delay in ms (README: "Delays").
+``GET /api/beats``
+    The recent beats as Unix milliseconds at the reference (the engine's sound), for the panel's
+    calibration page (:mod:`daemon.web.calibration`).
 ``GET /api/info``
     What the panel offers: scenes, layers, command names, stinger kinds, the stream's size and
     rate.
 ``POST /api/<command>``
     One control command (``mood``, ``scene``, ``tempo``, ``layers``, ``key``, ``mute``,
-    ``transport``, ``stinger``, ``source``) with the same payload as MQTT's ``cmd/<command>``: a
-    JSON object or a bare value. Answers ``{"ok": true, "message": "ok"}``, or status 400 (404
-    for an unknown command) with the reason.
+    ``transport``, ``stinger``, ``source``, ``delay``) with the same payload as MQTT's
+    ``cmd/<command>``: a JSON object or a bare value. Answers ``{"ok": true, "message":
+    "ok"}``, or status 400 (404 for an unknown command) with the reason.
 
 Access (:mod:`daemon.web.access`). The ``Host`` header must name this server (421 otherwise:
 DNS rebinding); clients beyond this machine need the token (401); state changes and WebRTC offers
@@ -71,6 +74,7 @@ from daemon.outputs.webrtc import (
 )
 from daemon.visuals import VisualTimeline
 from daemon.web.access import AccessPolicy, is_loopback
+from daemon.web.calibration import BeatTimes
 from daemon.web.camera import BrowserCamera, answer_camera
 
 log = logging.getLogger("moodscore.web")
@@ -123,6 +127,7 @@ class WebServer(Output):
 
     stage = Stage.PEERS
     name = "web"
+    delay_section = "web"
 
     def __init__(
         self,
@@ -136,6 +141,8 @@ class WebServer(Output):
         self.control = hub
         self.host = web_config.host
         self.port = web_config.port
+        self.delay_s = web_config.delay_ms / 1000.0
+        self.beat_times = BeatTimes()
         # Always a token: other machines need it, and so does a capture source from this one.
         self.token = web_config.token or secrets.token_urlsafe(12)
         self.access = AccessPolicy(
@@ -161,6 +168,7 @@ class WebServer(Output):
     def _attach(self, clock: MusicClock) -> None:
         self.ring.configure(clock.sample_rate)
         self.timeline.attach(clock)
+        self.beat_times.attach(clock)
         self._visuals = LiveVisuals(
             timeline=self.timeline,
             clock=clock,
@@ -220,6 +228,7 @@ class WebServer(Output):
         app.router.add_post("/api/camera", self._camera)
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/api/info", self._info)
+        app.router.add_get("/api/beats", self._beats)
         app.router.add_post("/api/{command}", self._command)
         return app
 
@@ -349,6 +358,9 @@ class WebServer(Output):
 
     async def _state(self, request: web.Request) -> web.Response:
         return web.json_response(self.state())
+
+    async def _beats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.beat_times.as_json())
 
     async def _info(self, request: web.Request) -> web.Response:
         video = self.visuals.video
