@@ -1,10 +1,10 @@
 """The ``moodscore`` command: run | render | compose | analyze | config | doctor | bench |
-train-melody | train-scene | library.
+train-melody | train-scene | library | init | completion.
 
 Every user error (bad flag, missing file, bad config key, unavailable backend) ends as one line on
 stderr and exit status 2; nothing a user can fix prints a traceback.
 
-This module stays whole (about 600 lines): it is the argparse tables of twelve commands, the flags
+This module stays whole (about 680 lines): it is the argparse tables of fourteen commands, the flags
 that map onto config keys, and each command's one-line report; the work is in :mod:`daemon.app`,
 :mod:`daemon.training`, :mod:`daemon.library` and :mod:`daemon.bench`.
 """
@@ -183,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_play_flags(run)
     add_play_flags(render)
     add_library_parser(commands, _add_common_flags)
+
+    init = add("init", "write a commented user config and a presets folder (your own presets)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing user config")
+    init.add_argument(
+        "--copy-preset",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="copy a built-in preset into your presets folder to edit (repeatable)",
+    )
+    completion = add("completion", "print a shell completion script: bash or zsh")
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
     return parser
 
 
@@ -334,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train-melody": _cmd_train_melody,
         "train-scene": _cmd_train_scene,
         "library": _cmd_library,
+        "init": _cmd_init,
+        "completion": _cmd_completion,
     }
     try:
         config = load_config(args.config)
@@ -554,6 +568,27 @@ def _cmd_bench(args: argparse.Namespace, config: Config) -> int:
     print(text)
     if args.output is not None:
         args.output.write_text(text + "\n")
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace, config: Config) -> int:
+    from daemon.install import init_user_files
+
+    result = init_user_files(force=args.force, copy_presets=tuple(args.copy_preset))
+    if result.config is None:
+        print(f"kept your config {result.presets.parent / 'config.toml'} (--force rewrites it)")
+    else:
+        print(f"wrote {result.config} (every key commented out: uncomment what you change)")
+    for path in result.copied:
+        print(f"copied {path.stem} to {path} (it now overrides the built-in {path.stem})")
+    print(f"presets: {result.presets} (a preset here overrides the built-in one of that name)")
+    return 0
+
+
+def _cmd_completion(args: argparse.Namespace, config: Config) -> int:
+    from daemon.install import completion_script
+
+    print(completion_script(build_parser(), args.shell), end="")
     return 0
 
 
