@@ -603,6 +603,9 @@ def _cmd_train_melody(args: argparse.Namespace, config: Config) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tqdm import tqdm
 
+    from daemon.extras import require
+
+    require("train", what="`moodscore train-melody`")
     from daemon.training import TrainRequest, metrics_path_for, train_melody
 
     request = TrainRequest(

@@ -133,3 +133,24 @@ def test_python_m_moodscore_is_the_command_and_the_version_is_written_once() -> 
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "daemon.__version__"}
+
+
+def test_a_missing_extra_is_one_line_that_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon import extras
+
+    real = extras.importlib.util.find_spec
+    monkeypatch.setattr(
+        extras.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("librosa", "music21") else real(name, *a),
+    )
+    assert main(["library", "scan", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "[library] extra (librosa not installed)" in err
+    assert "pip install 'moodscore[library]'" in err
+    data = tmp_path / "none.json.gz"
+    assert main(["train-melody", "--data", str(data), "-o", str(tmp_path / "m.pt")]) == 2
+    assert "pip install 'moodscore[train]'" in capsys.readouterr().err

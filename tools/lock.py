@@ -40,10 +40,9 @@ HEADER = """\
 def _applies(requirement: Requirement, extras: set[str]) -> bool:
     if requirement.marker is None:
         return True
-    environment: dict[str, str] = dict(default_environment())
+    environment: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     return any(
-        requirement.marker.evaluate({**environment, "extra": extra})
-        for extra in (extras or {""})
+        requirement.marker.evaluate({**environment, "extra": extra}) for extra in (extras or {""})
     )
 
 
@@ -63,11 +62,13 @@ def locked_versions() -> dict[str, str]:
         try:
             distribution = metadata.distribution(requirement.name)
         except metadata.PackageNotFoundError as exc:
-            raise SystemExit(f"{requirement.name} is not installed; install the extras first") from exc
+            raise SystemExit(
+                f"{requirement.name} is not installed; install the extras first"
+            ) from exc
         found[name] = distribution.version
         for text in distribution.requires or []:
             child = Requirement(text)
-            if _applies(child, extras) if child.marker else True:
+            if child.marker is None or _applies(child, extras):
                 pending.append((child, set(child.extras)))
     return found
 
