@@ -137,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive_float, metavar="SECONDS", help="length of a `demo` analysis"
     )
 
-    add("doctor", "what this machine offers: audio, JACK, cameras, GPU, broker, models")
+    add(
+        "doctor",
+        "what this machine offers: platform backends, audio, cameras, screen, GPU, broker, "
+        "MIDI, models, extras",
+    )
 
     config_command = add("config", "print the effective configuration as TOML (after all layers)")
     config_command.add_argument(

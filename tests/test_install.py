@@ -154,3 +154,14 @@ def test_a_missing_extra_is_one_line_that_says_what_to_install(
     data = tmp_path / "none.json.gz"
     assert main(["train-melody", "--data", str(data), "-o", str(tmp_path / "m.pt")]) == 2
     assert "pip install 'moodscore[train]'" in capsys.readouterr().err
+
+
+def test_the_readme_documents_every_command_and_flag_of_help() -> None:
+    from daemon.install import _options, _subcommands
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    for name, sub in _subcommands(build_parser()).items():
+        assert f"| `moodscore {name}" in readme, f"no row for `moodscore {name}` in the README"
+        for inner in _subcommands(sub).values() or [sub]:
+            missing = [flag for flag in _options(inner) if flag not in readme]
+            assert not missing, f"`moodscore {name}` flags not in the README: {missing}"
