@@ -26,6 +26,7 @@ from daemon import __version__
 from daemon.config import SCENES_DIR, Config, user_config_path, user_presets_dir
 from daemon.errors import MoodscoreError
 from daemon.extras import EXTRAS, install_hint, missing_modules
+from daemon.platforms import BACKENDS, host_system, install_advice, on_linux
 from models.shipped import weights_path
 
 REINSTALL = "reinstall moodscore (pip install --force-reinstall moodscore)"
@@ -34,60 +35,6 @@ MODEL_FILES: tuple[tuple[str, str, str], ...] = (
     ("melody LSTM", "melody_lstm.pt", REINSTALL),
     ("game scenes", "scene_default.pt", REINSTALL),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Backends:
-    """What one platform uses for sound, cameras, the screen and MIDI, by name."""
-
-    audio: str
-    camera: str
-    camera_api: str  # the cv2.CAP_* constant's name
-    screen: str
-    midi: str
-    midi_api: str  # the rtmidi.API_* constant's name
-
-
-BACKENDS: dict[str, Backends] = {
-    "Linux": Backends(
-        "JACK, or a PortAudio device (ALSA)", "OpenCV V4L2 camera (/dev/video*)", "CAP_V4L2",
-        "mss X11 capture (DISPLAY)", "rtmidi: ALSA sequencer or JACK MIDI", "API_LINUX_ALSA",
-    ),
-    "Darwin": Backends(
-        "a PortAudio device (Core Audio)", "OpenCV AVFoundation camera", "CAP_AVFOUNDATION",
-        "mss Core Graphics capture (grant Screen Recording to the terminal)", "rtmidi: CoreMIDI",
-        "API_MACOSX_CORE",
-    ),
-    "Windows": Backends(
-        "a PortAudio device (WASAPI, DirectSound or MME)", "OpenCV Media Foundation camera",
-        "CAP_MSMF", "mss GDI capture", "rtmidi: Windows MultiMedia (no virtual ports: use "
-        "loopMIDI and --midi-port NAME)", "API_WINDOWS_MM",
-    ),
-}  # fmt: skip
-
-
-def host_system() -> str:
-    """``Linux``, ``Darwin`` or ``Windows`` (another Unix is treated as Linux)."""
-    system = platform.system()
-    if system == "Darwin" or sys.platform == "darwin":
-        return "Darwin"
-    if system == "Windows" or sys.platform == "win32":
-        return "Windows"
-    return "Linux"
-
-
-def _on_linux() -> bool:
-    return host_system() == "Linux"
-
-
-def _install_advice(linux: str, *, mac: str, windows: str) -> str:
-    """The install command for this platform (apt only where dpkg is)."""
-    system = host_system()
-    if system == "Darwin":
-        return mac
-    if system == "Windows":
-        return windows
-    return linux if shutil.which("dpkg") else linux.replace("sudo apt-get install", "install")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +148,7 @@ def _audio_devices(config: Config) -> list[Check]:
         # As --device and engine.device take them: the index or the name.
         listed = "; ".join(f"{index}: {name}" for index, name in devices)
         return [Check("audio devices", True, f"{api}: {listed} (choose with --device NAME|INDEX)")]
-    live = "start `jackd -d dummy` / plug in a device" if _on_linux() else "plug in a device"
+    live = "start `jackd -d dummy` / plug in a device" if on_linux() else "plug in a device"
     return [
         Check(
             "audio devices",
@@ -214,7 +161,7 @@ def _audio_devices(config: Config) -> list[Check]:
 
 
 def _jack(config: Config) -> list[Check]:
-    if not _on_linux():
+    if not on_linux():
         return [
             Check(
                 "JACK",
@@ -231,7 +178,7 @@ def _jack(config: Config) -> list[Check]:
     advice = (
         "start one without a card: jackd --no-realtime -d dummy -r 48000 -p 256 &"
         if installed
-        else _install_advice("sudo apt-get install jackd2", mac="", windows="")
+        else install_advice("sudo apt-get install jackd2", mac="", windows="")
     )
     return [Check("JACK", False, detail, advice)]
 
@@ -250,7 +197,7 @@ def _auto_backend(config: Config) -> list[Check]:
 
 def _priority(config: Config) -> list[Check]:
     wanted = config.engine.priority
-    if not _on_linux():
+    if not on_linux():
         return [
             Check(
                 "audio priority",
@@ -288,7 +235,7 @@ def _opencv_camera_backend() -> tuple[bool, str]:
 
 
 def _cameras(config: Config) -> list[Check]:
-    if not _on_linux():
+    if not on_linux():
         backends = BACKENDS[host_system()]
         present, built = _opencv_camera_backend()
         return [
@@ -322,7 +269,7 @@ def _screen(config: Config) -> list[Check]:
     method = BACKENDS[host_system()].screen
     if importlib.util.find_spec("mss") is None:
         return [Check("screen capture", False, f"{method}: mss not installed", "pip install mss")]
-    if not _on_linux():
+    if not on_linux():
         return [Check("screen capture", True, f"{method} (--source screen[:N])")]
     display = os.environ.get("DISPLAY", "")
     if display:
@@ -368,7 +315,7 @@ def _broker(config: Config) -> list[Check]:
         hint = (
             "start one: mosquitto -p 1883 &"
             if installed
-            else _install_advice(
+            else install_advice(
                 "sudo apt-get install mosquitto",
                 mac="brew install mosquitto",
                 windows="install mosquitto from mosquitto.org",
@@ -386,7 +333,7 @@ def _broker(config: Config) -> list[Check]:
 
 
 def _midi(config: Config) -> list[Check]:
-    if not _on_linux():
+    if not on_linux():
         import rtmidi
 
         backends = BACKENDS[host_system()]

@@ -20,7 +20,8 @@ import torch  # noqa: F401 - loaded before the platform is faked (it would look 
 
 from daemon import doctor
 from daemon.config import load_config
-from daemon.doctor import Check, gather_checks, host_system
+from daemon.doctor import Check, gather_checks
+from daemon.platforms import host_system
 
 
 def _fake(monkeypatch: pytest.MonkeyPatch, system: str, sys_platform: str) -> None:
