@@ -1,14 +1,19 @@
-# The two commands a newcomer needs: `make demo` and `make test`. Both run the idempotent set-up.
+# The two commands a newcomer needs: `make demo` and `make test`. Both run the idempotent set-up:
+# the demo only what it needs (core packages, no apt), the tests everything (extras, JACK,
+# mosquitto, chromium, Xvfb, the training tools).
 VENV := .venv
 BIN := $(VENV)/bin
 export PYO_GUI_WX := 0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-demo demo test lint bench clean
 
 setup:
-	@tools/setup.sh
+	@tools/setup.sh test
 
-demo: setup
+setup-demo:
+	@tools/setup.sh demo
+
+demo: setup-demo
 	@$(BIN)/moodscore run --source demo --duration 60 --record out/
 
 test: setup lint

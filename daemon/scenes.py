@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon.config import SCENES_DIR
+from daemon.config import SCENES_DIR, user_presets_dir
 from daemon.errors import ConfigError
 from daemon.messages import (
     ARP_SOUNDS,
@@ -209,20 +209,24 @@ def get_scene(name: str, directory: Path = SCENES_DIR) -> ScenePreset:
 class PresetLibrary:
     """The scene presets a session can use, by name, from a search path.
 
-    The user's folders come first, then the built-in ``scenes/``: a preset in an earlier folder
+    The folders of ``conductor.preset_dirs`` come first, then the user's preset folder
+    (:func:`~daemon.config.user_presets_dir`, ``<user config dir>/presets``, which
+    ``moodscore init`` creates), then the built-in ``scenes/``: a preset in an earlier folder
     hides one of the same name later (edit a copy of ``combat.toml`` in your own folder to make
     combat yours). Files are read when first asked for and again only when they change, so a
     preset edited while the music plays reaches the next plan.
 
     Parameters
     ----------
-    folders : the user's preset folders, searched in order before the built-in ones (missing
+    folders : preset folders searched in order before the user's and the built-in ones (missing
         folders are skipped).
+    user : also search the user's preset folder (looked up when the library is made).
     """
 
-    def __init__(self, folders: Sequence[Path | str] = ()) -> None:
+    def __init__(self, folders: Sequence[Path | str] = (), *, user: bool = True) -> None:
         own = [Path(folder).expanduser() for folder in folders]
-        self.folders: tuple[Path, ...] = (*own, SCENES_DIR)
+        mine = [user_presets_dir()] if user else []
+        self.folders: tuple[Path, ...] = (*own, *mine, SCENES_DIR)
 
     def names(self) -> list[str]:
         """Every preset name on the search path, sorted."""
@@ -250,7 +254,7 @@ class PresetLibrary:
         return get_scene(name, folder)
 
 
-BUILT_IN = PresetLibrary()
+BUILT_IN = PresetLibrary(user=False)  # the shipped presets only
 
 
 def _number(value: object, key: str) -> float:

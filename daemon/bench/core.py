@@ -90,6 +90,10 @@ if TYPE_CHECKING:
 
 def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
     """Measure every figure; ``quick`` uses shorter runs (for tests and a first look)."""
+    from daemon.extras import require
+
+    for extra in ("face", "library", "dev"):  # face mode, the reaction check, sample photos
+        require(extra, what="`moodscore bench`")
     figures: dict[str, Any] = {
         "moodscore": __version__,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

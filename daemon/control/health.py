@@ -30,7 +30,7 @@ import collections
 import contextlib
 import logging
 import os
-import resource
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -61,13 +61,18 @@ def process_rss_mb() -> float:
             pages = int(statm.read().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        pass
+    try:
+        import resource  # Unix only; Windows has neither /proc nor this module
+    except ImportError:
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def process_cpu_s() -> float:
     """CPU seconds this process used so far (all threads, user + system)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return time.process_time()  # user + system of every thread; works on Windows too
 
 
 class HealthMonitor(Output):

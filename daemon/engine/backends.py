@@ -123,8 +123,11 @@ def jack_running(timeout: float = 3.0) -> bool:
     """True when a JACK server is up and accepts clients.
 
     Uses ``jack_lsp`` (Debian ``jackd2``/``jack-example-tools``). ``JACK_NO_START_SERVER`` keeps
-    libjack from auto-starting a server just because we asked whether one runs.
+    libjack from auto-starting a server just because we asked whether one runs. JACK is used on
+    Linux only: on macOS and Windows sound goes to a PortAudio device, and this is False.
     """
+    if not sys.platform.startswith("linux"):
+        return False
     exe = shutil.which("jack_lsp")
     if exe is None:
         return False

@@ -107,6 +107,9 @@ def add_play_flags(parser: argparse.ArgumentParser) -> None:
 
 def run_library_command(args: argparse.Namespace, config: Config) -> int:
     """``moodscore library scan|recommend``."""
+    from daemon.extras import require
+
+    require("library", what="`moodscore library`")
     if args.library_command == "scan":
         return _scan_command(args, config)
     return _recommend_command(args, config)
