@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.hardware import HARDWARE, is_hardware_reason
+from tests.jack import clear_stale_jack_registry
 
 
 def _skip_reason(report: Any) -> str:
@@ -35,6 +36,12 @@ def _refuse(report: Any, where: str) -> None:
         f"({', '.join(HARDWARE)}; see tests/hardware.py). Everything else the set-up installs "
         "is required: install it (tools/setup.sh) or fix it."
     )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """JACK's registry left full by jackd servers killed in earlier runs is cleared before any
+    test maps it (tests/jack.py says why only here)."""
+    clear_stale_jack_registry()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,7 +1,13 @@
 """A dummy-driver jackd of the tests' own, under a server name of its own.
 
 jackd is started under ``setpriv --pdeathsig TERM``, so it stops with the test process even when
-that is killed (a timeout, Ctrl-C twice) and never outlives the run holding CPU.
+that is killed (a timeout, Ctrl-C twice) and never outlives the run holding CPU. A jackd killed
+outright still leaves its entry in JACK's shared-memory registry, which holds a handful of
+servers: once it is full every new server fails with "Too many servers already active". So when
+the test session starts and no jackd runs at all, the registry and the servers' shared memory
+left in /dev/shm are stale and are removed (tests/conftest.py). Only then: libjack keeps the
+registry mapped in every process that used it, and a registry removed under a running test
+process would hide every later server from it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +63,14 @@ def dummy_jackd(monkeypatch: pytest.MonkeyPatch, name: str, *, period: int) -> I
             proc.kill()
             proc.wait()
         log.close()
+
+
+def clear_stale_jack_registry() -> None:
+    """Remove JACK's registry and servers' shared memory when no jackd runs (see above)."""
+    running = subprocess.run(["pgrep", "-x", "jackd"], capture_output=True, check=False)
+    if running.returncode == 0:  # a live server owns the registry: leave it alone
+        return
+    shm = Path("/dev/shm")
+    for stale in [*shm.glob("jack-*"), *shm.glob("jack_*")]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
