@@ -271,6 +271,15 @@ class GameConfig(ConfigSection):
     probability reaches this (0-1); below it no scene is named, the conductor keeps its preset and
     intensity alone moves tempo and layers. The timeline records each window's confidence."""
 
+    profile: str = ""
+    """Game whose taught profile to load and save (what `teach` marked for it, in the user data
+    folder's moodscore/profiles; --game NAME sets it for one run); empty = taught scenes are kept
+    for this run only."""
+
+    teach_worker: Literal["process", "thread"] = "process"
+    """Where a taught head trains while the music plays: "process" (a niced worker process with one
+    torch thread; no audio glitch measured) or "thread" (a thread of the daemon)."""
+
 
 @dataclass(frozen=True, slots=True, config=_SECTION)
 class ConductorConfig(ConfigSection):

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from daemon.analysis.base import WindowModel
+from daemon.analysis.teach import Teacher
 from daemon.config import REPO_ROOT, GameConfig
 from daemon.errors import ModelError
 from daemon.messages import Frame, Mood
@@ -79,6 +80,9 @@ class GameModel(WindowModel[np.ndarray | None]):
     ----------
     config : the ``[game]`` section (model path, smoothing, scene threshold).
     device : ``models.device``: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+    teacher : what the user taught for this game (:mod:`daemon.analysis.teach`): every window
+        is offered to it as an example, and once its head has taken over, the head names the
+        scene (the general model still gives arousal and valence). None: the general model.
 
     Raises
     ------
@@ -89,7 +93,9 @@ class GameModel(WindowModel[np.ndarray | None]):
 
     name = "game"
 
-    def __init__(self, *, config: GameConfig, device: str = "auto") -> None:
+    def __init__(
+        self, *, config: GameConfig, device: str = "auto", teacher: Teacher | None = None
+    ) -> None:
         import torch
 
         from models.device import resolve_device
@@ -121,6 +127,8 @@ class GameModel(WindowModel[np.ndarray | None]):
         self._last: Mood | None = None
         self._kept: list[float] = []  # times of the frames kept since the last window
         self._cut_at: float | None = None
+        self._teacher = teacher
+        self._names: tuple[str, ...] = self.classes  # what self._probs are probabilities of
 
     def reset(self) -> None:
         self._reader.reset()
@@ -163,7 +171,21 @@ class GameModel(WindowModel[np.ndarray | None]):
         reading = self._reader.read()
         if reading is None:  # no frame kept yet (a window shorter than one model tick)
             return Mood(t_start=t_start, t_end=t_end, valence=0.0, arousal=0.0, confidence=0.0)
-        probs = np.array([reading.probs[name] for name in self.classes])
+        names, probs = self.classes, np.array([reading.probs[name] for name in self.classes])
+        adapted = None
+        teacher = self._teacher
+        if teacher is not None:
+            example = self._reader.features()
+            if example is not None:
+                if frames:
+                    teacher.observe(example, reading.scene, t_end - t_start)
+                adapted = teacher.head_probs(example)
+            if adapted is not None:
+                names = tuple(adapted)
+                probs = np.array([adapted[name] for name in names])
+        if names != self._names:
+            self._probs = None  # the taught head took over (or gave way): start afresh
+            self._names = names
         tau = self._config.smoothing_s
         if self._probs is None or tau <= 0:
             self._probs = probs
@@ -174,7 +196,9 @@ class GameModel(WindowModel[np.ndarray | None]):
         best = int(np.argmax(self._probs))
         confidence = float(self._probs[best])
         # Unsure means steady: no scene named, the conductor holds its preset.
-        scene = self.classes[best] if confidence >= self._config.min_scene_prob else None
+        scene = names[best] if confidence >= self._config.min_scene_prob else None
+        if teacher is not None:
+            teacher.show(names[best], confidence, adapted=adapted is not None)
         features = {"frames": float(len(frames)), "scene_confidence": confidence}
         cues = self._reader.cues
         if cues is not None:
@@ -190,9 +214,13 @@ class GameModel(WindowModel[np.ndarray | None]):
             arousal=reading.arousal,
             confidence=1.0 if frames else 0.5,
             scene=scene,
-            scene_probs={name: float(p) for name, p in zip(self.classes, self._probs, strict=True)},
+            scene_probs={name: float(p) for name, p in zip(names, self._probs, strict=True)},
             features=features,
         )
+
+    def close(self) -> None:
+        if self._teacher is not None:
+            self._teacher.close()
 
 
 class AutoModel(WindowModel[tuple[Any, np.ndarray | None]]):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from daemon.analysis import AnalysisStage, make_window_model
 from daemon.analysis.board import MoodBoard
+from daemon.analysis.modes import teaches
+from daemon.analysis.teach import Teacher, make_teacher
 from daemon.composer import Composer
 from daemon.conductor import Conductor
 from daemon.config import Config
@@ -44,6 +46,7 @@ class Core:
     hub: ControlHub
     router: Router
     library: Output | None
+    teacher: Teacher | None = None
 
 
 def build_core(
@@ -114,14 +117,25 @@ def build_core(
         announce=hub.cue,
     )
     planner.reactor = reactor
+    teacher = None
+    if teaches(config):
+        from daemon.analysis.game import resolve_model_path
+
+        # The game's profile is read now: one made on another scene model stops the run here.
+        teacher = make_teacher(
+            model_path=resolve_model_path(config.game.model),
+            game=config.game.profile,
+            worker=config.game.teach_worker,
+        )
     router = Router(
         hub=hub,
         conductor=conductor,
         transport=engine,
         replan=planner.replan,
         stinger=reactor.play,
+        teacher=teacher,
     )
-    return Core(board, conductor, engine, planner, hub, router, library)
+    return Core(board, conductor, engine, planner, hub, router, library, teacher)
 
 
 def build_session(
@@ -140,7 +154,7 @@ def build_session(
         # Loaded now, so missing model files stop the session before any music starts.
         analysis = AnalysisStage(
             config=config.analysis,
-            model=make_window_model(config),
+            model=make_window_model(config, core.teacher),
             cue_threshold=config.conductor.cue_threshold,
         )
     every_output = [*outputs, *([core.library] if core.library is not None else [])]

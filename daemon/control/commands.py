@@ -177,6 +177,39 @@ class SourceCommand(_Command):
     source: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
+def _preset_name(value: str, info: ValidationInfo) -> str:
+    context = info.context or {}
+    names = list(context.get("scenes") or available_scenes())
+    if not _SCENE_NAME_RE.match(value) or value not in names:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ValueError(
+            f"no scene preset named {shown!r}; teach one of: {', '.join(names)} (a custom scene "
+            "needs its NAME.toml preset in a preset folder)"
+        )
+    return value
+
+
+class TeachCommand(_Command):
+    """``teach``: the next ``seconds`` of the game show ``scene`` (a built-in scene or any
+    preset's name, e.g. ``boss`` with a ``boss.toml``); they become examples of it, and a
+    per-game head is trained on them in the background (game modes only)."""
+
+    name: ClassVar[str] = "teach"
+    scene: str
+    seconds: Annotated[float, Field(gt=0.0, le=120.0)] = 5.0
+
+    @field_validator("scene")
+    @classmethod
+    def _known_scene(cls, value: str, info: ValidationInfo) -> str:
+        return _preset_name(value, info)
+
+
+class TeachUndoCommand(_Command):
+    """``teach_undo``: drop the last teaching batch (or the one being collected)."""
+
+    name: ClassVar[str] = "teach_undo"
+
+
 Command = (
     MoodCommand
     | SceneCommand
@@ -187,6 +220,8 @@ Command = (
     | TransportCommand
     | StingerCommand
     | SourceCommand
+    | TeachCommand
+    | TeachUndoCommand
 )
 
 COMMANDS: dict[str, type[_Command]] = {
@@ -201,6 +236,8 @@ COMMANDS: dict[str, type[_Command]] = {
         TransportCommand,
         StingerCommand,
         SourceCommand,
+        TeachCommand,
+        TeachUndoCommand,
     )
 }
 COMMAND_NAMES: tuple[str, ...] = tuple(COMMANDS)
@@ -365,6 +402,8 @@ _EXAMPLES = {
     "transport": '{"action": "stop"} or stop',
     "source": '{"source": "demo"} or demo',
     "stinger": '{"kind": "riser"} or riser',
+    "teach": '{"scene": "combat", "seconds": 5} or combat',
+    "teach_undo": "{} (or nothing)",
 }
 
 
@@ -393,6 +432,10 @@ def _bare(name: str, text: str) -> dict[str, Any]:
         return {} if release or not unquoted else {"kind": unquoted.lower()}
     if name == "mute":
         return {"layer": unquoted}
+    if name == "teach":
+        return {"scene": unquoted}
+    if name == "teach_undo":
+        return {}
     if name == "mood":
         parts = [p for p in re.split(r"[,\s]+", unquoted) if p]
         if len(parts) not in (2, 3):

@@ -9,7 +9,9 @@ the conductor and the engine through narrow interfaces:
   next bar line, not after the look-ahead);
 - ``mute`` -> the :class:`Transport` (a one-beat fade from the next beat);
 - ``transport`` -> the :class:`Transport` (stop or play at the next bar line; the clock runs on);
-- ``stinger`` -> a stinger at once, landing on the next beat.
+- ``stinger`` -> a stinger at once, landing on the next beat;
+- ``teach``, ``teach_undo`` -> the game mode's :class:`~daemon.analysis.teach.Teacher` (a head it
+  trains takes over as a bar starts: :meth:`Router.show_bar`).
 
 A burst of commands costs one re-composition. The router also keeps the hub's state current:
 the overrides after each command, and the plan of each bar as it starts.
@@ -21,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from daemon.analysis.teach import Teacher
 from daemon.conductor import Conductor
 from daemon.control.commands import (
     Command,
@@ -30,6 +33,8 @@ from daemon.control.commands import (
     MuteCommand,
     SceneCommand,
     StingerCommand,
+    TeachCommand,
+    TeachUndoCommand,
     TempoCommand,
     TransportCommand,
     layer_names,
@@ -68,6 +73,7 @@ class Router:
     replan : re-plans the bars composed but not started yet (the planner's); awaited once per
         burst of commands that change the plan.
     stinger : plays a stinger of a kind now (the reactor's); None refuses none, plays none.
+    teacher : the game mode's teacher (``teach`` commands); None: no game mode.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class Router:
         transport: Transport,
         replan: Callable[[], Awaitable[None]],
         stinger: Callable[[str], Awaitable[bool]] | None = None,
+        teacher: Teacher | None = None,
     ) -> None:
         self.hub = hub
         self._conductor = conductor
@@ -85,6 +92,8 @@ class Router:
         self._replan = replan
         self._stinger = stinger
         self._stingers: list[str] = []  # asked for in the burst being applied
+        self._teacher = teacher
+        hub.teacher = teacher
 
     async def run(self) -> None:
         """Take commands as they come, forever (a task of the session)."""
@@ -135,6 +144,14 @@ class Router:
         elif isinstance(command, StingerCommand):
             self._stingers.append(command.kind)
             replan = False
+        elif isinstance(command, TeachCommand | TeachUndoCommand):
+            replan = False
+            if self._teacher is not None:
+                if isinstance(command, TeachCommand):
+                    self._teacher.teach(command.scene, command.seconds)
+                elif self._teacher.can_undo():
+                    self._teacher.undo()
+                self.hub.update(teach=self._teacher.snapshot())
         self.show_overrides()
         return replan
 
@@ -151,6 +168,8 @@ class Router:
         """Publish the plan of the bar that just started (and the overrides, which a mood hold
         running out changes at a bar)."""
         plan = event.plan
+        if self._teacher is not None:
+            self._teacher.promote()
         self.hub.update(
             valence=round(plan.valence, 3),
             arousal=round(plan.arousal, 3),
@@ -162,5 +181,6 @@ class Router:
             playing=self._transport.playing,
             muted=layer_names(self._transport.muted),
             bar=event.bar,
+            teach=None if self._teacher is None else self._teacher.snapshot(),
         )
         self.show_overrides()
