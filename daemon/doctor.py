@@ -57,6 +57,7 @@ def gather_checks(config: Config) -> list[Check]:
         _midi,
         _codecs,
         _models,
+        _profiles,
         _library,
     )
     checks: list[Check] = []
@@ -280,6 +281,21 @@ def _models(config: Config) -> list[Check]:
             size = path.stat().st_size / 1e6
             checks.append(Check(f"model: {name}", True, f"{path.name} ({size:.1f} MB)"))
     return checks
+
+
+def _profiles(config: Config) -> list[Check]:
+    from daemon.analysis import profiles
+
+    found = profiles.list_profiles()
+    if not found:
+        return [
+            Check(
+                "game profiles",
+                True,
+                f"none yet in {profiles.profiles_dir()} (teach a game: run --game NAME)",
+            )
+        ]
+    return [Check(f"game profile: {p.game}", True, p.describe()) for p in found]
 
 
 def _library(config: Config) -> list[Check]:

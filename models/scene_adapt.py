@@ -211,6 +211,25 @@ def adapt(
     )
 
 
+def adapt_job(features: np.ndarray, labels: list[str], general: list[str]) -> dict[str, Any]:
+    """:func:`adapt` as a worker process runs it: plain data in, plain data out (the head as
+    :meth:`AdaptedHead.to_state`)."""
+    result = adapt(features, labels, general)
+    return {
+        "head": None if result.head is None else result.head.to_state(),
+        "classes": list(result.classes),
+        "adapted_accuracy": result.adapted_accuracy,
+        "general_accuracy": result.general_accuracy,
+        "takes_over": result.takes_over,
+        "held_back": result.held_back,
+        "seconds": result.seconds,
+    }
+
+
+def warm() -> None:
+    """Nothing: a worker process imports this module (torch) while the first batch is taught."""
+
+
 def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
     """Mean per-class recall over the classes in ``truth`` (a rare class counts as much)."""
     recalls = [float(np.mean(predicted[truth == name] == name)) for name in np.unique(truth)]
@@ -221,6 +240,7 @@ __all__ = [
     "Adaptation",
     "AdaptedHead",
     "adapt",
+    "adapt_job",
     "balanced_accuracy",
     "fit_head",
     "split_by_time",

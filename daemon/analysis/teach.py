@@ -27,10 +27,8 @@ when the run has a game name (``--game NAME``, ``[game] profile``).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging
 import multiprocessing
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ import numpy as np
 
 from daemon.analysis import profiles
 from daemon.errors import MoodscoreError
+from models.background import lower_priority
 
 log = logging.getLogger("moodscore.analysis.teach")
 
@@ -61,35 +60,6 @@ class Batch:
     features: list[np.ndarray] = field(default_factory=list)
     general: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _worker_init() -> None:
-    with contextlib.suppress(OSError):
-        os.nice(15)
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _warm() -> None:
-    """Nothing: the worker process starts (imports torch) while the first batch is collected."""
-    import models.scene_adapt  # noqa: F401
-
-
-def _adapt_job(features: np.ndarray, labels: list[str], general: list[str]) -> dict[str, Any]:
-    """The training, as the worker runs it: plain data in, plain data out."""
-    from models.scene_adapt import adapt
-
-    result = adapt(features, labels, general)
-    return {
-        "head": None if result.head is None else result.head.to_state(),
-        "classes": list(result.classes),
-        "adapted_accuracy": result.adapted_accuracy,
-        "general_accuracy": result.general_accuracy,
-        "takes_over": result.takes_over,
-        "held_back": result.held_back,
-        "seconds": result.seconds,
-    }
 
 
 class Teacher:
@@ -159,6 +129,11 @@ class Teacher:
             log.info("teach: %.1f s of %s collected", done.seconds, done.scene)
             self._train()
 
+    @property
+    def head(self) -> Any:
+        """The adapted head reading now (:class:`models.scene_adapt.AdaptedHead`), or None."""
+        return self._head
+
     def head_probs(self, features: np.ndarray) -> dict[str, float] | None:
         """The adapted head's probabilities for a window (None: the general model reads)."""
         head = self._head
@@ -188,7 +163,9 @@ class Teacher:
         log.info("teach: the next %.0f s are %s", seconds, scene)
         if self._executor is None and self._worker == "process":
             try:
-                self._executor_now().submit(_warm)
+                from models.scene_adapt import warm
+
+                self._executor_now().submit(warm)
             except Exception:  # the training will say what is wrong with the worker
                 log.debug("teach: the worker did not start early", exc_info=True)
         if closed is not None:
@@ -371,7 +348,7 @@ class Teacher:
                 self._executor = concurrent.futures.ProcessPoolExecutor(
                     max_workers=1,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_worker_init,
+                    initializer=lower_priority,
                 )
             else:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -380,6 +357,8 @@ class Teacher:
         return self._executor
 
     def _train(self) -> None:
+        from models.scene_adapt import adapt_job
+
         with self._lock:
             self._generation += 1
             generation = self._generation
@@ -395,7 +374,7 @@ class Teacher:
                 features = np.stack([e[0] for e in examples])
                 labels = [e[1] for e in examples]
                 general = [e[2] for e in examples]
-                future = self._executor_now().submit(_adapt_job, features, labels, general)
+                future = self._executor_now().submit(adapt_job, features, labels, general)
             else:
                 future = concurrent.futures.Future()
                 future.set_result({"head": None, "takes_over": False, "classes": []})

@@ -27,6 +27,14 @@ Routes
 ``GET /api/info``
     What the panel offers: scenes, layers, command names, stinger kinds, the stream's size and
     rate.
+``GET /api/teach``
+    The game mode's teaching state: seconds taught per scene, the batch being collected, the
+    reading now and its confidence, whether the adapted head reads (null without game mode).
+``POST /api/teach`` ``{"scene": "combat", "seconds": 5}``, ``POST /api/teach/undo``
+    Teach the next seconds as a scene; drop the last batch (as ``cmd/teach``, ``cmd/teach_undo``).
+``GET /api/profile``, ``POST /api/profile``
+    Export the game's profile as one file; import one (it reads from the next bar; a profile
+    made on another scene model is refused, 400).
 ``POST /api/<command>``
     One control command (``mood``, ``scene``, ``tempo``, ``layers``, ``key``, ``mute``,
     ``transport``, ``stinger``, ``source``) with the same payload as MQTT's ``cmd/<command>``: a
@@ -80,6 +88,8 @@ AUTHORISED = web.RequestKey("authorised", bool)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 64 * 1024  # an SDP offer is a few KB; commands far less
+# A game profile: a few minutes of taught windows (~1.7 KB each) and the head.
+MAX_PROFILE_BYTES = 8 * 1024 * 1024
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -220,6 +230,10 @@ class WebServer(Output):
         app.router.add_post("/api/camera", self._camera)
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/api/info", self._info)
+        app.router.add_get("/api/teach", self._teach_state)
+        app.router.add_post("/api/teach/undo", self._teach_undo)
+        app.router.add_get("/api/profile", self._profile_export)
+        app.router.add_post("/api/profile", self._profile_import)
         app.router.add_post("/api/{command}", self._command)
         return app
 
@@ -391,6 +405,48 @@ class WebServer(Output):
                 )
         result = await self.control.execute(name, body)
         return web.json_response(result.to_json(), status=200 if result.ok else 400)
+
+    async def _teach_state(self, request: web.Request) -> web.Response:
+        return web.json_response(self.control.state()["teach"])
+
+    async def _teach_undo(self, request: web.Request) -> web.Response:
+        result = await self.control.execute("teach_undo", b"")
+        return web.json_response(result.to_json(), status=200 if result.ok else 400)
+
+    async def _profile_export(self, request: web.Request) -> web.Response:
+        teacher = self.control.teacher
+        if teacher is None:
+            return web.json_response(
+                {"ok": False, "message": "no game profile: run with --mode game"}, status=404
+            )
+        raw = await asyncio.to_thread(teacher.export_bytes)
+        game = str(teacher.snapshot().get("game") or "game")
+        return web.Response(
+            body=raw,
+            content_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{game}.profile"'},
+        )
+
+    async def _profile_import(self, request: web.Request) -> web.Response:
+        teacher = self.control.teacher
+        if teacher is None:
+            return web.json_response(
+                {"ok": False, "message": "no game profile: run with --mode game"}, status=404
+            )
+        if (request.content_length or 0) > MAX_PROFILE_BYTES:
+            return web.json_response({"ok": False, "message": "profile too large"}, status=413)
+        chunks, size = [], 0
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > MAX_PROFILE_BYTES:
+                return web.json_response({"ok": False, "message": "profile too large"}, status=413)
+            chunks.append(chunk)
+        try:
+            await asyncio.to_thread(teacher.import_bytes, b"".join(chunks), where="the upload")
+        except MoodscoreError as exc:
+            return web.json_response({"ok": False, "message": str(exc)}, status=400)
+        log.info("teach: a profile was imported; it reads from the next bar")
+        return web.json_response({"ok": True, "message": "ok"})
 
     # -- lifecycle --------------------------------------------------------------------------
 
