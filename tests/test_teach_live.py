@@ -158,9 +158,7 @@ async def test_taught_through_the_panel_and_mqtt_the_boss_screen_plays_its_prese
         late_training = engine.late_blocks
         await _wait(lambda: teacher.trainings >= 1, 15, "the head was not trained")
         late_training = engine.late_blocks - late_training
-        await _wait(
-            lambda: teacher.snapshot()["adapted"], 15, f"no takeover: {teacher.snapshot()}"
-        )
+        await _wait(lambda: teacher.snapshot()["adapted"], 15, f"no takeover: {teacher.snapshot()}")
         late_during = engine.late_blocks - late_before
         state = teacher.snapshot()
         print(
