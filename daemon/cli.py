@@ -448,7 +448,12 @@ def _cmd_profile(args: argparse.Namespace, config: Config) -> int:
             raise ConfigError(
                 "profile export needs GAME and FILE: moodscore profile export NAME OUT"
             )
-        data = profiles.load(profiles.profile_path(args.game), expect_hash=None)
+        path = profiles.profile_path(args.game)
+        if not path.is_file():
+            raise ConfigError(
+                f"no profile for game {args.game!r}; `moodscore profile list` shows those taught"
+            )
+        data = profiles.load(path, expect_hash=None)
         profiles.save(args.file, data)
         log.info("exported %s to %s", profiles.summarise(data, args.file).describe(), args.file)
         return 0

@@ -15,6 +15,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 FOOTAGE = REPO / "models" / "footage" / "val" / "redeclipse" / "match_bath_800x600.mp4"
 PART_S = 4.0  # boss screen, then match, looping
 GAME = "redeclipse-test"
+BASELINE_S = 3.0
 
 
 @pytest.fixture
@@ -134,7 +136,7 @@ async def test_taught_through_the_panel_and_mqtt_the_boss_screen_plays_its_prese
         await page.wait_for_selector("#teach:not([hidden]) #teach-buttons button[data-scene=boss]")
         await page.fill("#teach-seconds", "3")
         late_baseline = engine.late_blocks
-        await asyncio.sleep(1.0)  # a baseline: the same load, nothing taught
+        await asyncio.sleep(BASELINE_S)  # the same load, nothing taught
         late_baseline = engine.late_blocks - late_baseline
         late_before = engine.late_blocks
 
@@ -155,20 +157,22 @@ async def test_taught_through_the_panel_and_mqtt_the_boss_screen_plays_its_prese
             check=True, timeout=10,
         )  # fmt: skip
         await _wait(lambda: teacher.snapshot()["seconds"].get("combat"), 10, "combat not taught")
-        late_training = engine.late_blocks
+        late_training, training_s = engine.late_blocks, time.monotonic()
         await _wait(lambda: teacher.trainings >= 1, 15, "the head was not trained")
         late_training = engine.late_blocks - late_training
+        training_s = time.monotonic() - training_s
         await _wait(lambda: teacher.snapshot()["adapted"], 15, f"no takeover: {teacher.snapshot()}")
         late_during = engine.late_blocks - late_before
         state = teacher.snapshot()
         print(
             f"\ntaught {state['seconds']}; trained in {state['train_seconds']:.2f} s; held back "
-            f"{state['held_back']}; late blocks: {late_baseline} in 1 s before teaching, "
-            f"{late_during} from the first teach to the takeover, {late_training} while training"
+            f"{state['held_back']}; late blocks: {late_baseline} in {BASELINE_S:g} s before teaching, "
+            f"{late_during} from the first teach to the takeover, {late_training} in the "
+            f"{training_s:.1f} s of training"
         )
-        # The training itself (in its niced worker process) makes no audio block late; on a
-        # busy two-core box other programs can, before and after: rerun alone to judge.
-        assert late_training == 0
+        # The training (in its niced worker process) makes no audio block late: none on a quiet
+        # machine; on a busy shared one, no more than the same time without training had.
+        assert late_training <= late_baseline * training_s / BASELINE_S
 
         # The panel shows it: seconds per scene, the reading, the taught model.
         await page.wait_for_function(
@@ -218,6 +222,13 @@ async def test_taught_through_the_panel_and_mqtt_the_boss_screen_plays_its_prese
         assert isinstance(restored, Teacher) and restored.snapshot()["adapted"]
         assert restored.snapshot()["seconds"] == {"boss": 3.0, "combat": 3.0}
         assert restored.head_probs(probe) == reading
+        # The API takes a profile too (the panel's upload): a bad file is one line, 400.
+        api = web_of(again).panel_url.split("/panel")[0] + "/api/profile"
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            await asyncio.to_thread(_post, api, b"not a profile", "sesame")
+        assert bad.value.code == 400 and b"not a moodscore game profile" in bad.value.read()
+        answer = await asyncio.to_thread(_post, api, exported, "sesame")
+        assert answer == {"ok": True, "message": "ok"}
 
 
 def test_game_flag_names_the_profile_and_turns_on_the_game_mode(

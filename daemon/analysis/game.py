@@ -22,6 +22,11 @@ from the new picture's probabilities, so the first window after a cut to a fight
 alone instead of half a second of the calm before it (a game's own score answers a cut on the
 next beat; a reading that averages across the cut would answer a second later).
 
+Taught (:mod:`daemon.analysis.teach`): every window is also offered to the game's teacher as an
+example (the GRU state and a thumbnail of the last frame); once a head taught for this game has
+taken over, it names the scene (any taught preset name, ``boss`` too), smoothed the same way,
+and the general model still gives arousal and valence.
+
 ``auto``: both models see every frame; a window in which at least half the frames show a face
 reads as the face mode does, any other as the game mode does (so a streamer's face cam
 overlay, or a webcam pointed at a person, follows the face; a capture of a game without a

@@ -80,6 +80,7 @@ from daemon.outputs.webrtc import (
 from daemon.visuals import VisualTimeline
 from daemon.web.access import AccessPolicy, is_loopback
 from daemon.web.camera import BrowserCamera, answer_camera
+from daemon.web.teach import add_teach_routes
 
 log = logging.getLogger("moodscore.web")
 
@@ -88,8 +89,6 @@ AUTHORISED = web.RequestKey("authorised", bool)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 64 * 1024  # an SDP offer is a few KB; commands far less
-# A game profile: a few minutes of taught windows (~1.7 KB each) and the head.
-MAX_PROFILE_BYTES = 8 * 1024 * 1024
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -230,10 +229,7 @@ class WebServer(Output):
         app.router.add_post("/api/camera", self._camera)
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/api/info", self._info)
-        app.router.add_get("/api/teach", self._teach_state)
-        app.router.add_post("/api/teach/undo", self._teach_undo)
-        app.router.add_get("/api/profile", self._profile_export)
-        app.router.add_post("/api/profile", self._profile_import)
+        add_teach_routes(app, self.control)
         app.router.add_post("/api/{command}", self._command)
         return app
 
@@ -405,48 +401,6 @@ class WebServer(Output):
                 )
         result = await self.control.execute(name, body)
         return web.json_response(result.to_json(), status=200 if result.ok else 400)
-
-    async def _teach_state(self, request: web.Request) -> web.Response:
-        return web.json_response(self.control.state()["teach"])
-
-    async def _teach_undo(self, request: web.Request) -> web.Response:
-        result = await self.control.execute("teach_undo", b"")
-        return web.json_response(result.to_json(), status=200 if result.ok else 400)
-
-    async def _profile_export(self, request: web.Request) -> web.Response:
-        teacher = self.control.teacher
-        if teacher is None:
-            return web.json_response(
-                {"ok": False, "message": "no game profile: run with --mode game"}, status=404
-            )
-        raw = await asyncio.to_thread(teacher.export_bytes)
-        game = str(teacher.snapshot().get("game") or "game")
-        return web.Response(
-            body=raw,
-            content_type="application/octet-stream",
-            headers={"Content-Disposition": f'attachment; filename="{game}.profile"'},
-        )
-
-    async def _profile_import(self, request: web.Request) -> web.Response:
-        teacher = self.control.teacher
-        if teacher is None:
-            return web.json_response(
-                {"ok": False, "message": "no game profile: run with --mode game"}, status=404
-            )
-        if (request.content_length or 0) > MAX_PROFILE_BYTES:
-            return web.json_response({"ok": False, "message": "profile too large"}, status=413)
-        chunks, size = [], 0
-        while chunk := await request.content.readany():
-            size += len(chunk)
-            if size > MAX_PROFILE_BYTES:
-                return web.json_response({"ok": False, "message": "profile too large"}, status=413)
-            chunks.append(chunk)
-        try:
-            await asyncio.to_thread(teacher.import_bytes, b"".join(chunks), where="the upload")
-        except MoodscoreError as exc:
-            return web.json_response({"ok": False, "message": str(exc)}, status=400)
-        log.info("teach: a profile was imported; it reads from the next bar")
-        return web.json_response({"ok": True, "message": "ok"})
 
     # -- lifecycle --------------------------------------------------------------------------
 
