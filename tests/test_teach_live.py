@@ -166,9 +166,9 @@ async def test_taught_through_the_panel_and_mqtt_the_boss_screen_plays_its_prese
         state = teacher.snapshot()
         print(
             f"\ntaught {state['seconds']}; trained in {state['train_seconds']:.2f} s; held back "
-            f"{state['held_back']}; late blocks: {late_baseline} in {BASELINE_S:g} s before teaching,"
-            f" {late_during} from the first teach to the takeover, {late_training} in the "
-            f"{training_s:.1f} s of training"
+            f"{state['held_back']}; late blocks: {late_baseline} in {BASELINE_S:g} s before "
+            f"teaching, {late_during} from the first teach to the takeover, {late_training} in "
+            f"the {training_s:.1f} s of training"
         )
         # The training (in its niced worker process) makes no audio block late: none on a quiet
         # machine; on a busy shared one, no more than the same time without training had.
