@@ -403,10 +403,10 @@ class Teacher:
             if result.get("takes_over") and result.get("head") is not None:
                 head = AdaptedHead.from_state(result["head"])
             with self._lock:
+                self.trainings += 1  # finished, used or not
                 if generation != self._generation:
                     return  # taught or undone again since: a newer training follows
                 self._pending = (head, result)
-                self.trainings += 1
                 self.error = None
             log.info(
                 "teach: trained in %.2f s on %s; held back: adapted %s, general %s%s",
