@@ -12,7 +12,6 @@ numbers as the live reader, in one batch, so the test takes seconds), and taught
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -161,23 +160,3 @@ def test_undo_drops_the_last_batch_and_a_custom_scene_is_read(
     assert summary.game == "Test Game" and summary.seconds == {"exploration": 10.0}
     with pytest.raises(profiles.ProfileError, match="taught on scene model abc, but this run uses"):
         Teacher(model_hash="other", game="Test Game", folder=tmp_path, worker="thread")
-
-
-def test_a_training_worker_process_gives_the_same_head(
-    rng: np.random.Generator, tmp_path: Path
-) -> None:
-    readings = []
-    for worker in ("thread", "process"):
-        teacher = Teacher(model_hash="abc", worker=worker)
-        local = np.random.default_rng(7)
-        for scene, mean in (("combat", 2.0), ("menu", -2.0)):
-            teacher.teach(scene, 10.0)
-            for _ in range(20):
-                teacher.observe(local.normal(mean, 1.0, 8).astype(np.float32), "combat", 0.5)
-        started = time.perf_counter()
-        assert teacher.wait_idle(60), worker
-        print(f"\n{worker}: trained {time.perf_counter() - started:.2f} s after the last window")
-        assert teacher.promote()
-        readings.append(teacher.head_probs(np.full(8, 0.5, np.float32)))
-        teacher.close()
-    assert readings[0] == pytest.approx(readings[1], abs=1e-5)
