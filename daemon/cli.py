@@ -88,7 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="hear the game's own audio in game mode: jack:PORTS, pulse:NAME or NAME.monitor, or "
         "a PortAudio input (default: config game.audio_device); capture the game only",
     )
+    run.add_argument(
+        "--game",
+        metavar="NAME",
+        help="load and keep what you teach for this game (its profile; default: config "
+        "game.profile); turns on --mode game unless --mode says otherwise",
+    )
     _add_sync_flags(run)
+
+    profile = add("profile", "list, export or import taught game profiles")
+    profile.add_argument("action", choices=("list", "export", "import"))
+    profile.add_argument("game", nargs="?", metavar="GAME", help="the game (export; import: as)")
+    profile.add_argument("file", nargs="?", type=Path, metavar="FILE", help="the profile file")
 
     render = add("render", "score a video file (or `demo`) faster than real time")
     render.add_argument(
@@ -430,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "library": _cmd_library,
         "init": _cmd_init,
         "completion": _cmd_completion,
+        "profile": _cmd_profile,
     }
     try:
         config = load_config(args.config)
@@ -495,6 +507,12 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
     if args.midi_backend is not None:
         config = config.replace("midi", backend=args.midi_backend)
     config = _with_sync(args, _with_web(args, _with_music_flags(args, config)))
+    if args.game is not None:
+        from daemon.analysis.profiles import check_name
+
+        config = config.replace("game", profile=check_name(args.game))
+        if args.mode is None and config.analysis.mode not in ("game", "auto"):
+            config = config.replace("analysis", mode="game")
     request = LiveRequest(
         source=args.source,
         duration=args.duration,
@@ -504,6 +522,44 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
         web_port_flexible=args.web is None,
     )
     return run_live(config, request)
+
+
+# -- profile ------------------------------------------------------------------------------
+
+
+def _cmd_profile(args: argparse.Namespace, config: Config) -> int:
+    """``moodscore profile list | export GAME FILE | import FILE [as GAME]``."""
+    from daemon.analysis import profiles
+    from daemon.analysis.game import resolve_model_path
+
+    if args.action == "list":
+        found = profiles.list_profiles()
+        print(f"game profiles in {profiles.profiles_dir()}:" if found else "no game profiles yet")
+        for summary in found:
+            print(f"  {summary.describe()}")
+        return 0
+    expect = profiles.model_hash(resolve_model_path(config.game.model))
+    if args.action == "export":
+        if args.game is None or args.file is None:
+            raise ConfigError(
+                "profile export needs GAME and FILE: moodscore profile export NAME OUT"
+            )
+        path = profiles.profile_path(args.game)
+        if not path.is_file():
+            raise ConfigError(
+                f"no profile for game {args.game!r}; `moodscore profile list` shows those taught"
+            )
+        data = profiles.load(path, expect_hash=None)
+        profiles.save(args.file, data)
+        log.info("exported %s to %s", profiles.summarise(data, args.file).describe(), args.file)
+        return 0
+    # import: `profile import FILE` or `profile import GAME FILE`
+    source, name = (args.file, args.game) if args.file is not None else (args.game, None)
+    if source is None:
+        raise ConfigError("profile import needs FILE: moodscore profile import [GAME] FILE")
+    target = profiles.import_file(Path(source), name=name, expect_hash=expect)
+    log.info("imported %s as %s", source, target)
+    return 0
 
 
 # -- render -------------------------------------------------------------------------------

@@ -281,6 +281,14 @@ class GameConfig(ConfigSection):
     a name ending in ".monitor" (a PulseAudio/PipeWire source), or a PortAudio input name or index;
     empty = none. Capture only the game, never moodscore's own music (README, "Game audio"): the
     audio cues are dropped, with a warning, while the capture hears it."""
+    profile: str = ""
+    """Game whose taught profile to load and save (what `teach` marked for it, in the user data
+    folder's moodscore/profiles; --game NAME sets it for one run); empty = taught scenes are kept
+    for this run only."""
+
+    teach_worker: Literal["process", "thread"] = "process"
+    """Where a taught head trains while the music plays: "process" (a niced worker process with one
+    torch thread; no audio glitch measured) or "thread" (a thread of the daemon)."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)

@@ -70,6 +70,7 @@ def gather_checks(config: Config) -> list[Check]:
         _models,
         _extras,
         _user_files,
+        _profiles,
         _library,
     )
     checks: list[Check] = []
@@ -440,6 +441,21 @@ def _user_files(config: Config) -> list[Check]:
             "optional: `moodscore init` writes a commented config and a presets folder",
         )
     ]
+
+
+def _profiles(config: Config) -> list[Check]:
+    from daemon.analysis import profiles
+
+    found = profiles.list_profiles()
+    if not found:
+        return [
+            Check(
+                "game profiles",
+                True,
+                f"none yet in {profiles.profiles_dir()} (teach a game: run --game NAME)",
+            )
+        ]
+    return [Check(f"game profile: {p.game}", True, p.describe()) for p in found]
 
 
 def _library(config: Config) -> list[Check]:

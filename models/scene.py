@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from models.errors import CheckpointError, WeightsNotFound
-from models.scene_cues import CueTracker, cue_columns
+from models.scene_adapt import window_features
+from models.scene_cues import CUE_NAMES, CueTracker, cue_columns
 from models.scene_data import MODEL_FPS, SCENE_CLASSES, STORE_HEIGHT, STORE_WIDTH
 from models.shipped import weights_path
 
@@ -137,9 +138,15 @@ class SceneNet(nn.Module):
         """Class logits [shape=(b, classes)] and (arousal, valence) [shape=(b, 2)] in [-1, 1]
         from a window of embeddings and cues [shape=(b, t, embed + len(config.cues))]
         (:func:`window_inputs`)."""
-        _, hidden = self.gru(embeddings)
-        state = hidden[-1]
+        state = self.state(embeddings)
         return self.classify(state), torch.tanh(self.affect(state))
+
+    def state(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The GRU's last state [shape=(b, hidden)] over a window [shape=(b, t, ...)], as
+        :meth:`heads` reads it (a taught per-game head reads it too)."""
+        _, hidden = self.gru(embeddings)
+        last: torch.Tensor = hidden[-1]
+        return last
 
     def frame_heads(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Single-frame class logits and (arousal, valence) from embeddings [shape=(n, embed)]."""
@@ -351,6 +358,7 @@ class SceneReader:
         self._embeddings: list[torch.Tensor] = []
         self._cues = CueTracker(fps=self.config.fps)
         self._cue_rows: list[np.ndarray] = []
+        self._state: torch.Tensor | None = None
 
     def reset(self) -> None:
         """Forget the stream (a new source starts)."""
@@ -358,6 +366,7 @@ class SceneReader:
         self._embeddings = []
         self._cues.reset()
         self._cue_rows = []
+        self._state = None
 
     @property
     def cues(self) -> np.ndarray | None:
@@ -389,7 +398,9 @@ class SceneReader:
             return None
         window = torch.stack(self._embeddings).unsqueeze(0)
         cues = torch.from_numpy(np.stack(self._cue_rows)).unsqueeze(0).to(window.device)
-        logits, affect = self.net.heads(window_inputs(window, cues, self.config))
+        state = self.net.state(window_inputs(window, cues, self.config))
+        self._state = state[0]
+        logits, affect = self.net.classify(state), torch.tanh(self.net.affect(state))
         probs = torch.softmax(logits[0], dim=0).cpu().numpy()
         arousal, valence = (float(v) for v in affect[0].cpu())
         return SceneReading(
@@ -397,6 +408,60 @@ class SceneReader:
             arousal=arousal,
             valence=valence,
         )
+
+    def features(self) -> np.ndarray | None:
+        """The last read window as a taught head's example (:func:`models.scene_adapt.
+        window_features`); None before the first :meth:`read`."""
+        if self._state is None or self._previous is None or not self._embeddings:
+            return None
+        return window_features(self._state, self._previous)
+
+
+@torch.inference_mode()
+def clip_windows(
+    loaded: LoadedScene, frames: np.ndarray, *, step: int = 4
+) -> list[tuple[SceneReading, np.ndarray]]:
+    """A whole clip read as :class:`SceneReader` streams it, ``step`` new frames a window (4 =
+    0.5 s at 8 fps): each window's reading and example features. The same numbers, many times
+    faster: the CNN embeds every frame in one batch (it reads each frame alone; motion against
+    the frame before, as when streaming), only the GRU runs per window.
+
+    frames : np.ndarray [shape=(n, 72, 96, 3), dtype=uint8], RGB at the model's fps.
+    """
+    net, config = loaded.net, loaded.net.config
+    if len(frames) == 0:
+        return []
+    batch = torch.from_numpy(np.ascontiguousarray(frames))
+    embeddings = torch.cat(
+        [
+            net.embed(model_input(batch[i : i + 256], config, previous=batch[i - 1] if i else None))
+            for i in range(0, len(batch), 256)
+        ]
+    )
+    tracker = CueTracker(fps=config.fps)
+    # A model without cues does not read them (the GRU's input is the embedding alone).
+    cue_rows = (
+        np.stack([tracker.push(frame) for frame in frames])
+        if config.cues
+        else np.zeros((len(frames), len(CUE_NAMES)), np.float32)
+    )
+    out = []
+    for end in range(step, len(frames) + step, step):
+        end = min(end, len(frames))
+        start = max(0, end - config.frames)
+        window = embeddings[start:end]
+        cues = torch.from_numpy(cue_rows[start:end])
+        state = net.state(window_inputs(window.unsqueeze(0), cues.unsqueeze(0), config))
+        logits, affect = net.classify(state), torch.tanh(net.affect(state))
+        probs = torch.softmax(logits[0], dim=0).numpy()
+        reading = SceneReading(
+            probs={name: float(p) for name, p in zip(loaded.classes, probs, strict=True)},
+            arousal=float(affect[0, 0]),
+            valence=float(affect[0, 1]),
+        )
+        features = window_features(state[0], frames[end - 1])
+        out.append((reading, features))
+    return out
 
 
 def store_size() -> tuple[int, int]:
@@ -412,6 +477,7 @@ __all__ = [
     "SceneNetConfig",
     "SceneReader",
     "SceneReading",
+    "clip_windows",
     "load_checkpoint",
     "model_input",
     "save_checkpoint",

@@ -24,6 +24,8 @@ from daemon.control import (
     MoodCommand,
     MuteCommand,
     SceneCommand,
+    TeachCommand,
+    TeachUndoCommand,
     TempoCommand,
     TransportCommand,
     parse_command,
@@ -175,7 +177,29 @@ def test_every_command_name_has_a_schema() -> None:
     assert set(COMMAND_NAMES) == {
         "mood", "scene", "tempo", "layers", "key", "mute", "transport", "stinger", "source",
         "delay",
+        "teach", "teach_undo",
     }  # fmt: skip
+
+
+def test_teach_names_a_preset_and_a_bounded_number_of_seconds() -> None:
+    command = parse_command("teach", '{"scene": "combat", "seconds": 5}')
+    assert isinstance(command, TeachCommand) and (command.scene, command.seconds) == ("combat", 5)
+    bare = parse_command("teach", "menu")
+    assert isinstance(bare, TeachCommand) and (bare.scene, bare.seconds) == ("menu", 5.0)
+    boss = parse_command("teach", b'{"scene": "boss"}', scenes=["combat", "boss"])
+    assert isinstance(boss, TeachCommand) and boss.scene == "boss"
+    with pytest.raises(CommandError, match="no scene preset named 'boss'; teach one of"):
+        parse_command("teach", "boss")
+    with pytest.raises(CommandError, match="seconds"):
+        parse_command("teach", '{"scene": "combat", "seconds": 600}')
+    assert isinstance(parse_command("teach_undo", b""), TeachUndoCommand)
+
+
+async def test_teach_is_refused_with_a_reason_without_the_game_mode() -> None:
+    hub = ControlHub()
+    result = await hub.execute("teach", "combat")
+    assert not result.ok and "--mode game" in result.message
+    assert hub.pending == 0
 
 
 # -- the hub ------------------------------------------------------------------------------

@@ -54,11 +54,12 @@ def _pip_sources(env: dict[str, str]) -> list[str]:
     options: list[str] = []
     for line in listed.splitlines():
         key, _, value = line.partition("=")
-        flag = {"find-links": "--find-links", "extra-index-url": "--extra-index-url"}.get(
-            key.rsplit(".", 1)[-1]
-        )
-        for item in value.strip().strip("'\"").split() if flag else []:
-            if [flag, item] != options[-2:] and item not in options:
+        flags = {"find-links": "--find-links", "extra-index-url": "--extra-index-url"}
+        flag = flags.get(key.rsplit(".", 1)[-1])
+        if flag is None:
+            continue
+        for item in value.strip().strip("'\"").split():
+            if item not in options:
                 options += [flag, item]
     return options
 

@@ -24,6 +24,11 @@ from the new picture's probabilities, so the first window after a cut to a fight
 alone instead of half a second of the calm before it (a game's own score answers a cut on the
 next beat; a reading that averages across the cut would answer a second later).
 
+Taught (:mod:`daemon.analysis.teach`): every window is also offered to the game's teacher as an
+example (the GRU state and a thumbnail of the last frame); once a head taught for this game has
+taken over, it names the scene (any taught preset name, ``boss`` too), smoothed the same way,
+and the general model still gives arousal and valence.
+
 ``auto``: both models see every frame; a window in which at least half the frames show a face
 reads as the face mode does, any other as the game mode does (so a streamer's face cam
 overlay, or a webcam pointed at a person, follows the face; a capture of a game without a
@@ -42,6 +47,7 @@ import cv2
 import numpy as np
 
 from daemon.analysis.base import WindowModel
+from daemon.analysis.teach import Teacher
 from daemon.config import REPO_ROOT, GameConfig
 from daemon.errors import ModelError
 from daemon.messages import Frame, Mood
@@ -84,6 +90,9 @@ class GameModel(WindowModel[np.ndarray | None]):
     ----------
     config : the ``[game]`` section (model path, smoothing, scene threshold).
     device : ``models.device``: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+    teacher : what the user taught for this game (:mod:`daemon.analysis.teach`): every window
+        is offered to it as an example, and once its head has taken over, the head names the
+        scene (the general model still gives arousal and valence). None: the general model.
 
     Raises
     ------
@@ -94,7 +103,9 @@ class GameModel(WindowModel[np.ndarray | None]):
 
     name = "game"
 
-    def __init__(self, *, config: GameConfig, device: str = "auto") -> None:
+    def __init__(
+        self, *, config: GameConfig, device: str = "auto", teacher: Teacher | None = None
+    ) -> None:
         import torch
 
         from models.device import resolve_device
@@ -128,6 +139,8 @@ class GameModel(WindowModel[np.ndarray | None]):
         self._cut_at: float | None = None
         self.audio: GameAudioCues | None = None
         """The game's own audio (:mod:`daemon.analysis.game_audio`), fused per window."""
+        self._teacher = teacher
+        self._names: tuple[str, ...] = self.classes  # what self._probs are probabilities of
 
     def reset(self) -> None:
         self._reader.reset()
@@ -170,11 +183,26 @@ class GameModel(WindowModel[np.ndarray | None]):
         reading = self._reader.read()
         if reading is None:  # no frame kept yet (a window shorter than one model tick)
             return Mood(t_start=t_start, t_end=t_end, valence=0.0, arousal=0.0, confidence=0.0)
-        probs = np.array([reading.probs[name] for name in self.classes])
+        names, probs = self.classes, np.array([reading.probs[name] for name in self.classes])
+        adapted = None
+        teacher = self._teacher
+        if teacher is not None:
+            example = self._reader.features()
+            if example is not None:
+                if frames:
+                    teacher.observe(example, reading.scene, t_end - t_start)
+                adapted = teacher.head_probs(example)
+            if adapted is not None:
+                names = tuple(adapted)
+                probs = np.array([adapted[name] for name in names])
+        if names != self._names:
+            self._probs = None  # the taught head took over (or gave way): start afresh
+            self._names = names
         heard: dict[str, float] = {}
         if self.audio is not None:
-            # Before the smoothing: audio evidence is one more reading of this window.
-            probs, heard = self.audio.fuse(self.classes, probs, t_start, t_end)
+            # Before the smoothing: audio evidence is one more reading of this window (of the
+            # taught head's scenes too: it moves dialogue and combat where they are named).
+            probs, heard = self.audio.fuse(names, probs, t_start, t_end)
         tau = self._config.smoothing_s
         if self._probs is None or tau <= 0:
             self._probs = probs
@@ -185,7 +213,9 @@ class GameModel(WindowModel[np.ndarray | None]):
         best = int(np.argmax(self._probs))
         confidence = float(self._probs[best])
         # Unsure means steady: no scene named, the conductor holds its preset.
-        scene = self.classes[best] if confidence >= self._config.min_scene_prob else None
+        scene = names[best] if confidence >= self._config.min_scene_prob else None
+        if teacher is not None:
+            teacher.show(names[best], confidence, adapted=adapted is not None)
         features = {"frames": float(len(frames)), "scene_confidence": confidence, **heard}
         cues = self._reader.cues
         if cues is not None:
@@ -201,13 +231,15 @@ class GameModel(WindowModel[np.ndarray | None]):
             arousal=reading.arousal,
             confidence=1.0 if frames else 0.5,
             scene=scene,
-            scene_probs={name: float(p) for name, p in zip(self.classes, self._probs, strict=True)},
+            scene_probs={name: float(p) for name, p in zip(names, self._probs, strict=True)},
             features=features,
         )
 
     def close(self) -> None:
         if self.audio is not None:
             self.audio.close()
+        if self._teacher is not None:
+            self._teacher.close()
 
 
 class AutoModel(WindowModel[tuple[Any, np.ndarray | None]]):

@@ -9,39 +9,47 @@ one factory to :data:`_FACTORIES` and its name to the ``Literal`` of ``AnalysisC
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.analysis.base import WindowModel
 from daemon.config import CHOICES, Config
 from daemon.errors import ConfigError
 
+if TYPE_CHECKING:
+    from daemon.analysis.teach import Teacher
 
-def _frame(config: Config) -> WindowModel[Any]:
+
+def _frame(config: Config, teacher: Teacher | None = None) -> WindowModel[Any]:
     from daemon.analysis.features import FrameFeatureModel
 
     return FrameFeatureModel(config=config.analysis)
 
 
-def _face(config: Config) -> WindowModel[Any]:
+def _face(config: Config, teacher: Teacher | None = None) -> WindowModel[Any]:
     from daemon.analysis.face import FaceModel
 
     return FaceModel(config=config.face, device=config.models.device)
 
 
-def _game(config: Config) -> WindowModel[Any]:
+def _game(config: Config, teacher: Teacher | None = None) -> WindowModel[Any]:
     from daemon.analysis.game import GameModel
 
-    return GameModel(config=config.game, device=config.models.device)
+    return GameModel(config=config.game, device=config.models.device, teacher=teacher)
 
 
-def _auto(config: Config) -> WindowModel[Any]:
+def _auto(config: Config, teacher: Teacher | None = None) -> WindowModel[Any]:
     from daemon.analysis.game import AutoModel, GameModel
 
-    game = GameModel(config=config.game, device=config.models.device)
+    game = GameModel(config=config.game, device=config.models.device, teacher=teacher)
     return AutoModel(face=_face(config), game=game)
 
 
-_FACTORIES: dict[str, Callable[[Config], WindowModel[Any]]] = {
+def teaches(config: Config) -> bool:
+    """Whether the mode reads game scenes, and so can be taught (``game``, ``auto``)."""
+    return config.analysis.mode in ("game", "auto")
+
+
+_FACTORIES: dict[str, Callable[[Config, Teacher | None], WindowModel[Any]]] = {
     "frame": _frame,
     "face": _face,
     "game": _game,
@@ -54,8 +62,9 @@ def analysis_modes() -> tuple[str, ...]:
     return tuple(m for m in CHOICES[("analysis", "mode")] if m in _FACTORIES)
 
 
-def make_window_model(config: Config) -> WindowModel[Any]:
-    """The window model of ``config.analysis.mode``, ready to use (close it when done).
+def make_window_model(config: Config, teacher: Teacher | None = None) -> WindowModel[Any]:
+    """The window model of ``config.analysis.mode``, ready to use (close it when done);
+    ``teacher``: what the user taught (the game modes read with it).
 
     Raises
     ------
@@ -70,4 +79,4 @@ def make_window_model(config: Config) -> WindowModel[Any]:
         raise ConfigError(
             f"analysis mode {mode!r} is not available yet; use one of {', '.join(analysis_modes())}"
         )
-    return factory(config)
+    return factory(config, teacher)

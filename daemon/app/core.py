@@ -12,6 +12,8 @@ from daemon.analysis import AnalysisStage, make_window_model
 from daemon.analysis.board import MoodBoard
 from daemon.analysis.game import attach_game_audio
 from daemon.analysis.game_audio import GameAudioCues, PlayedAudio
+from daemon.analysis.modes import teaches
+from daemon.analysis.teach import Teacher, make_teacher
 from daemon.composer import Composer
 from daemon.conductor import Conductor
 from daemon.config import Config
@@ -48,6 +50,7 @@ class Core:
     router: Router
     library: Output | None
     delays: Delays
+    teacher: Teacher | None = None
 
 
 def build_core(
@@ -135,6 +138,16 @@ def build_core(
         announce=hub.cue,
     )
     planner.reactor = reactor
+    teacher = None
+    if teaches(config):
+        from daemon.analysis.game import resolve_model_path
+
+        # The game's profile is read now: one made on another scene model stops the run here.
+        teacher = make_teacher(
+            model_path=resolve_model_path(config.game.model),
+            game=config.game.profile,
+            worker=config.game.teach_worker,
+        )
     router = Router(
         hub=hub,
         conductor=conductor,
@@ -142,8 +155,9 @@ def build_core(
         replan=planner.replan,
         stinger=reactor.play,
         delays=delays,
+        teacher=teacher,
     )
-    return Core(board, conductor, engine, planner, hub, router, library, delays)
+    return Core(board, conductor, engine, planner, hub, router, library, delays, teacher)
 
 
 def build_session(
@@ -162,12 +176,11 @@ def build_session(
     analysis = None
     if source is not None:
         # Loaded now, so missing model files stop the session before any music starts.
-        model = make_window_model(config)
+        model = make_window_model(config, core.teacher)
         if game_audio is not None:
             attach_game_audio(model, game_audio)
         analysis = AnalysisStage(
             config=config.analysis,
-            model=model,
             cue_threshold=config.conductor.cue_threshold,
         )
     elif game_audio is not None:

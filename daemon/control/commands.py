@@ -204,6 +204,39 @@ class FollowTempoCommand(_Command):
     bpm: Annotated[float, Field(ge=20.0, le=400.0)] | None
 
 
+def _preset_name(value: str, info: ValidationInfo) -> str:
+    context = info.context or {}
+    names = list(context.get("scenes") or available_scenes())
+    if not _SCENE_NAME_RE.match(value) or value not in names:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ValueError(
+            f"no scene preset named {shown!r}; teach one of: {', '.join(names)} (a custom scene "
+            "needs its NAME.toml preset in a preset folder)"
+        )
+    return value
+
+
+class TeachCommand(_Command):
+    """``teach``: the next ``seconds`` of the game show ``scene`` (a built-in scene or any
+    preset's name, e.g. ``boss`` with a ``boss.toml``); they become examples of it, and a
+    per-game head is trained on them in the background (game modes only)."""
+
+    name: ClassVar[str] = "teach"
+    scene: str
+    seconds: Annotated[float, Field(gt=0.0, le=120.0)] = 5.0
+
+    @field_validator("scene")
+    @classmethod
+    def _known_scene(cls, value: str, info: ValidationInfo) -> str:
+        return _preset_name(value, info)
+
+
+class TeachUndoCommand(_Command):
+    """``teach_undo``: drop the last teaching batch (or the one being collected)."""
+
+    name: ClassVar[str] = "teach_undo"
+
+
 Command = (
     MoodCommand
     | SceneCommand
@@ -216,6 +249,8 @@ Command = (
     | SourceCommand
     | DelayCommand
     | FollowTempoCommand
+    | TeachCommand
+    | TeachUndoCommand
 )
 
 COMMANDS: dict[str, type[_Command]] = {
@@ -231,6 +266,8 @@ COMMANDS: dict[str, type[_Command]] = {
         StingerCommand,
         SourceCommand,
         DelayCommand,
+        TeachCommand,
+        TeachUndoCommand,
     )
 }
 COMMAND_NAMES: tuple[str, ...] = tuple(COMMANDS)
@@ -396,6 +433,8 @@ _EXAMPLES = {
     "source": '{"source": "demo"} or demo',
     "stinger": '{"kind": "riser"} or riser',
     "delay": '{"output": "osc", "ms": 40} or osc 40',
+    "teach": '{"scene": "combat", "seconds": 5} or combat',
+    "teach_undo": "{} (or nothing)",
 }
 
 
@@ -429,6 +468,10 @@ def _bare(name: str, text: str) -> dict[str, Any]:
         if len(parts) != 2:
             raise CommandError(f"delay: send OUTPUT MS or a JSON object, e.g. {_EXAMPLES['delay']}")
         return {"output": parts[0].lower(), "ms": _number(name, parts[1])}
+    if name == "teach":
+        return {"scene": unquoted}
+    if name == "teach_undo":
+        return {}
     if name == "mood":
         parts = [p for p in re.split(r"[,\s]+", unquoted) if p]
         if len(parts) not in (2, 3):

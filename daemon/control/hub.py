@@ -26,6 +26,8 @@ from daemon.control.commands import (
     CommandError,
     CommandResult,
     SourceCommand,
+    TeachCommand,
+    TeachUndoCommand,
     parse_command,
 )
 from daemon.errors import MoodscoreError
@@ -61,6 +63,18 @@ class SourceSwitcher(Protocol):
         """Replace the running source with ``source``, already open (a browser's camera); its
         description. ``source`` is closed when it cannot be used."""
         ...
+
+
+class Teaching(Protocol):
+    """What the hub asks of the game mode's teacher (:class:`daemon.analysis.teach.Teacher`)."""
+
+    def can_undo(self) -> bool: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def export_bytes(self) -> bytes: ...
+
+    def import_bytes(self, raw: bytes, *, where: str) -> None: ...
 
 
 class ControlHub:
@@ -111,10 +125,13 @@ class ControlHub:
             "bar": None,
             "cue": None,
             "delays": {},
+            "teach": None,
         }
         self._event_listeners: list[EventListener] = []
         self._health: dict[str, Any] = {}
         self._health_listeners: list[StateListener] = []
+        # The game mode's teacher (``teach`` commands, the ``teach`` state); None: no game mode.
+        self.teacher: Teaching | None = None
 
     # -- front ends ------------------------------------------------------------------------
 
@@ -136,8 +153,24 @@ class ControlHub:
             return CommandResult(False, str(exc))
         if isinstance(command, SourceCommand):
             return await self._switch(command.source)
+        if isinstance(command, TeachCommand | TeachUndoCommand):
+            refusal = self._teach_refusal(command)
+            if refusal is not None:
+                self.rejected += 1
+                self._reject_log.warning("command refused: %s", refusal)
+                return CommandResult(False, refusal)
         self.submit(command)
         return OK
+
+    def _teach_refusal(self, command: TeachCommand | TeachUndoCommand) -> str | None:
+        if self.teacher is None:
+            return (
+                f"{command.name}: only the game scene model can be taught; run with --mode game "
+                "(or auto)"
+            )
+        if isinstance(command, TeachUndoCommand) and not self.teacher.can_undo():
+            return "teach_undo: nothing was taught to undo"
+        return None
 
     def submit(self, command: Command) -> None:
         """Queue an already-validated command (drop the oldest when full)."""
@@ -156,6 +189,8 @@ class ControlHub:
         """A copy of the state: valence, arousal, scene, bpm, layers, key, mode, source,
         overrides, muted, playing, bar."""
         state = dict(self._state)
+        if self.teacher is not None:
+            state["teach"] = self.teacher.snapshot()
         state["overrides"] = dict(state["overrides"])
         state["muted"] = list(state["muted"])
         state["delays"] = dict(state["delays"])

@@ -12,7 +12,9 @@ the conductor and the engine through narrow interfaces:
 - ``mute`` -> the :class:`Transport` (a one-beat fade from the next beat);
 - ``transport`` -> the :class:`Transport` (stop or play at the next bar line; the clock runs on);
 - ``delay`` -> the :class:`~daemon.outputs.delays.Delays` (an output's delay, at once);
-- ``stinger`` -> a stinger at once, landing on the next beat.
+- ``stinger`` -> a stinger at once, landing on the next beat;
+- ``teach``, ``teach_undo`` -> the game mode's :class:`~daemon.analysis.teach.Teacher` (a head it
+  trains takes over as a bar starts: :meth:`Router.show_bar`).
 
 A burst of commands costs one re-composition. The router also keeps the hub's state current:
 the overrides after each command, and the plan of each bar as it starts.
@@ -24,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from daemon.analysis.teach import Teacher
 from daemon.conductor import Conductor
 from daemon.control.commands import (
     Command,
@@ -35,6 +38,8 @@ from daemon.control.commands import (
     MuteCommand,
     SceneCommand,
     StingerCommand,
+    TeachCommand,
+    TeachUndoCommand,
     TempoCommand,
     TransportCommand,
     layer_names,
@@ -75,6 +80,7 @@ class Router:
         burst of commands that change the plan.
     stinger : plays a stinger of a kind now (the reactor's); None refuses none, plays none.
     delays : the live outputs' delays (``delay`` commands set them); None: none to set.
+    teacher : the game mode's teacher (``teach`` commands); None: no game mode.
     """
 
     def __init__(
@@ -86,6 +92,7 @@ class Router:
         replan: Callable[[], Awaitable[None]],
         stinger: Callable[[str], Awaitable[bool]] | None = None,
         delays: Delays | None = None,
+        teacher: Teacher | None = None,
     ) -> None:
         self.hub = hub
         self._conductor = conductor
@@ -94,6 +101,8 @@ class Router:
         self._stinger = stinger
         self._delays = delays
         self._stingers: list[str] = []  # asked for in the burst being applied
+        self._teacher = teacher
+        hub.teacher = teacher
 
     async def run(self) -> None:
         """Take commands as they come, forever (a task of the session)."""
@@ -149,6 +158,14 @@ class Router:
         elif isinstance(command, StingerCommand):
             self._stingers.append(command.kind)
             replan = False
+        elif isinstance(command, TeachCommand | TeachUndoCommand):
+            replan = False
+            if self._teacher is not None:
+                if isinstance(command, TeachCommand):
+                    self._teacher.teach(command.scene, command.seconds)
+                elif self._teacher.can_undo():
+                    self._teacher.undo()
+                self.hub.update(teach=self._teacher.snapshot())
         self.show_overrides()
         return replan
 
@@ -177,6 +194,8 @@ class Router:
         """Publish the plan of the bar that just started (and the overrides, which a mood hold
         running out changes at a bar)."""
         plan = event.plan
+        if self._teacher is not None:
+            self._teacher.promote()
         self.hub.update(
             valence=round(plan.valence, 3),
             arousal=round(plan.arousal, 3),
@@ -188,5 +207,6 @@ class Router:
             playing=self._transport.playing,
             muted=layer_names(self._transport.muted),
             bar=event.bar,
+            teach=None if self._teacher is None else self._teacher.snapshot(),
         )
         self.show_overrides()

@@ -30,6 +30,14 @@ Routes
 ``GET /api/info``
     What the panel offers: scenes, layers, command names, stinger kinds, the stream's size and
     rate.
+``GET /api/teach``
+    The game mode's teaching state: seconds taught per scene, the batch being collected, the
+    reading now and its confidence, whether the adapted head reads (null without game mode).
+``POST /api/teach`` ``{"scene": "combat", "seconds": 5}``, ``POST /api/teach/undo``
+    Teach the next seconds as a scene; drop the last batch (as ``cmd/teach``, ``cmd/teach_undo``).
+``GET /api/profile``, ``POST /api/profile``
+    Export the game's profile as one file; import one (it reads from the next bar; a profile
+    made on another scene model is refused, 400).
 ``POST /api/<command>``
     One control command (``mood``, ``scene``, ``tempo``, ``layers``, ``key``, ``mute``,
     ``transport``, ``stinger``, ``source``, ``delay``) with the same payload as MQTT's
@@ -76,6 +84,7 @@ from daemon.visuals import VisualTimeline
 from daemon.web.access import AccessPolicy, is_loopback
 from daemon.web.calibration import BeatTimes
 from daemon.web.camera import BrowserCamera, answer_camera
+from daemon.web.teach import add_teach_routes
 
 log = logging.getLogger("moodscore.web")
 
@@ -229,6 +238,7 @@ class WebServer(Output):
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/api/info", self._info)
         app.router.add_get("/api/beats", self._beats)
+        add_teach_routes(app, self.control)
         app.router.add_post("/api/{command}", self._command)
         return app
 

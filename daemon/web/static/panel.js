@@ -58,6 +58,7 @@ function show(state) {
   if (document.activeElement !== $("scene") && [...$("scene").options].some((o) => o.value === scene)) {
     $("scene").value = scene;
   }
+  showTeach(state.teach);
   const analysis = state.analysis || {};
   history.push({
     t: state.audio_time,
@@ -110,6 +111,70 @@ function plot() {
       if (i === 0) ctx.moveTo(x(point.t), y(point[key])); else ctx.lineTo(x(point.t), y(point[key]));
     });
     ctx.stroke();
+  }
+}
+
+// -- teaching: the next seconds are this scene; keys 1-9 teach the n-th button, U undoes ------
+
+const BUILT_IN = ["combat", "exploration", "dialogue", "menu"];
+
+function teach(scene) {
+  const seconds = Math.min(120, Math.max(1, Number($("teach-seconds").value) || 5));
+  return send("teach", { scene, seconds });
+}
+
+function teachUndo() {
+  return send("teach/undo", {});
+}
+
+function setupTeach(scenes) {
+  const custom = scenes.filter((s) => !BUILT_IN.includes(s) && s !== "default");
+  const order = [...BUILT_IN.filter((s) => scenes.includes(s)), ...custom];
+  order.forEach((scene, i) => {
+    const button = document.createElement("button");
+    button.dataset.scene = scene;
+    button.textContent = scene;
+    if (i < 9) {
+      const key = document.createElement("kbd");
+      key.textContent = String(i + 1);
+      button.append(key);
+    }
+    button.addEventListener("click", () => teach(scene));
+    $("teach-buttons").append(button);
+  });
+  $("teach-undo").addEventListener("click", () => teachUndo());
+  $("teach-export").href = withToken("/api/profile");
+  document.addEventListener("keydown", (event) => {
+    if ($("teach").hidden || event.ctrlKey || event.metaKey || event.altKey) return;
+    const tag = (event.target && event.target.tagName) || "";
+    if (["INPUT", "SELECT", "TEXTAREA"].includes(tag)) return;
+    if (event.key === "u" || event.key === "U") { event.preventDefault(); teachUndo(); return; }
+    const n = Number(event.key);
+    if (Number.isInteger(n) && n >= 1 && n <= Math.min(9, order.length)) {
+      event.preventDefault();
+      teach(order[n - 1]);
+    }
+  });
+}
+
+function showTeach(teachState) {
+  $("teach").hidden = !teachState;
+  if (!teachState) return;
+  const reading = teachState.reading || {};
+  $("teach-reading").textContent = reading.scene ?? "–";
+  $("teach-confidence").textContent = reading.scene ? `${Math.round(100 * reading.confidence)} %` : "–";
+  $("teach-by").textContent = teachState.adapted ? "your taught model" : "the general model";
+  const seconds = Object.entries(teachState.seconds || {}).map(([k, v]) => `${k} ${Math.round(v)} s`);
+  const collecting = teachState.collecting;
+  if (collecting) seconds.push(`(${collecting.scene}: ${Math.ceil(collecting.left_s)} s to go)`);
+  if (teachState.training) seconds.push("(training)");
+  $("teach-seconds-taught").textContent = seconds.length ? seconds.join(", ") : "nothing yet";
+  $("teach-game").textContent = teachState.game ? teachState.game : "not saved (run --game NAME)";
+  const held = teachState.held_back || {};
+  $("teach-held").textContent = held.adapted == null ? "–"
+    : `taught ${Math.round(100 * held.adapted)} % vs general ${Math.round(100 * held.general)} %`;
+  for (const button of document.querySelectorAll("#teach-buttons button")) {
+    button.classList.toggle("collecting", !!collecting && collecting.scene === button.dataset.scene);
   }
 }
 
@@ -224,6 +289,7 @@ async function setup() {
   try {
     const info = await (await fetch(withToken("/api/info"))).json();
     for (const scene of info.scenes) $("scene").add(new Option(scene, scene));
+    setupTeach(info.scenes);
     for (const value of ["auto", 1, 2, 3, 4, 5]) {
       const button = document.createElement("button");
       button.textContent = value;
