@@ -181,6 +181,7 @@ def build_session(
             attach_game_audio(model, game_audio)
         analysis = AnalysisStage(
             config=config.analysis,
+            model=model,
             cue_threshold=config.conductor.cue_threshold,
         )
     elif game_audio is not None:
