@@ -69,6 +69,26 @@ EVAL_SETS = {
 }
 
 
+def _warm_start(net: SceneNet, base: SceneNet) -> None:
+    """Copy ``base``'s GRU and window heads into ``net``; inputs ``base`` lacks (cues) start at
+    zero weight, so ``net`` starts out answering as ``base`` does."""
+    with torch.no_grad():
+        source = base.state_dict()
+        for name, value in net.state_dict().items():
+            if not name.startswith(("gru.", "classify.", "affect.")):
+                continue
+            old = source[name]
+            if old.shape == value.shape:
+                value.copy_(old)
+            elif name == "gru.weight_ih_l0" and old.shape[0] == value.shape[0]:
+                value.zero_()
+                value[:, : old.shape[1]] = old
+            else:
+                raise SystemExit(
+                    f"cannot warm-start {name}: {tuple(old.shape)} vs {tuple(value.shape)}"
+                )
+
+
 def figures_of(net: SceneNet, clips: list[Clip]) -> dict[str, Any]:
     result = evaluate(net, clips, classes=SCENE_CLASSES)
     figures = result.metrics()
@@ -141,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         help="share of clips with play also trained as a stuttered copy (models/scene_augment.py)",
     )
     parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="with --gru-from: also start the GRU and heads from it (new cue inputs at zero), "
+        "at lr 1e-3, and distil its arousal/valence where the footage has none",
+    )
+    parser.add_argument(
         "--gru-from",
         type=Path,
         help="keep this checkpoint's CNN and train only the GRU stage (minutes, not half an hour)",
@@ -157,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(len(c) for c in train_clips)} frames", flush=True)  # fmt: skip
     config = SceneNetConfig(colour=args.colour, cues=() if args.no_cues else CUE_NAMES)
     net = SceneNet(config, len(SCENE_CLASSES))
+    base: SceneNet | None = None
     if args.gru_from is not None:
         base = load_checkpoint(args.gru_from).net
         if base.config.colour != config.colour:
@@ -167,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             if not k.startswith(("gru.", "classify.", "affect."))
         }
         net.load_state_dict(cnn_only, strict=False)
+        if args.warm:
+            _warm_start(net, base)
     settings = TrainSettings(
         cnn_epochs=0 if args.gru_from is not None else args.epochs,
         cnn_steps=args.steps,
@@ -174,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         gru_steps=args.steps,
         seed=args.seed,
         affect_weight=args.affect_weight,
+        lr=1e-3 if args.warm else 3e-3,
     )
     history = train(
         net,
@@ -181,12 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         classes=SCENE_CLASSES,
         settings=settings,
         val_clips=sets["val_freedoom2"],
+        teacher=base if args.gru_from is not None and args.warm else None,
         log=lambda line: print(line, flush=True),
     )
     metrics: dict[str, object] = {
         "trained_on": sorted({c.group for c in train_clips}),
         "stutter": args.stutter,
         "cnn_from": str(args.gru_from) if args.gru_from is not None else None,
+        "warm": args.warm,
         "train_seconds": round(time.perf_counter() - started),
         "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
         "config": config.to_dict(),
