@@ -349,3 +349,18 @@ def load_footage_folder(folder: Path) -> list[Clip]:
         for path in sorted(folder.rglob("*.json"))
         if json.loads(path.read_text()).get("format") == FOOTAGE_FORMAT
     ]
+
+
+def load_heldout_games(footage: Path) -> dict[str, list[Clip]]:
+    """The held-out games' footage (``footage/val/<game>``) by set name ``heldout_<game>``, and,
+    with more than one game, all of them as ``heldout_games`` (each game alone lacks some
+    classes; together every class is present, so that is the four-class balanced accuracy)."""
+    sets: dict[str, list[Clip]] = {}
+    folder = footage / "val"
+    for game in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        clips = load_footage_folder(game)
+        if clips:
+            sets[f"heldout_{game.name}"] = clips
+    if len(sets) > 1:
+        sets["heldout_games"] = [clip for clips in list(sets.values()) for clip in clips]
+    return sets

@@ -6,7 +6,8 @@ runs on two shared CPU cores:
 1. **CNN** through the single-frame heads: frames drawn at random, balanced over classes, each
    with the frame before it (the motion reference). Augmented with a random crop of 75-100 % of
    each side (zoom and aspect vary, as captures of other games and 16:9 screens do), a
-   horizontal flip and brightness/contrast jitter, the same for a frame and its reference.
+   horizontal flip, brightness/contrast, saturation and colour-cast jitter, the same for a
+   frame and its reference.
 2. **GRU and window heads** on the frozen CNN's embeddings of every stored frame (computed
    once, exactly as streaming inference computes them), over windows of ``frames`` embeddings,
    with Gaussian noise on the embeddings against over-fitting.
@@ -132,6 +133,11 @@ def _augment(pairs: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     gain = torch.from_numpy(rng.uniform(0.8, 1.2, b)).float().repeat_interleave(2)
     offset = torch.from_numpy(rng.uniform(-20, 20, b)).float().repeat_interleave(2)
     x = x * gain[:, None, None, None] + offset[:, None, None, None]
+    # Colour: saturation 0.6-1.4 and a cast of +-10 % per channel (other games' palettes).
+    saturation = torch.from_numpy(rng.uniform(0.6, 1.4, b)).float().repeat_interleave(2)
+    cast = torch.from_numpy(rng.uniform(0.9, 1.1, (b, 3))).float().repeat_interleave(2, dim=0)
+    grey = x.mean(dim=1, keepdim=True)
+    x = (grey + saturation[:, None, None, None] * (x - grey)) * cast[:, :, None, None]
     out = x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     return out.reshape(b, 2, h, w, 3)
 

@@ -42,9 +42,22 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 
 from daemon.training.scene import plot_confusion  # noqa: E402
-from models.scene import DEFAULT_WEIGHTS, SceneNet, SceneNetConfig, save_checkpoint  # noqa: E402
+from models.scene import (  # noqa: E402
+    DEFAULT_WEIGHTS,
+    SceneNet,
+    SceneNetConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
+from models.scene_augment import stutter_copies  # noqa: E402
 from models.scene_cues import CUE_GROUPS, CUE_NAMES  # noqa: E402
-from models.scene_data import SCENE_CLASSES, Clip, load_clips, load_footage_folder  # noqa: E402
+from models.scene_data import (  # noqa: E402
+    SCENE_CLASSES,
+    Clip,
+    load_clips,
+    load_footage_folder,
+    load_heldout_games,
+)
 from models.scene_training import TrainSettings, evaluate, train  # noqa: E402
 
 DATA = REPO_ROOT / ".cache" / "scene"
@@ -56,19 +69,24 @@ EVAL_SETS = {
 }
 
 
-def heldout_games(footage: Path) -> dict[str, list[Clip]]:
-    """The held-out games' footage (``footage/val/<game>``), by set name ``heldout_<game>``, and
-    all of them as ``heldout_games``."""
-    sets: dict[str, list[Clip]] = {}
-    for folder in sorted(p for p in (footage / "val").iterdir() if p.is_dir()):
-        clips = load_footage_folder(folder)
-        if clips:
-            sets[f"heldout_{folder.name}"] = clips
-    if len(sets) > 1:
-        # Together: every class is present (each game alone lacks some), so this is the
-        # four-class balanced accuracy.
-        sets["heldout_games"] = [clip for clips in list(sets.values()) for clip in clips]
-    return sets
+def _warm_start(net: SceneNet, base: SceneNet) -> None:
+    """Copy ``base``'s GRU and window heads into ``net``; inputs ``base`` lacks (cues) start at
+    zero weight, so ``net`` starts out answering as ``base`` does."""
+    with torch.no_grad():
+        source = base.state_dict()
+        for name, value in net.state_dict().items():
+            if not name.startswith(("gru.", "classify.", "affect.")):
+                continue
+            old = source[name]
+            if old.shape == value.shape:
+                value.copy_(old)
+            elif name == "gru.weight_ih_l0" and old.shape[0] == value.shape[0]:
+                value.zero_()
+                value[:, : old.shape[1]] = old
+            else:
+                raise SystemExit(
+                    f"cannot warm-start {name}: {tuple(old.shape)} vs {tuple(value.shape)}"
+                )
 
 
 def figures_of(net: SceneNet, clips: list[Clip]) -> dict[str, Any]:
@@ -136,22 +154,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--footage", type=Path, default=FOOTAGE, help="committed game footage")
     parser.add_argument("--no-cues", action="store_true", help="the GRU reads no picture cues")
     parser.add_argument("--ablate", action="store_true", help="what each cue group adds")
+    parser.add_argument(
+        "--stutter",
+        type=float,
+        default=0.5,
+        help="share of clips with play also trained as a stuttered copy (models/scene_augment.py)",
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="with --gru-from: also start the GRU and heads from it (new cue inputs at zero), "
+        "at lr 1e-3, and distil its arousal/valence where the footage has none",
+    )
+    parser.add_argument(
+        "--gru-from",
+        type=Path,
+        help="keep this checkpoint's CNN and train only the GRU stage (minutes, not half an hour)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     started = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     train_clips = load_clips(args.data / "train") + load_footage_folder(args.footage / "train")
     sets = {name: load_clips(args.data / folder) for name, folder in EVAL_SETS.items()}
-    print(f"train: {len(train_clips)} clips, {sum(len(c) for c in train_clips)} frames", flush=True)
+    copies = stutter_copies(train_clips, share=args.stutter, seed=args.seed)
+    train_clips += copies
+    print(f"train: {len(train_clips)} clips ({len(copies)} stuttered copies), "
+          f"{sum(len(c) for c in train_clips)} frames", flush=True)  # fmt: skip
     config = SceneNetConfig(colour=args.colour, cues=() if args.no_cues else CUE_NAMES)
     net = SceneNet(config, len(SCENE_CLASSES))
+    base: SceneNet | None = None
+    if args.gru_from is not None:
+        base = load_checkpoint(args.gru_from).net
+        if base.config.colour != config.colour:
+            raise SystemExit(f"{args.gru_from} reads {base.config.colour}, not {config.colour}")
+        cnn_only = {
+            k: v
+            for k, v in base.state_dict().items()
+            if not k.startswith(("gru.", "classify.", "affect."))
+        }
+        net.load_state_dict(cnn_only, strict=False)
+        if args.warm:
+            _warm_start(net, base)
     settings = TrainSettings(
-        cnn_epochs=args.epochs,
+        cnn_epochs=0 if args.gru_from is not None else args.epochs,
         cnn_steps=args.steps,
         gru_epochs=args.epochs,
         gru_steps=args.steps,
         seed=args.seed,
         affect_weight=args.affect_weight,
+        lr=1e-3 if args.warm else 3e-3,
     )
     history = train(
         net,
@@ -159,17 +211,21 @@ def main(argv: list[str] | None = None) -> int:
         classes=SCENE_CLASSES,
         settings=settings,
         val_clips=sets["val_freedoom2"],
+        teacher=base if args.gru_from is not None and args.warm else None,
         log=lambda line: print(line, flush=True),
     )
     metrics: dict[str, object] = {
         "trained_on": sorted({c.group for c in train_clips}),
+        "stutter": args.stutter,
+        "cnn_from": str(args.gru_from) if args.gru_from is not None else None,
+        "warm": args.warm,
         "train_seconds": round(time.perf_counter() - started),
         "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
         "config": config.to_dict(),
         **history,
     }
     # The held-out games are read only now, after training: nothing above saw them.
-    sets.update(heldout_games(args.footage))
+    sets.update(load_heldout_games(args.footage))
     for name, clips in sets.items():
         # gameplay_only: menus and dialogue have no monster count and are left out already;
         # this is the figure for intensity within play.

@@ -246,6 +246,18 @@ def game_session(
                 )
 
 
+def _repeats_by_class(repeated: Sequence[bool], classes: Sequence[str | None]) -> dict[str, float]:
+    """Per labelled class, the share of its frames identical to the grab before."""
+    shares: dict[str, float] = {}
+    if len(repeated) != len(classes):
+        return shares
+    for cls in SCENE_CLASSES:
+        flags = [r for r, c in zip(repeated, classes, strict=True) if c == cls]
+        if flags:
+            shares[cls] = round(sum(flags) / len(flags), 3)
+    return shares
+
+
 def finish_clip(
     game: Game,
     plan: ClipPlan,
@@ -293,6 +305,7 @@ def finish_clip(
         "recorded": _dt.date.today().isoformat(),
         # Grabs identical to the previous one: the game drew fewer than 8 new frames a second.
         "repeated_frames": recording.repeats,
+        "repeated_share_by_class": _repeats_by_class(recording.repeated, classes),
     }
     if extra_meta:
         meta.update(extra_meta)

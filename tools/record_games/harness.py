@@ -381,8 +381,10 @@ class Recording:
     states: list[str] = field(default_factory=list)
     cues: dict[str, list[float]] = field(default_factory=dict)
     times: list[float] = field(default_factory=list)
-    # How many grabs were identical to the one before (a game rendering slower than 8 fps).
+    # How many grabs were identical to the one before (a game rendering slower than 8 fps),
+    # and which ones.
     repeats: int = 0
+    repeated: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -400,6 +402,10 @@ class Capture:
         game writes), overriding :meth:`set_state` whenever it returns a name.
     cue_probe : optional; per-frame numeric cues (visible enemies, health) from the game.
     settle_s : seconds after each change of state whose frames are left unlabelled.
+
+    A recorder that slows the game's clock (a game speed of 25 %) calls :meth:`set_rate` with the
+    matching wall rate (2 grabs a second): each stored frame is still 1/8 s of *game* time, and a
+    software renderer that draws only a few frames a second still shows true motion.
     """
 
     def __init__(
@@ -429,6 +435,7 @@ class Capture:
         self._error: BaseException | None = None
         self._region_cache: tuple[float, Geometry | None] = (-1e9, None)
         self._last: np.ndarray | None = None
+        self._period = 1.0 / fps
 
     # the recorder's side ---------------------------------------------------------------
 
@@ -455,7 +462,12 @@ class Capture:
     def resume(self) -> None:
         self._paused.clear()
 
+    def set_rate(self, wall_fps: float) -> None:
+        """Grab ``wall_fps`` times a wall-clock second from now on (``fps`` times game time)."""
+        self._period = 1.0 / wall_fps
+
     def seconds(self) -> float:
+        """Seconds of footage stored (game time: ``fps`` frames a second)."""
         return len(self.recording) / self.fps
 
     def latest(self) -> np.ndarray | None:
@@ -496,10 +508,10 @@ class Capture:
     def _run(self) -> None:
         try:
             with mss.MSS(display=self.display) as grabber:
-                period = 1.0 / self.fps
                 next_tick = time.monotonic()
                 previous: np.ndarray | None = None
                 while not self._stop.is_set():
+                    period = self._period
                     now = time.monotonic()
                     if now < next_tick:
                         time.sleep(min(period, next_tick - now))
@@ -518,8 +530,9 @@ class Capture:
                     if self.cue_probe is not None:
                         cues.update(self.cue_probe())
                     rec = self.recording
-                    if previous is not None and np.array_equal(previous, frame):
-                        rec.repeats += 1
+                    repeat = previous is not None and np.array_equal(previous, frame)
+                    rec.repeats += int(repeat)
+                    rec.repeated.append(repeat)
                     previous = frame
                     rec.frames.append(frame)
                     rec.states.append(state)

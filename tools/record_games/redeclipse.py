@@ -2,12 +2,24 @@
 
 The recorder starts the game on its main menu (``showgui main``), looks around it and the
 options and help menus (keys bound on the command line to ``showgui ...``; ``menu``), then
-types ``/start MAP $modeidxdeathmatch 0`` into the console. Offline, a deathmatch fills up with
+runs ``start MAP $modeidxdeathmatch 0`` (also a bound key). Offline, a deathmatch fills up with
 bots and the local player spectates with SpecTV, a camera that cuts to where the fighting is;
 from the game's "match start, fight!" on, the match is ``combat`` (a match-level label: SpecTV
 rarely shows a quiet moment, but the label does not check each frame). Every minute or so a
 menu is opened over the match for a few seconds (``menu``). The console line and the loading
 screen are not labelled.
+
+The ``_slow`` plans play the match in slow motion: ``sv_gamespeed`` (the game's clock, in % of
+normal speed; the plan option ``gamespeed``) and the capture grabs at the matching slower wall
+rate (8 x 10 % = 0.8 grabs a second), so each stored frame is still 1/8 s of game time. Mesa's
+software renderer on a busy machine draws only a frame or two a wall second; at full speed 86 %
+of the committed clips' match grabs repeat the last picture, and play looks like a slideshow,
+which is what a menu or a dialogue looks like. Slow motion only helps while the game gets the
+CPU: on the shared 2-core box at load 8-16 (recorder under ``nice``) a 320x240 trial at 10 %
+still repeated 70 % of its match grabs (a new picture every 6-12 s of wall time), so the
+committed held-out clips are still the full-speed ones. Menus are looked at in wall time (8
+grabs a second). The share of repeated grabs per class is in each new clip's
+``meta.repeated_share_by_class``.
 
     apt-get install redeclipse
     .venv/bin/python -m tools.record_games redeclipse [--clip match_bath_800x600 ...]
@@ -19,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from models.scene_data import MODEL_FPS
 
 from .common import ClipPlan, Game, Session, default_targets, game_session
 
@@ -49,6 +63,11 @@ GAME = Game(
     annotate=_annotate,
 )
 
+# The committed clips were recorded at the game's own speed; the ``_slow`` plans play the match
+# at 10 % (see the module docstring).
+GAME_SPEED = 100
+SLOW_SPEED = 10
+
 PLANS = [
     ClipPlan("match_bath_800x600", 800, 600, 240, 91, options={"map": "bath"}),
     ClipPlan("match_bloodlust_1024x576", 1024, 576, 240, 92, options={"map": "bloodlust"}),
@@ -61,13 +80,36 @@ PLANS = [
         hud="HUD at 60 % size (hudsize)",
         options={"map": "deadsimple", "hudsize": 1200},
     ),
+    ClipPlan(
+        "match_bath_512x384_slow",
+        512,
+        384,
+        150,
+        94,
+        options={"map": "bath", "gamespeed": SLOW_SPEED},
+    ),
+    ClipPlan(
+        "match_bloodlust_640x360_slow",
+        640,
+        360,
+        150,
+        95,
+        options={"map": "bloodlust", "gamespeed": SLOW_SPEED},
+    ),
 ]
 
 _MENUS = {"main_menu": "F6", "help": "F1", "options": "F8"}
 
 
 def record(plan: ClipPlan, *, work: Path, home: Path, shots: Path | None) -> Session:
-    setup = "name watcher; bind F6 [showgui main]; bind F7 [cleargui]; bind F8 [showgui options]"
+    # Keys bound on the command line, not text typed into the console: on a loaded machine the
+    # game drops typed characters ("unknown command: rt").
+    speed = int(plan.options.get("gamespeed", GAME_SPEED))
+    setup = (
+        "name watcher; bind F6 [showgui main]; bind F7 [cleargui]; bind F8 [showgui options]; "
+        f"bind F9 [start {plan.options['map']} $modeidxdeathmatch 0]; "
+        f"bind F10 [sv_gamespeed {speed}]"
+    )
     if "hudsize" in plan.options:
         setup += f"; hudsize {plan.options['hudsize']}"
     argv = [
@@ -93,8 +135,9 @@ def record(plan: ClipPlan, *, work: Path, home: Path, shots: Path | None) -> Ses
         return session
 
 
-def _look_at_menu(s: Session, menu: str) -> None:
+def _look_at_menu(s: Session, menu: str, *, play_fps: float | None = None) -> None:
     x, rng = s.xinput, s.rng
+    s.capture.set_rate(MODEL_FPS)
     x.key(_MENUS[menu])
     s.state(menu)
     s.wait(1.0)
@@ -104,6 +147,8 @@ def _look_at_menu(s: Session, menu: str) -> None:
         x.move(rng.randint(s.plan.width // 5, s.plan.width * 4 // 5), rng.randint(100, 400))
     s.wait(rng.uniform(0.5, 1.5))
     x.key("F7")
+    if play_fps is not None:
+        s.capture.set_rate(play_fps)
 
 
 def _play(s: Session) -> None:
@@ -118,19 +163,22 @@ def _play(s: Session) -> None:
         x.key("F6")
     s.wait(1.0)
     x.key("F7")
-    x.key("slash")
     s.state("console")
-    x.type_text(f"start {s.plan.options['map']} $modeidxdeathmatch 0")
-    x.key("Return")
+    x.key("F9")
     s.capture.pause()
-    s.wait_log("match start, fight!", timeout_s=240, then_s=2.0)
+    s.wait_log("match start, fight!", timeout_s=300, then_s=2.0)
+    speed = int(s.plan.options.get("gamespeed", GAME_SPEED))
+    play_fps = MODEL_FPS * speed / 100
+    x.key("F10")
+    s.wait(2.0)
     s.state("match")
+    s.capture.set_rate(play_fps)
     s.capture.resume()
     menu_at = s.recorded_s() + rng.uniform(40, 70)
     while not s.done():
         s.wait(0.5)
         s.shot("match", every=40)
         if s.recorded_s() >= menu_at:
-            _look_at_menu(s, rng.choice(list(_MENUS)))
+            _look_at_menu(s, rng.choice(list(_MENUS)), play_fps=play_fps)
             s.state("match")
             menu_at = s.recorded_s() + rng.uniform(40, 70)

@@ -1,0 +1,47 @@
+"""Stuttered training copies (models/scene_augment.py): a slow renderer's picture, same labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.scene_augment import has_play, stutter_copies, stutter_indices, stuttered
+from models.scene_data import SCENE_CLASSES, Clip
+
+
+def _clip(label: int, n: int = 400) -> Clip:
+    # Every frame different (a counter in the pixels), so repeats are the augmentation's only.
+    frames = np.zeros((n, 72, 96, 3), dtype=np.uint8)
+    frames[:, 0, 0, 0] = np.arange(n) % 256
+    frames[:, 0, 1, 0] = np.arange(n) // 256
+    return Clip.empty_targets(frames, label, classes=SCENE_CLASSES, group="g", source="s")
+
+
+def test_stutter_holds_the_newest_drawn_frame_at_the_asked_rate() -> None:
+    rng = np.random.default_rng(3)
+    index = stutter_indices(20_000, rng, 0.25)
+    assert index[0] == 0
+    assert np.all(np.diff(index) >= 0) and np.all(index <= np.arange(20_000))
+    fresh = np.mean(np.diff(index) > 0)
+    assert fresh == pytest.approx(0.25, abs=0.02)
+    with pytest.raises(ValueError):
+        stutter_indices(10, rng, 0.0)
+
+
+def test_a_stuttered_copy_keeps_labels_and_repeats_frames() -> None:
+    clip = _clip(SCENE_CLASSES.index("combat"))
+    copy = stuttered(clip, np.random.default_rng(5), new_share=(0.3, 0.3))
+    assert copy.group.endswith("#stutter") and copy.meta["stutter_new_share"] == 0.3
+    np.testing.assert_array_equal(copy.labels, clip.labels)
+    same = np.all(copy.frames[1:] == copy.frames[:-1], axis=(1, 2, 3))
+    assert 0.6 < same.mean() < 0.8
+    assert clip.frames is not copy.frames and not np.all(clip.frames[1:] == clip.frames[:-1])
+
+
+def test_only_clips_with_play_are_copied() -> None:
+    play = [_clip(SCENE_CLASSES.index(c), 40) for c in ("combat", "exploration")]
+    still = [_clip(SCENE_CLASSES.index(c), 40) for c in ("menu", "dialogue")]
+    assert [has_play(c) for c in play + still] == [True, True, False, False]
+    copies = stutter_copies(play + still, share=1.0, seed=0)
+    assert len(copies) == 2
+    assert stutter_copies(play + still, share=0.0, seed=0) == []
