@@ -48,6 +48,10 @@ MidiNote = Annotated[StrictInt, Field(ge=21, le=108)]
 _SECRET: dict[str, Any] = {"writeOnly": True}
 
 
+# Keys renamed in a release, old -> new: a config that still has the old name is told the new one.
+RENAMED = {"midi.offset_ms": "midi.delay_ms"}
+
+
 class ConfigSection:
     """Base of the section models: validated copies and one-line errors.
 
@@ -78,6 +82,11 @@ class ConfigSection:
         # Every subclass is a dataclass; mypy sees only this base, which is not.
         fields = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
         for key in values:
+            if f"{name}.{key}" in RENAMED:
+                raise ConfigError(
+                    f"{origin}: {name}.{key} is now {RENAMED[f'{name}.{key}']} (the same setting); "
+                    "rename it"
+                )
             if key not in fields:
                 hint = suggest(key, fields, prefix=name)
                 raise ConfigError(f"{origin}: unknown key {name}.{key}{hint}")

@@ -132,6 +132,9 @@ def test_user_file_overrides_and_unknown_key_is_named(tmp_path: Path) -> None:
 
     message = _error(tmp_path, "[engine]\nbackends = 'manual'\n")
     assert "unknown key engine.backends; did you mean engine.backend?" in message
+    # A key renamed in a release names its new name.
+    message = _error(tmp_path, "[midi]\noffset_ms = 20.0\n")
+    assert "midi.offset_ms is now midi.delay_ms (the same setting); rename it" in message
 
 
 @pytest.mark.parametrize(
