@@ -326,7 +326,7 @@ def test_following_a_session_the_beats_heard_land_on_its_grid_and_its_stop_stops
         if start - 0.01 <= onset < stop
         and abs(off := session.off_ms(onset + np.median(offsets), 1)) < 60
     ]
-    assert len(on_beats) >= 10 and max(map(abs, on_beats)) < 5.0, on_beats
+    assert len(on_beats) >= 8 and max(map(abs, on_beats)) < 5.0, on_beats  # two bars or more
     print(
         f"following: bar lines within {max(map(abs, phase)):.3f} ms of the session's, onsets "
         f"heard within {max(map(abs, on_beats)):.2f} ms of its beats ({len(on_beats)} onsets)"
