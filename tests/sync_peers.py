@@ -29,10 +29,13 @@ tests.sync_peers KIND ...``), so their timing is their own and not the daemon's 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +277,30 @@ def _mqtt(broker: str, lines: Lines) -> Any:
         client.publish(topic, payload, qos=1)
 
     return publish
+
+
+@contextlib.contextmanager
+def peer(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """An independent peer of ``tests.sync_peers`` in its own process, once it is ready; its
+    stdin is closed (it ends) when the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.sync_peers", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == '"ready"'
+        yield process
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 if __name__ == "__main__":

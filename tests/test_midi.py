@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,6 +25,7 @@ from daemon.outputs.midi_port import MidiPortOutput, open_port, resolve_backend
 from daemon.scenes import load_scene
 from tests.hardware import hardware_reason
 from tests.jack import dummy_jackd
+from tests.sync_peers import peer
 
 SR = 48000
 OFFLINE = BackendChoice("offline", "test")
@@ -413,30 +412,6 @@ def _clock_intervals(jack_server: str, *, bpm: float, seconds: float) -> np.ndar
     clocks = np.array([t for t, status in arrivals if status == 0xF8])
     window = clocks[24 : 24 + int(seconds * bpm / 60 * 24)]  # skip the first beat
     return np.diff(window)
-
-
-@contextlib.contextmanager
-def peer(*args: str) -> Iterator[subprocess.Popen[str]]:
-    """An independent peer of ``tests.sync_peers`` in its own process, once it is ready; its
-    stdin is closed (it ends) when the block ends."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.sync_peers", *args],
-        cwd=Path(__file__).resolve().parents[1],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None and process.stdout.readline().strip() == '"ready"'
-        yield process
-    finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.jack

@@ -8,15 +8,12 @@ judged by what librosa hears.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import librosa
@@ -28,6 +25,7 @@ from daemon.control.midi_clock import PULSES_PER_BEAT, TempoFollower
 from tests.hardware import hardware_reason
 from tests.jack import dummy_jackd
 from tests.live import build, live_config, running
+from tests.sync_peers import peer
 
 
 def _pulses(bpm: float, count: int, start: float, rng: np.random.Generator) -> list[float]:
@@ -58,29 +56,6 @@ def test_follower_finds_the_tempo_through_jitter_and_refuses_an_absurd_clock() -
     assert [bpm for bpm in absurd if bpm is not None] == [0.0]
     assert absurd.index(0.0) <= 3 * 24  # 0.1 s of such a clock
     assert follower.out_of_range is not None and follower.out_of_range > 1000
-
-
-@contextlib.contextmanager
-def _daw(client: str) -> Iterator[subprocess.Popen[str]]:
-    """``tests.sync_peers midi-clock``: a JACK client sending clock as a DAW does."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.sync_peers", "midi-clock", client],
-        cwd=Path(__file__).resolve().parents[1],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None and process.stdout.readline().strip() == '"ready"'
-        yield process
-    finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _say(daw: subprocess.Popen[str], command: object) -> None:
@@ -126,7 +101,10 @@ async def test_the_music_follows_a_daws_clock_and_its_start_stop(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="moodscore.midi")
-    with dummy_jackd(monkeypatch, "moodscore-clock-in-test", period=128), _daw("daw") as daw:
+    with (
+        dummy_jackd(monkeypatch, "moodscore-clock-in-test", period=128),
+        peer("midi-clock", "daw") as daw,
+    ):
         # No tempo ramp: the clock's tempo from the bar line it lands on, so short segments do.
         config = live_config(midi={"clock_in": True, "backend": "jack"}, engine={"tempo_ramp": 0.0})
         session = build(config, record_dir=tmp_path)
