@@ -143,7 +143,12 @@ def test_late_blocks_show_in_the_api_mqtt_the_panel_and_the_summary(
         assert health["status"] == "glitching" and health["late_blocks"] > 0, health
         assert health["late_blocks_per_min"] > 0
         # MQTT: at once (the status changed), retained, so a client that comes later sees it.
+        # "At once" is the next health report (one a second), which may come after the API's.
+        deadline = time.monotonic() + 5
         published = json.loads(retained(mosquitto.port, base + "health"))
+        while published["status"] != "glitching" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            published = json.loads(retained(mosquitto.port, base + "health"))
         assert published["status"] == "glitching" and published["late_blocks"] > 0, published
         panel.wait_for_function("document.getElementById('health').className === 'glitching'")
         shown = int(panel.get_attribute("#health", "data-late-blocks") or 0)
