@@ -46,22 +46,13 @@ def _run(
 
 
 def _pip_sources(env: dict[str, str]) -> list[str]:
-    """pip's configured find-links and extra index URLs as uv options (uv reads no pip.conf)."""
+    """pip's configured find-links, indexes and constraints as uv options (uv reads no pip.conf),
+    as the set-up hands them to uv."""
     listed = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"],
+        [sys.executable, str(REPO_ROOT / "tools" / "pip_sources.py")],
         env=env, capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
-    options: list[str] = []
-    for line in listed.splitlines():
-        key, _, value = line.partition("=")
-        flags = {"find-links": "--find-links", "extra-index-url": "--extra-index-url"}
-        flag = flags.get(key.rsplit(".", 1)[-1])
-        if flag is None:
-            continue
-        for item in value.strip().strip("'\"").split():
-            if item not in options:
-                options += [flag, item]
-    return options
+    return listed.split()
 
 
 def _checkout_copy(target: Path) -> Path:

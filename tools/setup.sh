@@ -71,15 +71,22 @@ stamp="$VENV/.moodscore-$LEVEL"
 
 say "installing the $LEVEL packages into $VENV (first run takes a few minutes; log: $VENV/setup.log)"
 log="$VENV/setup.log"
-pip_install() {
-    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" >>"$log" 2>&1; then
-        tail -n 40 "$log" >&2
-        say "pip install $* failed; the full log is $log"
-        exit 1
-    fi
-}
 : >"$log"
-pip_install --upgrade pip
+failed() {
+    tail -n 40 "$log" >&2
+    say "$1 failed; the full log is $log"
+    exit 1
+}
+# uv installs the packages (pip unpacks every wheel again, uv links them from its cache: about
+# 20 s instead of 2 minutes here); pip itself only installs uv. uv reads no pip.conf, so the
+# machine's pip sources (find-links, indexes, constraints) are handed to it as flags.
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q -c requirements-lock.txt uv \
+    >>"$log" 2>&1 || failed "pip install uv"
+mapfile -t SOURCES < <("$VENV/bin/python" tools/pip_sources.py 2>>"$log")
+pip_install() {
+    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --index-strategy unsafe-best-match \
+        "${SOURCES[@]}" "$@" >>"$log" 2>&1 || failed "uv pip install $*"
+}
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build; 2.13.0 is the CPU wheel.
 pip_install -c requirements-lock.txt "torch==2.13.0"
 if [ "$LEVEL" = demo ]; then
