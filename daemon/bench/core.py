@@ -51,13 +51,13 @@ Figures (later issues add theirs):
   output in headless Chromium over loopback WebRTC, ms p50/p95 (``skipped`` without Chromium);
 - ``render_x_realtime``: ``moodscore render`` of a 640x360, 30 fps H.264 clip (60 s; 8 s with
   ``--quick``), as a whole command in a fresh process: clip length / wall time;
-- ``library``: the music library on 200 files (25 with ``--quick``) moodscore composes and writes
+- ``library``: the music library on 200 files (15 with ``--quick``) moodscore composes and writes
   as WAV, FLAC, OGG and MP3: ``scan`` speed in ``x_realtime`` (target >= 20), ``rescan_s`` with
   nothing changed (target < 2), and ``recommend`` quality (mood queries, research seed 001's
   diversity measure against nearest-by-tempo); see :mod:`daemon.bench.library`;
 - ``reaction``: how fast the music answers a cut, from rendered audio alone (frame mode, demo
-  clips cutting calm -> intense and back at 12 s, at 70, 110 and 150 bpm; 110 alone with
-  ``--quick``): ``first_change_s`` (the first sample differing from the uncut render) and
+  clips cutting calm -> intense and back at 12 s, at 70, 110 and 150 bpm; 110 calm -> intense
+  alone with ``--quick``): ``first_change_s`` (the first sample differing from the uncut render) and
   ``half_done_s`` (activity half-way to its new level), in seconds after the cut; and
   ``live_cut_to_stinger_ms``, live (manual backend, a paced source stepping every 4 s) from the
   arrival of the frame that confirms a cut to the first sample of the stinger answering it,
@@ -142,7 +142,7 @@ def _reaction(config: Config, *, quick: bool) -> dict[str, Any]:
     except ImportError as exc:
         # ViZDoom comes with the `train` extra (tools/setup.sh installs it).
         figures["game"] = {"skipped": f"needs ViZDoom (the train extra): {exc}"}
-    figures["live_cut_to_stinger_ms"] = live_latency(config, seconds=20.0 if quick else 60.0)
+    figures["live_cut_to_stinger_ms"] = live_latency(config, seconds=12.0 if quick else 60.0)
     return figures
 
 

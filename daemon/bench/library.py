@@ -1,9 +1,9 @@
 """The music library's figures for ``moodscore bench``.
 
-A library is built first: moodscore composes 40 pieces (5 with ``--quick``) at moods spread
+A library is built first: moodscore composes 40 pieces (3 with ``--quick``) at moods spread
 over the valence/arousal plane (the default preset, 30 s each; 6 s quick), and each is written
 five ways: WAV, FLAC, OGG Vorbis, MP3 and a quieter WAV starting a second later, so 200 files
-(25 quick) in four formats. Then:
+(15 quick) in four formats. Then:
 
 - ``scan``: ``library scan`` of the whole folder into a new index with ``library.workers``
   processes: files, minutes of music, wall seconds, ``x_realtime`` (music seconds per wall
@@ -57,7 +57,7 @@ def library_figures(config: Config, *, quick: bool = False) -> dict[str, Any]:
     seconds = 6.0 if quick else 30.0
     pieces = [(v, a) for v in VALENCES for a in AROUSALS] * 2
     if quick:
-        pieces = pieces[3:20:4]
+        pieces = pieces[3:20:6]
     with tempfile.TemporaryDirectory(prefix="moodscore-bench-library-") as scratch:
         root = Path(scratch)
         folder = root / "music"
