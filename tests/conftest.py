@@ -8,6 +8,14 @@ any other skip (``pytest.skip``, ``importorskip``, ``skipif``) is turned into a 
 
 At the end of a run the allowed skips are listed with their reasons, so a reader sees what the
 run did not check on this machine.
+
+Two at a time, or alone. ``make test`` runs in two passes: the modules in
+:data:`SHARED_MODULES` (offline renders, training on tiny runs, models, config: nothing in them
+measures the wall clock) two at a time with pytest-xdist, one module per worker; then every
+other test, marked ``alone`` here, one at a time with nothing else running, because those
+measure time as a listener would (live audio paced to the clock, JACK MIDI jitter, beats ahead
+over MQTT/OSC/Link, Chromium latency) and a neighbour on a two-core machine moves their figures.
+A new module runs alone until someone adds it to the list knowing it has no timing in it.
 """
 
 from __future__ import annotations
@@ -36,6 +44,31 @@ def _refuse(report: Any, where: str) -> None:
         f"({', '.join(HARDWARE)}; see tests/hardware.py). Everything else the set-up installs "
         "is required: install it (tools/setup.sh) or fix it."
     )
+
+
+# Modules with no wall-clock check in them (see above): safe beside one another.
+SHARED_MODULES = frozenset(
+    {
+        "test_affect", "test_analysis", "test_architecture", "test_compose_cmd", "test_composer",
+        "test_conductor", "test_config", "test_demo", "test_face", "test_footage",
+        "test_golden_renders", "test_install", "test_library", "test_melody", "test_music_video",
+        "test_ngram", "test_platforms", "test_render", "test_scene_augment", "test_scene_heldout",
+        "test_scene_model", "test_scenes", "test_teach", "test_transitions", "test_visuals",
+        "test_wheel",
+    }
+)  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "alone: measures the wall clock; `make test` runs it with nothing beside it"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem not in SHARED_MODULES:
+            item.add_marker(pytest.mark.alone)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -116,7 +116,7 @@ async def test_the_music_follows_a_daws_clock_and_its_start_stop(
             await asyncio.sleep(7.0)
             for step, command, seconds in (
                 ("140", {"bpm": 140}, 8.0),
-                ("stop", "stop", 3.0),
+                ("stop", "stop", 4.5),  # a whole silent bar after the bar line Stop lands on
                 ("continue", "continue", 3.0),
             ):
                 marks[step] = session.engine.audio_time
