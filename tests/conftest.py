@@ -15,7 +15,8 @@ measures the wall clock) two at a time with pytest-xdist, one module per worker;
 other test, marked ``alone`` here, one at a time with nothing else running, because those
 measure time as a listener would (live audio paced to the clock, JACK MIDI jitter, beats ahead
 over MQTT/OSC/Link, Chromium latency) and a neighbour on a two-core machine moves their figures.
-A new module runs alone until someone adds it to the list knowing it has no timing in it.
+A new module runs alone until someone adds it to the list knowing it has no timing in it; a
+live test in a listed module is marked ``@pytest.mark.alone`` itself.
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ def _refuse(report: Any, where: str) -> None:
 # Modules with no wall-clock check in them (see above): safe beside one another.
 SHARED_MODULES = frozenset(
     {
-        "test_affect", "test_analysis", "test_architecture", "test_compose_cmd", "test_composer",
-        "test_conductor", "test_config", "test_demo", "test_face", "test_footage",
-        "test_golden_renders", "test_install", "test_library", "test_melody", "test_music_video",
-        "test_ngram", "test_platforms", "test_render", "test_scene_augment", "test_scene_heldout",
-        "test_scene_model", "test_scenes", "test_teach", "test_transitions", "test_visuals",
-        "test_wheel",
+        "test_affect", "test_analysis", "test_architecture", "test_cli", "test_compose_cmd",
+        "test_composer", "test_conductor", "test_config", "test_demo", "test_face", "test_footage",
+        "test_game_mode", "test_golden_renders", "test_install", "test_library", "test_melody",
+        "test_music_video", "test_ngram", "test_platforms", "test_reactions", "test_render",
+        "test_scene_augment", "test_scene_heldout", "test_scene_model", "test_scenes",
+        "test_teach", "test_transitions", "test_visuals", "test_wheel",
     }
 )  # fmt: skip
 

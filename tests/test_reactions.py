@@ -242,6 +242,7 @@ def test_transition_rules_from_a_preset_file_are_obeyed(exit_: str, tmp_path: Pa
     assert changed.bar == lines[wanted - 1].bar, (changed.bar, [g.bar for g in lines])
 
 
+@pytest.mark.alone  # live, paced to the wall clock: the rest of this module renders offline
 @pytest.mark.mosquitto
 async def test_a_live_cut_is_a_cue_on_mqtt_and_in_the_web_state(
     broker: Broker,  # noqa: F811
