@@ -102,15 +102,24 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
 
 
 def _engine_process(daemon: int) -> int:
-    """The pid of the daemon's engine process (named PROCESS_NAME, as `ps` shows it)."""
+    """The pid of the daemon's engine process: named PROCESS_NAME (as `ps` shows it), the
+    daemon's child or grandchild (through the fork server it starts engines from)."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
             continue
+        pid = int(stat.parent.name)
         name, rest = text[text.index("(") + 1 :].rsplit(")", 1)
-        if name == PROCESS_NAME and int(rest.split()[1]) == daemon:
-            return int(stat.parent.name)
+        names[pid], parents[pid] = name, int(rest.split()[1])
+    for pid, name in names.items():
+        ancestor = parents.get(pid, 0)
+        while name == PROCESS_NAME and ancestor > 1:
+            if ancestor == daemon:
+                return pid
+            ancestor = parents.get(ancestor, 0)
     raise AssertionError(f"no {PROCESS_NAME} process under the daemon (pid {daemon})")
 
 
