@@ -425,7 +425,7 @@ class EngineConfig(ConfigSection):
     needs root, CAP_SYS_NICE or a `ulimit -e`/`-r` limit; without it the log says so, once."""
 
     process: Literal["own", "shared"] = "own"
-    """Where a live ``manual`` engine runs: "own" (a process of its own, fed scores through a
+    """Where a live "manual" engine runs: "own" (a process of its own, fed scores through a
     queue and handing audio back through shared memory, so a busy daemon cannot make it late) or
     "shared" (a thread of the daemon's process). Renders, the device/jack backends, the library
     mode and a Link session always use "shared"."""

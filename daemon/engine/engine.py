@@ -164,6 +164,9 @@ class Engine(Scheduling):
         self._grid_listeners: Listeners[[BarGrid]] = Listeners("grid")
         self._note_listeners: Listeners[[Sequence[ScheduledNote]]] = Listeners("note")
         self.late_blocks = 0  # live manual mode: blocks handed on after their wall-clock time
+        # engine.process = "own": blocks the engine process made in time but this process handed
+        # to its listeners late (it was busy); in one process late_blocks counts those too.
+        self.late_handoffs = 0
         self.priority = "normal"  # what the audio thread got (engine.priority asks)
         # device/jack: callbacks that came more than two periods after the one before (the card
         # or JACK had nothing to play in between): an estimate of xruns.

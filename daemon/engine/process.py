@@ -35,6 +35,7 @@ import os
 import queue
 import signal
 import threading
+import time
 import types
 from typing import TYPE_CHECKING, Any, cast
 
@@ -403,6 +404,12 @@ class ProcessEngine(Engine):
                 )
         else:
             self._audio_listeners(block, start / self.sample_rate)
+            # As the engine counts its late blocks: after a listener with one block of buffer
+            # needed it, once the stream started (live_ahead_s rendered).
+            end = (start + self.buffer_size) / self.sample_rate
+            streaming = end > self.config.live_ahead_s
+            if wall_offset is not None and streaming and time.perf_counter() > wall_offset + end:
+                self.late_handoffs += 1
         self._wall_offset = wall_offset
         self.late_blocks = late
         self._underruns = underruns
