@@ -154,9 +154,19 @@ def _child_main(
             return False
         return True
 
-    # What the composer wrote before the start comes first: bar 0 must not be an underrun.
-    while (command := commands.get()) != ("primed",):
-        apply(command)
+    # Started before the engine's start(), it waits for it here. What the composer wrote
+    # before the start comes first: bar 0 must not be an underrun.
+    while True:
+        try:
+            command = commands.get(timeout=_POLL_S)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                os._exit(0)
+            continue
+        if command == ("primed",):
+            break
+        if not apply(command):
+            os._exit(0)  # stopped before it started
 
     def serve() -> None:
         while apply(commands.get()):
@@ -222,6 +232,39 @@ class ProcessEngine(Engine):
         self._slots = max(8, round(RING_SECONDS * config.sample_rate / config.buffer_size))
         self._lost_blocks = 0  # blocks overwritten in the ring before the relay read them
         self.pid: int | None = None  # the engine process, once started
+        # The process starts now, while the session starts its outputs: a fresh interpreter
+        # importing numpy and pyo takes seconds on a busy machine. It waits for start().
+        self._launch_error: BaseException | None = None
+        self._launcher = threading.Thread(
+            target=self._launch, name="moodscore-engine-launch", daemon=True
+        )
+        self._launcher.start()
+
+    def _launch(self) -> None:
+        try:
+            samples = self._slots * self.buffer_size * 2
+            self._ring = self._context.RawArray("f", samples)
+            self._stamps = self._context.RawArray("q", self._slots + 1)
+            process = self._context.Process(
+                target=_child_main,
+                args=(
+                    # A plain copy: the child starts without importing pydantic.
+                    types.SimpleNamespace(**dataclasses.asdict(self.config)),
+                    self.backend,
+                    self._commands,
+                    self._events,
+                    self._ring,
+                    self._stamps,
+                    self._slots,
+                ),
+                name="moodscore-engine",
+                daemon=True,
+            )
+            process.start()
+            self._process = process
+            self.pid = process.pid
+        except Exception as exc:
+            self._launch_error = exc
 
     # ------------------------------------------------------------------ commands
 
@@ -271,26 +314,12 @@ class ProcessEngine(Engine):
         if self._started:
             raise EngineError("the engine was already started; make a new Engine")
         self._started = True
-        samples = self._slots * self.buffer_size * 2
-        self._ring = self._context.RawArray("f", samples)
-        self._stamps = self._context.RawArray("q", self._slots + 1)
-        self._process = self._context.Process(
-            target=_child_main,
-            args=(
-                # A plain copy: the child starts without importing pydantic (half a second).
-                types.SimpleNamespace(**dataclasses.asdict(self.config)),
-                self.backend,
-                self._commands,
-                self._events,
-                self._ring,
-                self._stamps,
-                self._slots,
-            ),
-            name="moodscore-engine",
-            daemon=True,
-        )
-        self._process.start()
-        self.pid = self._process.pid
+        self._launcher.join(BOOT_TIMEOUT_S)
+        if self._process is None:
+            self._stop_requested.set()
+            raise EngineError(
+                f"could not start the engine process: {self._launch_error or 'it took too long'}"
+            ) from self._launch_error
         self.scores.forward(self._send)
         self._send(("primed",))
         self._relay_thread = threading.Thread(
@@ -311,6 +340,9 @@ class ProcessEngine(Engine):
         thread (on the relay thread, from a listener, it only asks)."""
         self._stop_requested.set()
         if not self._started:
+            self._launcher.join(BOOT_TIMEOUT_S)
+            self._send(("stop",))
+            self._kill()
             self._finished.set()
             self.close_scheduler()
             return
