@@ -199,6 +199,8 @@ def _context() -> Any:
     """Where engine processes come from: a fork server (not a fork of the daemon, whose threads
     a fork would copy half-way) with numpy, pyo and the engine imported once, so that the
     second and later engines of a process start in a fraction of a second."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")  # Windows: a fresh interpreter each time
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["numpy", "pyo", "daemon.engine.process"])
     return context
