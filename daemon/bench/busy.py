@@ -9,7 +9,8 @@ target 0).
 
 It runs once per variant, each in a fresh daemon: ``shared`` (the engine in the daemon's
 process at raised priority, the "before"), ``own`` (the default: the engine in a process of its
-own at raised priority, ``engine.process = "own"``), and on request ``normal``
+own at raised priority, ``engine.process = "own"``), and on request ``own_realtime`` (its own
+process at ``engine.priority = "realtime"``), ``normal``
 (``engine.priority = "normal"``, in the daemon's process) and ``high_worker`` (in the daemon's
 process, with ``visuals.worker_process = true``). With the engine in its own process the figure
 also gives ``late_handoffs``: blocks made in time that the busy daemon handed to its listeners
@@ -75,6 +76,7 @@ def _state(url: str) -> dict[str, Any]:
 VARIANTS = {
     "shared": '[engine]\nprocess = "shared"\npriority = "high"\n',
     "own": '[engine]\nprocess = "own"\npriority = "high"\n',
+    "own_realtime": '[engine]\nprocess = "own"\npriority = "realtime"\n',
     "normal": '[engine]\nprocess = "shared"\npriority = "normal"\n',
     "high_worker": (
         '[engine]\nprocess = "shared"\npriority = "high"\n[visuals]\nworker_process = true\n'

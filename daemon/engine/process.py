@@ -382,6 +382,11 @@ class ProcessEngine(Engine):
     def _relay(self) -> None:
         """Hand the child's events and blocks to the listeners, in order, until it ends."""
         self._relay_id = threading.get_ident()
+        # The hand-off to the listeners (the WebRTC audio, the recorder) must not wait its turn
+        # for a core either; raised, but never real-time here: it shares the daemon's lock.
+        raise_thread_priority(
+            "normal" if self.config.priority == "normal" else "high", what="engine relay thread"
+        )
         data = np.frombuffer(self._ring, dtype=np.float32).reshape(self._slots, self.buffer_size, 2)
         stamp = np.frombuffer(self._stamps, dtype=np.int64)
         try:
