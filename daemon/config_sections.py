@@ -424,6 +424,12 @@ class EngineConfig(ConfigSection):
     late: "high" (nice -10), "realtime" (SCHED_FIFO, falling back to high) or "normal". Raising it
     needs root, CAP_SYS_NICE or a `ulimit -e`/`-r` limit; without it the log says so, once."""
 
+    process: Literal["own", "shared"] = "own"
+    """Where a live "manual" engine runs: "own" (a process of its own, fed scores through a
+    queue and handing audio back through shared memory, so a busy daemon cannot make it late) or
+    "shared" (a thread of the daemon's process). Renders, the device/jack backends, the library
+    mode and a Link session always use "shared"."""
+
     tempo_ramp: StrictFloat = Field(default=1.0, ge=0, le=1)
     """Fraction of a bar over which a tempo change ramps, starting at the bar line (0 = the tempo
     jumps on the downbeat, 1 = it glides across the whole bar)."""

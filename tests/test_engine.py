@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterable
@@ -15,6 +17,7 @@ from daemon.clock import STEPS_PER_BEAT, BarGrid, ScheduledNote, bar_length_samp
 from daemon.config import EngineConfig
 from daemon.engine import BackendChoice, Engine, ScoreQueue
 from daemon.engine.envelopes import EnvShape, envelope_points, level_at
+from daemon.engine.process import ProcessEngine
 from daemon.engine.sequencer import Missing, Sequencer
 from daemon.errors import EngineError
 from daemon.messages import (
@@ -536,6 +539,32 @@ def test_live_manual_backend_is_paced_to_the_wall_clock() -> None:
     wall = engine.wall_time(beats[1].audio_time)
     assert wall is not None and abs(wall - (started + 0.5)) < 0.1
     assert engine.late_blocks == 0
+
+
+def test_an_engine_process_that_dies_is_one_clear_error_and_a_clean_stop() -> None:
+    # engine.process = "own": pyo plays in a child process; killed, the daemon's engine ends
+    # with an error the session shows as one line, and stop() never hangs.
+    queue = ScoreQueue()
+    for b in range(4):
+        queue.put(bar_score(b, band_notes(b)))
+    engine = ProcessEngine(
+        config=EngineConfig(), backend=BackendChoice("manual", "test"), scores=queue
+    )
+    heard: list[float] = []
+    engine.add_audio_listener(lambda block, t: heard.append(float(np.abs(block).max())))
+    engine.start()
+    assert engine.pid is not None and engine.pid != os.getpid()
+    deadline = time.monotonic() + 10
+    while engine.audio_time < 0.5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert max(heard) > 0.01  # the band plays through the shared ring
+    os.kill(engine.pid, signal.SIGKILL)
+    assert engine.wait(5.0)
+    assert isinstance(engine.error, EngineError)
+    assert "engine process ended unexpectedly (signal 9)" in str(engine.error)
+    started = time.monotonic()
+    engine.stop()
+    assert time.monotonic() - started < 3.0
 
 
 def test_device_backends_cannot_render() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -263,7 +264,9 @@ def test_a_full_disk_during_run_stops_the_recording_not_the_music(
     # from the other work, not from the disk.)
     summary = next(line for line in err.splitlines() if "health: " in line)
     assert " 0 bars late" in summary, summary
-    assert "over 6 s" in summary or "over 7 s" in summary, summary
+    # 6 s of music, plus the start (the engine process's included; more on a loaded machine).
+    over = re.search(r"over (\d+) s", summary)
+    assert over is not None and 6 <= int(over.group(1)) <= 10, summary
     (wav,) = small_disk.glob("*.wav")
     assert sf.info(wav).frames > 2.0 * SR
 

@@ -68,7 +68,8 @@ async def test_a_preset_edited_while_playing_changes_sounds_drums_and_midi_at_on
     preset = presets / "stage.toml"
     preset.write_text(_preset("backbeat", "saw", "strings"))
     config = live_config(conductor={"scene": "stage", "preset_dirs": [str(presets)]})
-    config = config.replace("web", enabled=False)
+    # The test looks into the band, which is in this process only with the engine "shared".
+    config = config.replace("web", enabled=False).replace("engine", process="shared")
     session = build(config, seconds=30.0)
     midi = MidiFileOutput(tmp_path / "live.mid")
     session.outputs.append(midi)

@@ -16,7 +16,7 @@ from daemon.analysis.modes import teaches
 from daemon.analysis.teach import Teacher, make_teacher
 from daemon.composer import Composer
 from daemon.conductor import Conductor
-from daemon.config import Config
+from daemon.config import Config, EngineConfig
 from daemon.control.hub import ControlHub
 from daemon.control.router import Router
 from daemon.engine import BackendChoice, Engine, ScoreQueue
@@ -53,6 +53,31 @@ class Core:
     teacher: Teacher | None = None
 
 
+def _make_engine(
+    config: Config,
+    engine_config: EngineConfig,
+    *,
+    backend: BackendChoice,
+    scores: ScoreQueue,
+    render: bool,
+) -> Engine:
+    """The engine: in a process of its own for a live manual run (``engine.process``), else in
+    this one. Renders stay here (they must repeat sample for sample, waiting on the planner), and
+    so do the library mode (its players join pyo's graph) and Link (it sets each bar's tempo on
+    the audio thread)."""
+    if config.engine.process == "own" and not render and backend.name == "manual":
+        if config.library.play or config.link.enabled:
+            log.info(
+                "engine: in the daemon's process (%s needs it there)",
+                "the library mode" if config.library.play else "Link",
+            )
+        else:
+            from daemon.engine.process import ProcessEngine
+
+            return ProcessEngine(config=engine_config, backend=backend, scores=scores)
+    return Engine(config=engine_config, backend=backend, scores=scores, realtime=not render)
+
+
 def build_core(
     config: Config,
     *,
@@ -84,7 +109,7 @@ def build_core(
         if config.library.play or (config.link.enabled and not render)
         else config.engine
     )
-    engine = Engine(config=engine_config, backend=backend, scores=scores, realtime=not render)
+    engine = _make_engine(config, engine_config, backend=backend, scores=scores, render=render)
     library = None
     if config.library.play:
         from daemon.extras import require

@@ -126,6 +126,7 @@ def _health_monitor(
     engine, analysis = core.engine, session.analysis
     counts: dict[str, Callable[[], float | int | None]] = {
         "late_blocks": lambda: engine.late_blocks,
+        "late_handoffs": lambda: engine.late_handoffs,
         "xruns": lambda: engine.xruns,
         "underruns": lambda: engine.underruns,
         "dropped_frames": lambda: analysis.dropped if analysis is not None else 0,

@@ -7,9 +7,14 @@ warm-up, the daemon's own ``/api/state`` health counts ``late_blocks`` over the 
 seconds: blocks handed on after a listener with one block of buffer needed them (audible gaps;
 target 0).
 
-It runs once per variant, each in a fresh daemon: ``normal`` (``engine.priority = "normal"``,
-the "before"), ``high`` (the default raised priority) and ``high_worker`` (raised priority and
-``visuals.worker_process = true``: drawing and VP8 encoding in a process of their own).
+It runs once per variant, each in a fresh daemon: ``shared`` (the engine in the daemon's
+process at raised priority, the "before"), ``own`` (the default: the engine in a process of its
+own at raised priority, ``engine.process = "own"``), and on request ``own_realtime`` (its own
+process at ``engine.priority = "realtime"``), ``normal``
+(``engine.priority = "normal"``, in the daemon's process) and ``high_worker`` (in the daemon's
+process, with ``visuals.worker_process = true``). With the engine in its own process the figure
+also gives ``late_handoffs``: blocks made in time that the busy daemon handed to its listeners
+(the WebRTC audio, the recorder) after their time.
 """
 
 from __future__ import annotations
@@ -69,10 +74,16 @@ def _state(url: str) -> dict[str, Any]:
 
 
 VARIANTS = {
-    "normal": '[engine]\npriority = "normal"\n',
-    "high": '[engine]\npriority = "high"\n',
-    "high_worker": '[engine]\npriority = "high"\n[visuals]\nworker_process = true\n',
+    "shared": '[engine]\nprocess = "shared"\npriority = "high"\n',
+    "own": '[engine]\nprocess = "own"\npriority = "high"\n',
+    "own_realtime": '[engine]\nprocess = "own"\npriority = "realtime"\n',
+    "normal": '[engine]\nprocess = "shared"\npriority = "normal"\n',
+    "high_worker": (
+        '[engine]\nprocess = "shared"\npriority = "high"\n[visuals]\nworker_process = true\n'
+    ),
 }
+# What `moodscore bench` runs: before and after.
+DEFAULT_VARIANTS = ("shared", "own")
 
 
 def _one(variant: str, *, seconds: float, viewers: int, busy: int) -> dict[str, Any]:
@@ -117,9 +128,11 @@ def _one(variant: str, *, seconds: float, viewers: int, busy: int) -> dict[str, 
                 daemon.kill()
                 daemon.wait()
     late = after["health"]["late_blocks"] - before["health"]["late_blocks"]
+    handoffs = after["health"]["late_handoffs"] - before["health"]["late_handoffs"]
     return {
         "late_blocks_per_min": round(late * 60.0 / elapsed, 1),
         "late_blocks": late,
+        "late_handoffs_per_min": round(handoffs * 60.0 / elapsed, 1),
         "seconds": round(elapsed, 1),
         "viewers": after["viewers"],
         "cpu_percent": after["health"].get("cpu_percent"),
@@ -127,7 +140,7 @@ def _one(variant: str, *, seconds: float, viewers: int, busy: int) -> dict[str, 
 
 
 def busy_figures(
-    *, seconds: float = 60.0, variants: tuple[str, ...] = tuple(VARIANTS)
+    *, seconds: float = 60.0, variants: tuple[str, ...] = DEFAULT_VARIANTS
 ) -> dict[str, Any]:
     """Late blocks per minute per variant (see the module docstring), or the ``skipped`` reason
     without Chromium."""
@@ -143,7 +156,7 @@ def busy_figures(
 def main() -> None:
     """``python -m daemon.bench.busy [SECONDS] [VARIANT ...]``: this figure alone."""
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
-    variants = tuple(sys.argv[2:]) or tuple(VARIANTS)
+    variants = tuple(sys.argv[2:]) or DEFAULT_VARIANTS
     print(json.dumps(busy_figures(seconds=seconds, variants=variants), indent=2))
 
 

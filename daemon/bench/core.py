@@ -63,9 +63,9 @@ Figures (later issues add theirs):
   arrival of the frame that confirms a cut to the first sample of the stinger answering it,
   as heard, p50/p95; see :mod:`daemon.bench.reaction`;
 - ``busy_machine``: late audio blocks per minute of a live ``run`` with three OBS-page viewers
-  (headless Chromium) and two busy cores, 60 s, with ``engine.priority`` ``normal`` (before),
-  ``high`` (the default) and ``high`` with ``visuals.worker_process``; target 0; not with
-  ``--quick``; see :mod:`daemon.bench.busy`.
+  (headless Chromium) and two busy cores, 60 s, with the engine in the daemon's process
+  (``engine.process = "shared"``, before) and in its own (``"own"``, the default, after), both
+  at raised priority; target 0; not with ``--quick``; see :mod:`daemon.bench.busy`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,7 +43,6 @@ from daemon.clock import (
     ScheduledNote,
     Scheduling,
 )
-from daemon.config import EngineConfig
 from daemon.engine.backends import BackendChoice
 from daemon.engine.envelopes import STOP_FADE_S
 from daemon.engine.priority import raise_thread_priority
@@ -51,6 +50,10 @@ from daemon.engine.scores import ScoreQueue
 from daemon.engine.sequencer import BarTempo, Missing, Sequencer
 from daemon.errors import EngineError
 from daemon.messages import LAYER_ORDER, BarScore, BarStarted, Beat, Layer
+
+if TYPE_CHECKING:
+    # Only a type here: the engine process (daemon.engine.process) starts without pydantic.
+    from daemon.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,9 @@ class Engine(Scheduling):
         self._grid_listeners: Listeners[[BarGrid]] = Listeners("grid")
         self._note_listeners: Listeners[[Sequence[ScheduledNote]]] = Listeners("note")
         self.late_blocks = 0  # live manual mode: blocks handed on after their wall-clock time
+        # engine.process = "own": blocks the engine process made in time but this process handed
+        # to its listeners late (it was busy); in one process late_blocks counts those too.
+        self.late_handoffs = 0
         self.priority = "normal"  # what the audio thread got (engine.priority asks)
         # device/jack: callbacks that came more than two periods after the one before (the card
         # or JACK had nothing to play in between): an estimate of xruns.

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from daemon.messages import BarPatch, BarScore
+
+# What a forwarding queue hands on: ("score", BarScore), ("patch", BarPatch), ("close", None).
+Forward = Callable[[tuple[str, object]], None]
 
 
 class ScoreQueue:
@@ -38,12 +42,33 @@ class ScoreQueue:
         self._put_at: dict[int, float] = {}  # time.monotonic() each waiting score came
         # How long the latest bar's score waited for the engine (s): the composer's margin.
         self.last_margin_s: float | None = None
+        self._forward: Forward | None = None
+
+    def forward(self, fn: Forward) -> None:
+        """Hand everything on to ``fn`` from now on (an engine in another process keeps its own
+        queue there): what waits here goes first, in bar order, then each put, patch and close
+        as it comes, in order. ``fn`` runs under the queue's lock and must not block."""
+        with self._cond:
+            for bar in sorted(self._scores):
+                fn(("score", self._scores[bar]))
+            for patch in self._patches:
+                fn(("patch", patch))
+            if self._closed:
+                fn(("close", None))
+            self._scores.clear()
+            self._put_at.clear()
+            self._patches = []
+            self._forward = fn
 
     def patch(self, patch: BarPatch) -> None:
         """Add a bar patch (taken by the engine at its next block); never blocks."""
         with self._cond:
-            if not self._closed:
-                self._patches.append(patch)
+            if self._closed:
+                return
+            if self._forward is not None:
+                self._forward(("patch", patch))
+                return
+            self._patches.append(patch)
 
     def take_patches(self) -> list[BarPatch]:
         """The patches added since the last call, in order (the engine thread)."""
@@ -74,6 +99,9 @@ class ScoreQueue:
         """Add a bar's score; never blocks (safe on the event loop). Ignored once closed."""
         with self._cond:
             if self._closed:
+                return
+            if self._forward is not None:
+                self._forward(("score", score))
                 return
             self._scores[score.bar] = score
             self._put_at.setdefault(score.bar, time.monotonic())
@@ -111,6 +139,8 @@ class ScoreQueue:
     def close(self) -> None:
         """No more scores will come: wake every waiting ``get`` (which returns None)."""
         with self._cond:
+            if self._forward is not None and not self._closed:
+                self._forward(("close", None))
             self._closed = True
             self._cond.notify_all()
 
