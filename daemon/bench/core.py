@@ -39,8 +39,8 @@ Figures (later issues add theirs):
   the signal cues, the feedback check, the live fusion on the analysis thread, and the VAD in
   its worker), and ``window_with_picture_cpu_ms_p50``, the scene window plus the live fusion;
 - ``scene_text``: game mode's on-screen text cue (:mod:`models.text_cues`), one frame a
-  second: ``offer_ms`` the analysis thread's share (shrinking the frame for the detector),
-  ``detect_ms`` the detector in its worker thread, p50/p95, one core, and ``core_share``;
+  second, all in its worker thread (the analysis thread only hands the frame over):
+  ``shrink_ms`` and ``detect_ms``, p50/p95, one core, and ``core_share``;
 - ``mqtt``: a live ``manual`` session at 120 bpm publishing to a mosquitto started on a free
   port (60 s; 5 s with ``--quick``): ``beat_lead_ms`` how long before each beat sounds
   ``mosquitto_sub`` received it (p50/p5/min; the setting is ``mqtt.beat_lead_ms``),
