@@ -97,3 +97,46 @@ def test_analyze_records_the_text_cue_in_the_timeline(tmp_path: Path):
     for w, v in moved:
         for name in w["text_moved"]:
             assert w["scene_probs"][name] >= v["scene_probs"][name] - 1e-6
+
+
+def test_live_never_waits_for_the_detector_and_a_file_always_does():
+    import threading
+    import time
+
+    from daemon.analysis.game_text import GameTextCues
+
+    release = threading.Event()
+    page = TextCues(area=0.2, prose=0.15, lines=8.0, block=6.0)
+
+    def slow(image: np.ndarray) -> TextCues:
+        release.wait(5)
+        return page
+
+    probs = np.array([0.1, 0.5, 0.2, 0.2])
+    frame = np.zeros((480, 640, 3), dtype=np.uint8)
+    live = GameTextCues(measure=slow, in_step=False)
+    try:
+        assert live.due(0.0)
+        live.offer(frame, 0.0)
+        started = time.perf_counter()
+        assert live.fuse(CLASSES, probs, 0.5)[1] == {}  # not measured yet: nothing spoke
+        assert time.perf_counter() - started < 0.5
+        assert not live.due(1.0)  # still busy: this frame is skipped, not queued
+        release.set()
+        time.sleep(0.2)
+        _, seen = live.fuse(CLASSES, probs, 1.0)
+        assert seen["text_to.dialogue"] == 1.0 and seen["text.prose"] == 0.15
+        # A reading older than MAX_AGE_S no longer speaks.
+        assert live.fuse(CLASSES, probs, 10.0)[1] == {}
+    finally:
+        release.set()
+        live.close()
+    release.clear()
+    in_step = GameTextCues(measure=slow, in_step=True)
+    try:
+        in_step.offer(frame, 0.0)
+        threading.Timer(0.2, release.set).start()
+        _, seen = in_step.fuse(CLASSES, probs, 0.5)
+        assert seen["text_to.menu"] == 1.0
+    finally:
+        in_step.close()
