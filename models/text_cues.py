@@ -99,7 +99,7 @@ def model_path() -> Path:
     if spec is None or spec.origin is None:
         raise TextModelMissing(
             "the on-screen text cue needs rapidocr-onnxruntime's detector: "
-            "pip install --no-deps rapidocr-onnxruntime==1.4.4 onnxruntime"
+            "pip install onnxruntime && pip install --no-deps rapidocr-onnxruntime==1.4.4"
         )
     path = Path(spec.origin).parent / "models" / DET_MODEL
     if not path.exists():
