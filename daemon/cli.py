@@ -233,6 +233,11 @@ def _add_no_game_audio_flag(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="game mode: ignore the file's audio track (default: heard when there is one)",
     )
+    parser.add_argument(
+        "--no-game-text",
+        action="store_true",
+        help="game mode: do not read on-screen text (default: config game.text)",
+    )
 
 
 def _add_mode_flag(parser: argparse.ArgumentParser) -> None:
@@ -392,12 +397,14 @@ def _with_web(args: argparse.Namespace, config: Config) -> Config:
 
 
 def _with_mode(args: argparse.Namespace, config: Config) -> Config:
-    """``--mode`` over ``analysis.mode``; ``--no-game-audio`` and ``--game-audio`` over
-    ``game.audio`` and ``game.audio_device``."""
+    """``--mode`` over ``analysis.mode``; ``--no-game-audio``, ``--no-game-text`` and
+    ``--game-audio`` over ``game.audio``, ``game.text`` and ``game.audio_device``."""
     if args.mode is not None:
         config = config.replace("analysis", mode=args.mode)
     if getattr(args, "no_game_audio", False):
         config = config.replace("game", audio=False)
+    if getattr(args, "no_game_text", False):
+        config = config.replace("game", text=False)
     if getattr(args, "game_audio", None):
         config = config.replace("game", audio_device=args.game_audio)
     return config

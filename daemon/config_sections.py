@@ -285,6 +285,11 @@ class GameConfig(ConfigSection):
     track (speech raises dialogue, loud dense transients raise combat); --no-game-audio turns it
     off. Live, the audio comes from audio_device."""
 
+    text: bool = True
+    """Read on-screen text in game mode (one frame a second, in a worker): large text blocks raise
+    dialogue and menu where the picture already gives them 0.1 or more (models/text_cues.py);
+    --no-game-text turns it off. Needs rapidocr-onnxruntime's detector (tools/setup.sh)."""
+
     audio_device: str = ""
     """Live game audio for `run` (--game-audio): "jack:PORTS" (a JACK port pattern), "pulse:NAME" or
     a name ending in ".monitor" (a PulseAudio/PipeWire source), or a PortAudio input name or index;

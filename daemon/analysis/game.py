@@ -16,7 +16,10 @@ preset it has and intensity (arousal) alone moves tempo and layers. A window's f
 second the model reads, at or above :data:`CUE_SPEAKS`, as ``cue.<name>``); the timeline records
 both. With the game's own audio (:attr:`GameModel.audio`, :mod:`daemon.analysis.game_audio`) the
 window's probabilities are moved by its audio cues before the smoothing, and the audio cues that
-spoke are recorded as ``audio.<name>`` / ``audio_to.<class>``.
+spoke are recorded as ``audio.<name>`` / ``audio_to.<class>``. On-screen text
+(:attr:`GameModel.text`, :mod:`daemon.analysis.game_text`, ``game.text``): one frame a second
+is measured for text in a worker, and large text blocks raise dialogue and menu the same way
+(after the audio, before the smoothing); recorded as ``text.<cue>`` / ``text_to.<class>``.
 
 A cut found in the frames (:mod:`daemon.analysis.cues`: the picture jumped to a new, steady one)
 starts the reading afresh: the GRU forgets the frames before the cut and the smoothing starts
@@ -56,6 +59,7 @@ from models.scene_data import STORE_HEIGHT, STORE_WIDTH
 
 if TYPE_CHECKING:
     from daemon.analysis.game_audio import GameAudioCues
+    from daemon.analysis.game_text import GameTextCues
 
 log = logging.getLogger("moodscore.analysis.game")
 
@@ -141,6 +145,9 @@ class GameModel(WindowModel[np.ndarray | None]):
         """The game's own audio (:mod:`daemon.analysis.game_audio`), fused per window."""
         self._teacher = teacher
         self._names: tuple[str, ...] = self.classes  # what self._probs are probabilities of
+        self.text: GameTextCues | None = open_text_cues() if config.text else None
+        """On-screen text (:mod:`daemon.analysis.game_text`), fused per window; in step (files)
+        until :func:`pace_game_text` says the source is live."""
 
     def reset(self) -> None:
         self._reader.reset()
@@ -149,6 +156,8 @@ class GameModel(WindowModel[np.ndarray | None]):
         self._last = None
         self._kept = []
         self._cut_at = None
+        if self.text is not None:
+            self.text.reset()
 
     def cut(self, time: float) -> None:
         self._cut_at = time
@@ -165,6 +174,9 @@ class GameModel(WindowModel[np.ndarray | None]):
         following = pts + self._period if due is None else due + self._period
         self._next_pts = following if following > pts else pts + self._period
         self._kept.append(pts)
+        text = self.text
+        if text is not None and text.due(pts):
+            text.offer(frame.image, pts)
         return shrink_to_store(frame.image)
 
     def infer(self, prepared: Sequence[np.ndarray | None], t_start: float, t_end: float) -> Mood:
@@ -203,6 +215,9 @@ class GameModel(WindowModel[np.ndarray | None]):
             # Before the smoothing: audio evidence is one more reading of this window (of the
             # taught head's scenes too: it moves dialogue and combat where they are named).
             probs, heard = self.audio.fuse(names, probs, t_start, t_end)
+        if self.text is not None:
+            probs, seen = self.text.fuse(names, probs, t_end)
+            heard.update(seen)
         tau = self._config.smoothing_s
         if self._probs is None or tau <= 0:
             self._probs = probs
@@ -238,6 +253,8 @@ class GameModel(WindowModel[np.ndarray | None]):
     def close(self) -> None:
         if self.audio is not None:
             self.audio.close()
+        if self.text is not None:
+            self.text.close()
         if self._teacher is not None:
             self._teacher.close()
 
@@ -296,3 +313,25 @@ def attach_game_audio(model: WindowModel[Any], cues: GameAudioCues) -> bool:
         return False
     game.audio = cues
     return True
+
+
+def open_text_cues() -> GameTextCues | None:
+    """The on-screen text cue with its detector (one onnxruntime thread), or None with one
+    logged line when the detector is not installed (the picture alone reads the game)."""
+    from daemon.analysis.game_text import GameTextCues
+    from models.text_cues import TextDetector, TextModelMissing
+
+    try:
+        detector = TextDetector(threads=1)
+    except TextModelMissing as exc:
+        log.error("%s; game mode reads without the on-screen text cue (game.text = false)", exc)
+        return None
+    return GameTextCues(measure=detector.measure)
+
+
+def pace_game_text(model: WindowModel[Any], *, live: bool) -> None:
+    """Live sources never wait for the text measurement (it uses the latest one done); files
+    wait, so a file reads the same every time."""
+    game = model.game if isinstance(model, AutoModel) else model
+    if isinstance(game, GameModel) and game.text is not None:
+        game.text.in_step = not live

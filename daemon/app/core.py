@@ -10,7 +10,7 @@ from pathlib import Path
 
 from daemon.analysis import AnalysisStage, make_window_model
 from daemon.analysis.board import MoodBoard
-from daemon.analysis.game import attach_game_audio
+from daemon.analysis.game import attach_game_audio, pace_game_text
 from daemon.analysis.game_audio import GameAudioCues, PlayedAudio
 from daemon.analysis.modes import teaches
 from daemon.analysis.teach import Teacher, make_teacher
@@ -204,6 +204,7 @@ def build_session(
         model = make_window_model(config, core.teacher)
         if game_audio is not None:
             attach_game_audio(model, game_audio)
+        pace_game_text(model, live=not render)
         analysis = AnalysisStage(
             config=config.analysis,
             model=model,

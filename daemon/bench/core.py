@@ -38,6 +38,9 @@ Figures (later issues add theirs):
 - ``scene_audio``: game mode's audio cues per 0.5 s window (:mod:`daemon.bench.game_audio`:
   the signal cues, the feedback check, the live fusion on the analysis thread, and the VAD in
   its worker), and ``window_with_picture_cpu_ms_p50``, the scene window plus the live fusion;
+- ``scene_text``: game mode's on-screen text cue (:mod:`models.text_cues`), one frame a
+  second, all in its worker thread (the analysis thread only hands the frame over):
+  ``shrink_ms`` and ``detect_ms``, p50/p95, one core, and ``core_share``;
 - ``mqtt``: a live ``manual`` session at 120 bpm publishing to a mosquitto started on a free
   port (60 s; 5 s with ``--quick``): ``beat_lead_ms`` how long before each beat sounds
   ``mosquitto_sub`` received it (p50/p5/min; the setting is ``mqtt.beat_lead_ms``),
@@ -82,6 +85,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from daemon import __version__
+from daemon.bench.game_text import game_text_figures
 from daemon.config import Config
 
 if TYPE_CHECKING:
@@ -110,6 +114,7 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
     figures["face"] = _face(config, frames=150 if quick else 900)
     figures["scene"] = _scene(config, seconds=10.0 if quick else 60.0)
     figures["scene_audio"] = _scene_audio(figures["scene"], seconds=10.0 if quick else 60.0)
+    figures["scene_text"] = game_text_figures(calls=10 if quick else 60)
     figures["composer_ms_per_bar"] = _composer(config, bars=200 if quick else 2000)
     figures["melody_ms_per_bar"] = _melody(bars=200 if quick else 2000)
     figures["engine_realtime_factor"] = _engine(config, seconds=10.0 if quick else 60.0)
@@ -184,7 +189,12 @@ def _scene(config: Config, *, seconds: float) -> dict[str, Any] | None:
     import cv2
     import torch
 
-    from daemon.analysis.game import GameModel, resolve_model_path, shrink_to_store
+    from daemon.analysis.game import (
+        GameModel,
+        pace_game_text,
+        resolve_model_path,
+        shrink_to_store,
+    )
     from daemon.messages import Frame
     from daemon.sources import draw_demo_frame
     from models.scene_cues import CueTracker
@@ -196,6 +206,9 @@ def _scene(config: Config, *, seconds: float) -> dict[str, Any] | None:
         draw_demo_frame(k / fps, intensity=k / 60, width=1280, height=720) for k in range(60)
     ]
     model = GameModel(config=config.game, device=config.models.device)
+    # Paced as live: the window never waits for the on-screen text, measured in its worker
+    # (its cost: ``scene_text``).
+    pace_game_text(model, live=True)
     # One core, as the issue's budget is stated (the daemon itself lets the model use two).
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)

@@ -98,6 +98,20 @@ def build_timeline(
                 row["audio_moved"] = moved
             if mood.features.get("audio_feedback"):
                 row["audio_feedback"] = True
+            # On-screen text: the frame's text cues when they spoke, the classes they moved.
+            seen = {
+                k.removeprefix("text."): round(v, 4)
+                for k, v in mood.features.items()
+                if k.startswith("text.")
+            }
+            raised = {
+                k.removeprefix("text_to."): round(v, 3)
+                for k, v in mood.features.items()
+                if k.startswith("text_to.")
+            }
+            if seen or raised:
+                row["text_cues"] = seen
+                row["text_moved"] = raised
         if mood.faces is not None:
             row["faces"] = mood.faces
         if mood.expression:

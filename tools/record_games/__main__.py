@@ -35,6 +35,7 @@ from . import (
     wesnoth,
 )
 from .common import REPO_ROOT, finish_clip
+from .harness import Capture
 from .sheets import summarise, write_sheets
 
 RECORDERS: list[ModuleType] = [
@@ -56,6 +57,7 @@ def _record_game(
     out: Path,
     shots: Path | None,
     seconds: float | None,
+    full_root: Path | None = None,
 ) -> int:
     failures = 0
     plans = [p for p in module.PLANS if clips is None or p.name in clips]
@@ -66,6 +68,10 @@ def _record_game(
         raise SystemExit(f"unknown clip in {clips}; {module.GAME.name} has {known}")
     for plan in plans:
         started = time.monotonic()
+        if full_root is not None:
+            full = full_root / module.GAME.name / plan.name
+            shutil.rmtree(full, ignore_errors=True)
+            Capture.full_dir = full
         with tempfile.TemporaryDirectory(prefix=f"moodscore-{module.GAME.name}-") as folder:
             work = Path(folder)
             home = work / "home"
@@ -106,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "models" / "footage")
     parser.add_argument("--shots", type=Path, help="save full-size screenshots here")
     parser.add_argument("--seconds", type=float, help="override each clip's length (trials)")
+    parser.add_argument(
+        "--full-frames",
+        type=Path,
+        help="also save every 4th frame at full size under DIR/<clip>/ (for tools/text_footage.py)",
+    )
     args = parser.parse_args(argv)
     if args.game == "sheets":
         write_sheets(args.out)
@@ -114,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         print(summarise(args.out))
         return 0
     modules = list(GAMES.values()) if args.game == "all" else [GAMES[args.game]]
-    failures = sum(_record_game(m, args.clip, args.out, args.shots, args.seconds) for m in modules)
+    full_root: Path | None = args.full_frames
+    failures = sum(
+        _record_game(m, args.clip, args.out, args.shots, args.seconds, full_root) for m in modules
+    )
     return 1 if failures else 0
 
 

@@ -403,10 +403,18 @@ class Capture:
     cue_probe : optional; per-frame numeric cues (visible enemies, health) from the game.
     settle_s : seconds after each change of state whose frames are left unlabelled.
 
+    Full-size frames for the on-screen text cue (``tools/text_footage.py``): with
+    :attr:`full_dir` set (``--full-frames DIR``), every :attr:`full_every`-th stored frame is also
+    saved at the window's own size as ``DIR/<frame index>.jpg`` (not committed: the text cue is
+    measured on them and only its per-frame figures are kept with the clip).
+
     A recorder that slows the game's clock (a game speed of 25 %) calls :meth:`set_rate` with the
     matching wall rate (2 grabs a second): each stored frame is still 1/8 s of *game* time, and a
     software renderer that draws only a few frames a second still shows true motion.
     """
+
+    full_dir: Path | None = None
+    full_every = 4
 
     def __init__(
         self,
@@ -518,9 +526,10 @@ class Capture:
                         continue
                     # Late (a slow grab, a busy machine): drop the missed ticks, keep real time.
                     next_tick += period * max(1, int((now - next_tick) / period) + 1)
-                    frame = self._grab(grabber)
-                    if frame is None:
+                    grabbed = self._grab(grabber)
+                    if grabbed is None:
                         continue
+                    frame, full = grabbed
                     self._last = frame
                     if self._paused.is_set():
                         previous = None
@@ -534,6 +543,14 @@ class Capture:
                     rec.repeats += int(repeat)
                     rec.repeated.append(repeat)
                     previous = frame
+                    if self.full_dir is not None and len(rec.frames) % self.full_every == 0:
+                        self.full_dir.mkdir(parents=True, exist_ok=True)
+                        name = str(self.full_dir / f"{len(rec.frames):05d}.jpg")
+                        cv2.imwrite(
+                            name,
+                            cv2.cvtColor(full, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, 92],
+                        )
                     rec.frames.append(frame)
                     rec.states.append(state)
                     rec.times.append(now)
@@ -553,7 +570,8 @@ class Capture:
                 return SETTLE
             return self._state
 
-    def _grab(self, grabber: mss.MSS) -> np.ndarray | None:
+    def _grab(self, grabber: mss.MSS) -> tuple[np.ndarray, np.ndarray] | None:
+        """(the 96x72 frame, the full-size RGB grab), or None when the window cannot be read."""
         geometry = self._current_region()
         if geometry is None:
             monitor = grabber.monitors[1]
@@ -577,7 +595,7 @@ class Capture:
             return None
         bgra = np.asarray(shot)
         rgb = cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGB)
-        return cv2.resize(rgb, (STORE_WIDTH, STORE_HEIGHT), interpolation=cv2.INTER_AREA)
+        return cv2.resize(rgb, (STORE_WIDTH, STORE_HEIGHT), interpolation=cv2.INTER_AREA), rgb
 
     def grab_full(self, path: Path) -> None:
         """Save one full-size screenshot of the game's window (to check what is on screen)."""
