@@ -527,17 +527,25 @@ def test_live_manual_backend_is_paced_to_the_wall_clock() -> None:
     )
     beats: list[Beat] = []
     engine.add_beat_listener(beats.append)
-    started = time.monotonic()
+    started = time.perf_counter()
     engine.start()
     time.sleep(1.0)
-    ahead = engine.audio_time - (time.monotonic() - started)
+    now = time.perf_counter()
+    heard_from = engine.wall_time(0.0)  # when audio time 0 is heard (stepping began)
+    ahead = engine.audio_time
     engine.stop()
-    assert -0.15 < ahead < 0.1 + 0.05
-    assert len(beats) in (2, 3)
+    # Audio time 0 is heard after start() was called, once pyo had booted (how long that takes
+    # depends on the machine's load, so the pacing is measured from there).
+    assert heard_from is not None and started < heard_from < now - 0.5
+    # Paced, not racing: the engine keeps live_ahead_s (0.1 s) ahead of the wall clock, give or
+    # take a block and the stop's own lag.
+    ahead -= now - heard_from
+    assert -0.05 < ahead < 0.1 + 0.05
+    # The beats (120 bpm) that lie before where it got, each once, on the grid.
+    played = engine.audio_time
+    assert [b.audio_time for b in beats] == pytest.approx([i * 0.5 for i in range(len(beats))])
+    assert len(beats) in (math.ceil(played / 0.5) - 1, math.ceil(played / 0.5))
     assert engine.wait(0)
-    # Audio time 0 was heard when stepping began: the wall clock maps onto the beat grid.
-    wall = engine.wall_time(beats[1].audio_time)
-    assert wall is not None and abs(wall - (started + 0.5)) < 0.1
     assert engine.late_blocks == 0
 
 

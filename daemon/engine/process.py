@@ -130,10 +130,22 @@ def _child_main(
             )
         )
 
-    engine.add_bar_listener(lambda started: events.put(("bar", started)))
-    engine.add_grid_listener(lambda grid: events.put(("grid", grid)))
-    engine.add_note_listener(lambda notes: events.put(("note", tuple(notes))))
-    engine.add_beat_listener(lambda beat: events.put(("beat", beat)))
+    sent_offset: list[float | None] = [None]
+
+    def put(kind: str, item: Any) -> None:
+        # The wall clock goes ahead of any event that may be scheduled on it: the first bar's
+        # beats and grid are announced before its block exists, and a daemon that did not know
+        # the clock yet would send them at once (an OSC bundle tagged "immediately").
+        offset = engine.wall_time(0.0)
+        if offset != sent_offset[0]:
+            sent_offset[0] = offset
+            events.put(("wall", offset))
+        events.put((kind, item))
+
+    engine.add_bar_listener(lambda started: put("bar", started))
+    engine.add_grid_listener(lambda grid: put("grid", grid))
+    engine.add_note_listener(lambda notes: put("note", tuple(notes)))
+    engine.add_beat_listener(lambda beat: put("beat", beat))
     engine.add_audio_listener(on_block)
 
     def apply(command: tuple[Any, ...]) -> bool:
@@ -409,6 +421,8 @@ class ProcessEngine(Engine):
                     self._grid_listeners(event[1])
                 elif kind == "note":
                     self._note_listeners(event[1])
+                elif kind == "wall":
+                    self._wall_offset = event[1]
                 elif kind == "log":
                     logging.getLogger(event[2]).log(event[1], "%s", event[3])
                 elif kind == "started":
