@@ -17,6 +17,11 @@ quarter of each class, by the time taught), and then only at the next bar
 in the middle of a bar. ``teach_undo`` drops the last batch (or the one being collected) and
 trains again; with fewer than two scenes taught the general model reads alone.
 
+``teach`` with a ``file`` (:meth:`Teacher.teach_file`) takes the batch from a recording instead:
+the marked stretch is decoded as fast as the CPU allows (a thread, off the event loop) and read
+by the general model as the live analysis reads it, a second before the stretch included so the
+first window sees a full second.
+
 A scene name may be any preset's name (``boss`` with a ``boss.toml`` among the presets): the
 head then names it, and the conductor plays its preset as it plays the built-in four.
 
@@ -44,6 +49,7 @@ from models.background import lower_priority
 log = logging.getLogger("moodscore.analysis.teach")
 
 MAX_SECONDS = 120.0  # one teach command marks at most this much
+FILE_WINDOW_S = 0.5  # a file is read in the live analysis's windows (analysis.window_s)
 
 
 class TeachError(MoodscoreError):
@@ -72,6 +78,8 @@ class Teacher:
         nothing is saved.
     folder : the profiles folder (default :func:`profiles.profiles_dir`).
     worker : where training runs: ``"process"`` or ``"thread"``.
+    model_path : the general scene model's checkpoint (teaching from a file reads with it);
+        None: teaching from a file is refused.
 
     Raises
     ------
@@ -86,8 +94,12 @@ class Teacher:
         game: str | None = None,
         folder: Path | None = None,
         worker: Literal["process", "thread"] = "process",
+        model_path: Path | None = None,
     ) -> None:
         self.model_hash = model_hash
+        self.model_path = model_path
+        self._reader: Any = None  # the general model for files (LoadedScene), loaded once
+        self._file_lock = threading.Lock()
         self.game = None if not game else profiles.check_name(game)
         self.path = None if self.game is None else profiles.profile_path(self.game, folder)
         self._worker = worker
@@ -170,6 +182,58 @@ class Teacher:
                 log.debug("teach: the worker did not start early", exc_info=True)
         if closed is not None:
             self._train()
+
+    def teach_file(
+        self, scene: str, path: Path | str, *, start: float = 0.0, seconds: float = MAX_SECONDS
+    ) -> str:
+        """``seconds`` of a recording from ``start`` show ``scene``: one batch, read now (call
+        it off the event loop; one file at a time), then trained as a taught batch is; what
+        was taught.
+
+        Raises
+        ------
+        TeachError
+            No scene model to read with, no such file, or nothing in the stretch.
+        SourceError
+            The file does not decode as video.
+        """
+        from daemon.analysis.video_file import read_video
+        from models.scene import clip_windows, load_checkpoint
+
+        path = Path(path).expanduser()
+        if self.model_path is None:
+            raise TeachError("teach: this run cannot read files (no scene model path)")
+        if not path.is_file():
+            raise TeachError(f"teach: no file {path}; give a video file this machine can read")
+        seconds = min(seconds, MAX_SECONDS)
+        with self._file_lock:
+            if self._reader is None:
+                self._reader = load_checkpoint(self.model_path)
+            loaded = self._reader
+            config = loaded.net.config
+            step = max(1, round(config.fps * FILE_WINDOW_S))
+            # A second before the stretch, on the window grid, so its first window is whole.
+            lead = min(start, config.frames / config.fps)
+            lead = int(lead * config.fps / step + 1e-6) * step / config.fps
+            frames = read_video(
+                path, fps=config.fps, start=start - lead, max_seconds=start + seconds
+            )
+            skip = round(lead * config.fps / step)
+            windows = clip_windows(loaded, frames, step=step)[skip:]
+            window_s = step / config.fps
+            whole = [w for i, w in enumerate(windows) if (skip + i + 1) * step <= len(frames)]
+        if not whole:
+            raise TeachError(f"teach: {path.name} has no whole {window_s:g} s after {start:g} s")
+        batch = Batch(scene=scene, asked_s=len(whole) * window_s, taught_at=time.time())
+        batch.features = [np.asarray(f, dtype=np.float32) for _, f in whole]
+        batch.general = [reading.scene for reading, _ in whole]
+        batch.seconds = len(whole) * window_s
+        with self._lock:
+            self._batches.append(batch)
+        what = f"{batch.seconds:.1f} s of {scene} from {path.name} at {start:g} s"
+        log.info("teach: %s", what)
+        self._train()
+        return what
 
     def undo(self) -> str:
         """Drop the batch being collected, else the last one; what was dropped.
@@ -441,4 +505,9 @@ def _fmt(value: Any) -> str:
 
 def make_teacher(*, model_path: Path, game: str, worker: Literal["process", "thread"]) -> Teacher:
     """The teacher of a run of the game mode (loads the game's profile when it has one)."""
-    return Teacher(model_hash=profiles.model_hash(model_path), game=game or None, worker=worker)
+    return Teacher(
+        model_hash=profiles.model_hash(model_path),
+        game=game or None,
+        worker=worker,
+        model_path=model_path,
+    )

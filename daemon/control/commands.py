@@ -228,6 +228,10 @@ class TeachCommand(_Command):
     name: ClassVar[str] = "teach"
     scene: str
     seconds: Annotated[float, Field(gt=0.0, le=120.0)] = 5.0
+    # A recording instead of the live game: ``seconds`` of it from ``start`` (read at once, as
+    # fast as the CPU allows). A path opens a file, so the web API wants the token for it.
+    file: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    start: Annotated[float, Field(ge=0.0, le=86400.0)] = 0.0
 
     @field_validator("scene")
     @classmethod
@@ -437,7 +441,7 @@ _EXAMPLES = {
     "source": '{"source": "demo"} or demo',
     "stinger": '{"kind": "riser"} or riser',
     "delay": '{"output": "osc", "ms": 40} or osc 40',
-    "teach": '{"scene": "combat", "seconds": 5} or combat',
+    "teach": '{"scene": "combat", "seconds": 5} or combat (+ "file", "start": a recording)',
     "teach_undo": "{} (or nothing)",
 }
 

@@ -9,7 +9,8 @@ oldest is dropped, with a warning) and applies each on the musical grid.
 session keep it current with :meth:`ControlHub.update`.
 
 ``source`` commands do not queue: they open the new source at once (the session's
-:class:`SourceSwitcher`), so the answer says whether it opened.
+:class:`SourceSwitcher`), so the answer says whether it opened. Nor does ``teach`` with a
+``file``: the recording is read in a thread and the answer says what was taught.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.control.commands import (
@@ -69,6 +71,8 @@ class Teaching(Protocol):
     """What the hub asks of the game mode's teacher (:class:`daemon.analysis.teach.Teacher`)."""
 
     def can_undo(self) -> bool: ...
+
+    def teach_file(self, scene: str, path: Path | str, *, start: float, seconds: float) -> str: ...
 
     def snapshot(self) -> dict[str, Any]: ...
 
@@ -159,8 +163,27 @@ class ControlHub:
                 self.rejected += 1
                 self._reject_log.warning("command refused: %s", refusal)
                 return CommandResult(False, refusal)
+            if isinstance(command, TeachCommand) and command.file is not None:
+                return await self._teach_file(command, command.file)
         self.submit(command)
         return OK
+
+    async def _teach_file(self, command: TeachCommand, file: str) -> CommandResult:
+        teacher = self.teacher
+        assert teacher is not None  # _teach_refusal said so
+        try:
+            what = await asyncio.to_thread(
+                teacher.teach_file,
+                command.scene,
+                file,
+                start=command.start,
+                seconds=command.seconds,
+            )
+        except MoodscoreError as exc:
+            self._reject_log.warning("teach refused: %s", exc)
+            return CommandResult(False, str(exc))
+        self.update(teach=teacher.snapshot())
+        return CommandResult(True, f"taught {what}")
 
     def _teach_refusal(self, command: TeachCommand | TeachUndoCommand) -> str | None:
         if self.teacher is None:

@@ -67,7 +67,13 @@ from aiohttp import web
 
 from daemon.clock import MusicClock
 from daemon.config import VisualsConfig, WebConfig
-from daemon.control.commands import COMMAND_NAMES, CommandError, SourceCommand, parse_command
+from daemon.control.commands import (
+    COMMAND_NAMES,
+    CommandError,
+    SourceCommand,
+    TeachCommand,
+    parse_command,
+)
 from daemon.control.hub import ControlHub
 from daemon.errors import ConfigError, MoodscoreError
 from daemon.logs import RateLimitedLog
@@ -408,6 +414,21 @@ class WebServer(Output):
                         "ok": False,
                         "message": "source: a camera, screen or file needs the token; open the "
                         "panel with the link in the daemon's log (…/panel?token=…)",
+                    },
+                    status=403,
+                )
+        if name == "teach" and not self.access.file_allowed(authorised=request[AUTHORISED]):
+            try:
+                taught = parse_command(name, body, scenes=self.control.scene_names())
+            except CommandError:
+                taught = None  # the hub refuses it with the reason
+            if isinstance(taught, TeachCommand) and taught.file is not None:
+                self._refusal_log.warning("web: teach from file %r refused: no token", taught.file)
+                return web.json_response(
+                    {
+                        "ok": False,
+                        "message": "teach: reading a file needs the token; send it as "
+                        "Authorization: Bearer TOKEN (the panel link in the daemon's log has it)",
                     },
                     status=403,
                 )

@@ -1,0 +1,69 @@
+"""A video file read as the scene model reads a source: its frames at the model's rate, shrunk.
+
+``train-scene`` reads whole clips with it; ``teach`` with a file (:mod:`daemon.analysis.teach`)
+reads the stretch the user marked, as fast as the CPU decodes, instead of playing it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from daemon.errors import SourceError
+from models.scene_data import MODEL_FPS, STORE_HEIGHT, STORE_WIDTH
+
+
+def read_video(
+    path: Path,
+    *,
+    fps: float = MODEL_FPS,
+    max_seconds: float | None = None,
+    start: float = 0.0,
+) -> np.ndarray:
+    """A video file's frames at ``fps`` from ``start`` seconds (of the file's own time, its
+    first frame at 0) up to ``max_seconds``, each tick taking the first frame at or after it,
+    shrunk.
+
+    Returns np.ndarray [shape=(n, 72, 96, 3), dtype=uint8].
+
+    Raises
+    ------
+    SourceError
+        The file does not open or decode as video, or has no frame in the stretch.
+    """
+    import av
+
+    frames: list[np.ndarray] = []
+    next_tick = max(0.0, start)
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            origin: float | None = None
+            for count, frame in enumerate(container.decode(stream)):
+                t = float(frame.time) if frame.time is not None else count / fps
+                origin = t if origin is None else origin
+                t -= origin
+                if max_seconds is not None and t >= max_seconds:
+                    break
+                if t + 1e-6 < next_tick:
+                    continue
+                image = shrink_to_store(frame.to_ndarray(format="rgb24"))
+                while next_tick <= t + 1e-6:
+                    frames.append(image)
+                    next_tick += 1.0 / fps
+    except (av.FFmpegError, IndexError, OSError) as exc:
+        raise SourceError(f"{path} does not decode as video ({exc}); convert it") from exc
+    if not frames:
+        where = f" after {start:g} s" if start > 0 else ""
+        raise SourceError(f"{path} has no video frames{where}")
+    return np.stack(frames)
+
+
+def shrink_to_store(image: np.ndarray) -> np.ndarray:
+    """Any RGB frame [shape=(h, w, 3), dtype=uint8] -> the stored 96x72 frame (INTER_AREA)."""
+    if image.shape[:2] == (STORE_HEIGHT, STORE_WIDTH):
+        return image
+    return cv2.resize(image, (STORE_WIDTH, STORE_HEIGHT), interpolation=cv2.INTER_AREA)
