@@ -180,7 +180,7 @@ def test_the_head_takes_over_only_when_it_beats_the_general_model(
     assert one.head is None and not one.takes_over
 
 
-def test_undo_drops_the_last_batch_and_a_custom_scene_is_read(
+async def test_undo_drops_the_last_batch_and_a_custom_scene_is_read(
     rng: np.random.Generator, tmp_path: Path
 ) -> None:
     teacher = Teacher(model_hash="abc", game="Test Game", folder=tmp_path, worker="thread")
@@ -210,6 +210,29 @@ def test_undo_drops_the_last_batch_and_a_custom_scene_is_read(
     assert summary.game == "Test Game" and summary.seconds == {"exploration": 10.0}
     with pytest.raises(profiles.ProfileError, match="taught on scene model abc, but this run uses"):
         Teacher(model_hash="other", game="Test Game", folder=tmp_path, worker="thread")
+
+    # Another game's profile: switched to (a new one, empty), listed with the saved one,
+    # each exportable; switching back reads the first again.
+    hub = ControlHub()
+    hub.teacher = again
+    switched = await hub.execute("game", '{"game": "Other Game"}')
+    assert switched.ok
+    assert (
+        switched.message == "game profile Other Game: empty; general model in use (scene model abc)"
+    )
+    assert again.snapshot()["game"] == "Other Game" and again.snapshot()["seconds"] == {}
+    assert [(p["game"], p["current"], p["seconds"]) for p in again.profiles()] == [
+        ("Other Game", True, {}),
+        ("Test Game", False, {"exploration": 10.0}),
+    ]
+    exported = profiles.from_bytes(again.profile_bytes("Test Game"), expect_hash="abc", where="x")
+    assert exported["game"] == "Test Game"
+    with pytest.raises(profiles.ProfileError, match="no profile for game 'Nope'"):
+        again.profile_bytes("Nope")
+    assert (await hub.execute("game", "Test Game")).ok
+    assert again.snapshot()["seconds"] == {"exploration": 10.0}
+    refused = await hub.execute("game", "../etc")
+    assert not refused.ok and "game" in refused.message
 
 
 def test_the_command_line_teaches_a_profile_from_a_recording(

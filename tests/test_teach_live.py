@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from daemon.analysis import profiles
 from daemon.analysis.teach import Teacher
 from daemon.cli import main
 from daemon.sources.demo import write_frames_clip
 from daemon.web.browser import CHROMIUM, CHROMIUM_ARGS, chromium_available
+from models.scene import DEFAULT_WEIGHTS
 from models.scene_data import load_footage
 from tests.live import build, live_config, running, web_of
 from tests.mosquitto import Broker
@@ -116,6 +118,8 @@ async def test_taught_through_the_panel_and_mqtt_the_boss_screen_plays_its_prese
     wrapper.write_text(f'#!/bin/sh\nexec nice -n 10 {CHROMIUM} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    other = {"game": "Other Game", "model_hash": profiles.model_hash(DEFAULT_WEIGHTS)}
+    profiles.save(profiles.profile_path("Other Game"), {**other, "batches": [], "head": None})
     config = live_config(
         analysis={"mode": "game"},
         game={"profile": GAME},
@@ -209,6 +213,15 @@ async def test_taught_through_the_panel_and_mqtt_the_boss_screen_plays_its_prese
         await page.keyboard.press("2")
         await _wait(lambda: teacher.snapshot()["collecting"] is not None, 5, "2 did not teach")
         assert teacher.snapshot()["collecting"]["scene"] == "exploration"
+
+        # The panel lists every saved profile; one is picked to export or to use from now on.
+        await page.wait_for_selector("#profiles option[value='Other Game']", state="attached")
+        assert await page.input_value("#profiles") == GAME
+        await page.select_option("#profiles", "Other Game")
+        href = await page.get_attribute("#teach-export", "href")
+        assert href is not None and "/api/profile?game=Other%20Game" in href
+        await page.click("#profile-use")
+        await _wait(lambda: teacher.snapshot()["game"] == "Other Game", 5, "Use did not switch")
         await browser.close()
 
     # The exported file, imported by the CLI as another game's profile, is picked by that game

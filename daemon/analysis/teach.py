@@ -27,6 +27,14 @@ head then names it, and the conductor plays its preset as it plays the built-in 
 
 Every trained or undone batch is saved to the game's profile (:mod:`daemon.analysis.profiles`)
 when the run has a game name (``--game NAME``, ``[game] profile``).
+``game {"game": NAME}`` (the panel's profile list, MQTT ``cmd/game``, the OBS scene or the
+window title with ``[game] auto_profile``) switches to another game's profile at the next bar.
+
+This module stays whole (about 540 lines): the :class:`Teacher` is one state machine (the
+batches, the batch being collected, the head waiting for the next bar, the training
+generation) behind one lock, and each method reads or moves that state as a whole; reading
+files (:mod:`daemon.analysis.video_file`) and profile files (:mod:`daemon.analysis.profiles`)
+are already apart.
 """
 
 from __future__ import annotations
@@ -49,7 +57,6 @@ from models.background import lower_priority
 log = logging.getLogger("moodscore.analysis.teach")
 
 MAX_SECONDS = 120.0  # one teach command marks at most this much
-FILE_WINDOW_S = 0.5  # a file is read in the live analysis's windows (analysis.window_s)
 
 
 class TeachError(MoodscoreError):
@@ -102,6 +109,7 @@ class Teacher:
         self._file_lock = threading.Lock()
         self.game = None if not game else profiles.check_name(game)
         self.path = None if self.game is None else profiles.profile_path(self.game, folder)
+        self._folder = folder
         self._worker = worker
         self._lock = threading.Lock()
         self._batches: list[Batch] = []
@@ -197,31 +205,20 @@ class Teacher:
         SourceError
             The file does not decode as video.
         """
-        from daemon.analysis.video_file import read_video
-        from models.scene import clip_windows, load_checkpoint
+        from daemon.analysis.video_file import read_windows
+        from models.scene import load_checkpoint
 
         path = Path(path).expanduser()
         if self.model_path is None:
             raise TeachError("teach: this run cannot read files (no scene model path)")
         if not path.is_file():
             raise TeachError(f"teach: no file {path}; give a video file this machine can read")
-        seconds = min(seconds, MAX_SECONDS)
         with self._file_lock:
             if self._reader is None:
                 self._reader = load_checkpoint(self.model_path)
-            loaded = self._reader
-            config = loaded.net.config
-            step = max(1, round(config.fps * FILE_WINDOW_S))
-            # A second before the stretch, on the window grid, so its first window is whole.
-            lead = min(start, config.frames / config.fps)
-            lead = int(lead * config.fps / step + 1e-6) * step / config.fps
-            frames = read_video(
-                path, fps=config.fps, start=start - lead, max_seconds=start + seconds
+            whole, window_s = read_windows(
+                self._reader, path, start=start, seconds=min(seconds, MAX_SECONDS)
             )
-            skip = round(lead * config.fps / step)
-            windows = clip_windows(loaded, frames, step=step)[skip:]
-            window_s = step / config.fps
-            whole = [w for i, w in enumerate(windows) if (skip + i + 1) * step <= len(frames)]
         if not whole:
             raise TeachError(f"teach: {path.name} has no whole {window_s:g} s after {start:g} s")
         batch = Batch(scene=scene, asked_s=len(whole) * window_s, taught_at=time.time())
@@ -340,6 +337,44 @@ class Teacher:
             self._generation += 1
         self._adopt(data, at_bar=True)
         self._save()
+
+    def switch(self, game: str) -> str:
+        """Teach and read game ``game`` from now on: its saved profile (or a new, empty one)
+        replaces what this run was taught (that is saved already); its head reads from the
+        next bar. What it is now. Blocking (reads a file): call it off the event loop.
+
+        Raises
+        ------
+        ProfileError
+            A bad name, or the game's profile cannot be read or was made on another model.
+        """
+        name = profiles.check_name(game)
+        path = profiles.profile_path(name, self._folder)
+        data = profiles.load(path, expect_hash=self.model_hash) if path.exists() else {}
+        with self._lock:
+            self._generation += 1  # a training of the old game's examples is not used
+            self.game, self.path = name, path
+        self._adopt(data, at_bar=True)
+        summary = self.summary().describe()
+        log.info("teach: game profile %s from the next bar", summary)
+        return summary
+
+    def profiles(self) -> list[dict[str, Any]]:
+        """Every saved profile, this game's as it stands (:func:`profiles.listing`)."""
+        current = None if self.game is None else self.summary()
+        return profiles.listing(self._folder, current=current, model_hash=self.model_hash)
+
+    def profile_bytes(self, game: str | None) -> bytes:
+        """The profile of ``game`` (None or this run's game: as it stands now) as one file.
+
+        Raises
+        ------
+        ProfileError
+            A bad name, or no such profile.
+        """
+        if game is None or game == self.game:
+            return self.export_bytes()
+        return profiles.read_bytes(game, self._folder)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no training runs (tests, benches); False on timeout."""

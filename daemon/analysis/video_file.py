@@ -7,12 +7,18 @@ reads the stretch the user marked, as fast as the CPU decodes, instead of playin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from daemon.errors import SourceError
 from models.scene_data import MODEL_FPS, STORE_HEIGHT, STORE_WIDTH
+
+if TYPE_CHECKING:
+    from models.scene import LoadedScene, SceneReading
+
+WINDOW_S = 0.5  # a file is read in the live analysis's windows (analysis.window_s)
 
 
 def read_video(
@@ -67,3 +73,29 @@ def shrink_to_store(image: np.ndarray) -> np.ndarray:
     if image.shape[:2] == (STORE_HEIGHT, STORE_WIDTH):
         return image
     return cv2.resize(image, (STORE_WIDTH, STORE_HEIGHT), interpolation=cv2.INTER_AREA)
+
+
+def read_windows(
+    loaded: LoadedScene, path: Path, *, start: float, seconds: float
+) -> tuple[list[tuple[SceneReading, np.ndarray]], float]:
+    """``seconds`` of a video file from ``start`` read by the scene model as the live analysis
+    reads it (:func:`models.scene.clip_windows`): each whole window's reading and example
+    features, and the window length. A second before ``start`` is read too (not returned), so
+    the first window sees a full second, as it would live.
+
+    Raises
+    ------
+    SourceError
+        The file does not decode as video, or has nothing after ``start``.
+    """
+    from models.scene import clip_windows
+
+    config = loaded.net.config
+    step = max(1, round(config.fps * WINDOW_S))
+    lead = min(start, config.frames / config.fps)
+    lead = int(lead * config.fps / step + 1e-6) * step / config.fps  # on the window grid
+    frames = read_video(path, fps=config.fps, start=start - lead, max_seconds=start + seconds)
+    skip = round(lead * config.fps / step)
+    windows = clip_windows(loaded, frames, step=step)[skip:]
+    whole = [w for i, w in enumerate(windows) if (skip + i + 1) * step <= len(frames)]
+    return whole, step / config.fps

@@ -239,6 +239,17 @@ class TeachCommand(_Command):
         return _preset_name(value, info)
 
 
+GAME_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$"  # as profiles.check_name
+
+
+class GameCommand(_Command):
+    """``game``: teach and read this game's profile from now on (its saved one, or a new one);
+    its head reads from the next bar (game modes only)."""
+
+    name: ClassVar[str] = "game"
+    game: Annotated[str, Field(min_length=1, max_length=64, pattern=GAME_NAME_PATTERN)]
+
+
 class TeachUndoCommand(_Command):
     """``teach_undo``: drop the last teaching batch (or the one being collected)."""
 
@@ -259,6 +270,7 @@ Command = (
     | FollowTempoCommand
     | TeachCommand
     | TeachUndoCommand
+    | GameCommand
 )
 
 COMMANDS: dict[str, type[_Command]] = {
@@ -276,6 +288,7 @@ COMMANDS: dict[str, type[_Command]] = {
         DelayCommand,
         TeachCommand,
         TeachUndoCommand,
+        GameCommand,
     )
 }
 COMMAND_NAMES: tuple[str, ...] = tuple(COMMANDS)
@@ -443,6 +456,7 @@ _EXAMPLES = {
     "delay": '{"output": "osc", "ms": 40} or osc 40',
     "teach": '{"scene": "combat", "seconds": 5} or combat (+ "file", "start": a recording)',
     "teach_undo": "{} (or nothing)",
+    "game": '{"game": "Red Eclipse"} or Red Eclipse',
 }
 
 
@@ -480,6 +494,8 @@ def _bare(name: str, text: str) -> dict[str, Any]:
         return {"scene": unquoted}
     if name == "teach_undo":
         return {}
+    if name == "game":
+        return {"game": unquoted}
     if name == "mood":
         parts = [p for p in re.split(r"[,\s]+", unquoted) if p]
         if len(parts) not in (2, 3):

@@ -27,6 +27,7 @@ from daemon.control.commands import (
     Command,
     CommandError,
     CommandResult,
+    GameCommand,
     SourceCommand,
     TeachCommand,
     TeachUndoCommand,
@@ -73,6 +74,12 @@ class Teaching(Protocol):
     def can_undo(self) -> bool: ...
 
     def teach_file(self, scene: str, path: Path | str, *, start: float, seconds: float) -> str: ...
+
+    def switch(self, game: str) -> str: ...
+
+    def profiles(self) -> list[dict[str, Any]]: ...
+
+    def profile_bytes(self, game: str | None) -> bytes: ...
 
     def snapshot(self) -> dict[str, Any]: ...
 
@@ -157,7 +164,7 @@ class ControlHub:
             return CommandResult(False, str(exc))
         if isinstance(command, SourceCommand):
             return await self._switch(command.source)
-        if isinstance(command, TeachCommand | TeachUndoCommand):
+        if isinstance(command, TeachCommand | TeachUndoCommand | GameCommand):
             refusal = self._teach_refusal(command)
             if refusal is not None:
                 self.rejected += 1
@@ -165,6 +172,8 @@ class ControlHub:
                 return CommandResult(False, refusal)
             if isinstance(command, TeachCommand) and command.file is not None:
                 return await self._teach_file(command, command.file)
+            if isinstance(command, GameCommand):
+                return await self.switch_game(command.game)
         self.submit(command)
         return OK
 
@@ -185,7 +194,21 @@ class ControlHub:
         self.update(teach=teacher.snapshot())
         return CommandResult(True, f"taught {what}")
 
-    def _teach_refusal(self, command: TeachCommand | TeachUndoCommand) -> str | None:
+    async def switch_game(self, game: str) -> CommandResult:
+        """Teach and read ``game``'s profile from the next bar (``game`` commands, the automatic
+        choice from the OBS scene or the window title)."""
+        teacher = self.teacher
+        if teacher is None:
+            return CommandResult(False, "game: no game profile: run with --mode game")
+        try:
+            what = await asyncio.to_thread(teacher.switch, game)
+        except MoodscoreError as exc:
+            self._reject_log.warning("game refused: %s", exc)
+            return CommandResult(False, str(exc))
+        self.update(teach=teacher.snapshot())
+        return CommandResult(True, f"game profile {what}")
+
+    def _teach_refusal(self, command: TeachCommand | TeachUndoCommand | GameCommand) -> str | None:
         if self.teacher is None:
             return (
                 f"{command.name}: only the game scene model can be taught; run with --mode game "

@@ -15,7 +15,7 @@ section shows every payload):
   the music answers a sudden change at once (kind, strength, the audio time it answers at);
   ``event/note`` (``note_events``) per note;
 - ``cmd/<name>`` (mood, scene, tempo, layers, key, mute, transport, source, stinger,
-  teach, teach_undo): commands, validated
+  teach, teach_undo, game): commands, validated
   by :mod:`daemon.control.commands`; each is answered on ``cmd/<name>/result`` with JSON
   ``{"ok": bool, "error": str|null, "id": ...}`` echoing the ``id`` of a JSON command (plain
   ``ok`` or the error text with ``mqtt.plain_results``). An MQTT v5 client that sends a response
