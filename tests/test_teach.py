@@ -250,3 +250,13 @@ def test_the_command_line_teaches_a_profile_from_a_recording(
     assert "no scene preset named 'shop'" in capsys.readouterr().err
     assert main(["teach", "--game", "Red Eclipse", "--scene", "menu", "nope.mp4"]) == 2
     assert "teach: no file nope.mp4" in capsys.readouterr().err
+
+
+def test_the_obs_scene_or_window_title_picks_a_profile() -> None:
+    known = ["redeclipse", "Flare"]
+    mapping = {"Red Eclipse": "redeclipse", "Boss Rush": "Flare"}
+    assert profiles.pick("Red Eclipse 2.0.0 (OpenGL)", mapping, known) == "redeclipse"
+    assert profiles.pick("boss rush - stream", mapping, known) == "Flare"
+    assert profiles.pick("Gameplay: FLARE", {}, known) == "Flare"  # a saved profile's name
+    assert profiles.pick("Just Chatting", mapping, known) is None
+    assert profiles.pick("", mapping, known) is None

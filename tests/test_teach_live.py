@@ -122,7 +122,7 @@ async def test_taught_through_the_panel_and_mqtt_the_boss_screen_plays_its_prese
     profiles.save(profiles.profile_path("Other Game"), {**other, "batches": [], "head": None})
     config = live_config(
         analysis={"mode": "game"},
-        game={"profile": GAME},
+        game={"profile": GAME, "auto_profile": True},
         conductor={"preset_dirs": (str(presets),)},
         mqtt={"enabled": True, "host": "127.0.0.1", "port": broker.port, "instance": "teach-test"},
         source={"loop": True},
@@ -222,6 +222,14 @@ async def test_taught_through_the_panel_and_mqtt_the_boss_screen_plays_its_prese
         assert href is not None and "/api/profile?game=Other%20Game" in href
         await page.click("#profile-use")
         await _wait(lambda: teacher.snapshot()["game"] == "Other Game", 5, "Use did not switch")
+
+        # Inside OBS the OBS page reports the scene; its name picks the profile back.
+        obs = await browser.new_page()
+        await obs.add_init_script(
+            "window.obsstudio = {getCurrentScene: (cb) => cb({name: 'Live: Redeclipse-Test'})};"
+        )
+        await obs.goto(web.url)
+        await _wait(lambda: teacher.snapshot()["game"] == GAME, 5, "the OBS scene did not pick")
         await browser.close()
 
     # The exported file, imported by the CLI as another game's profile, is picked by that game

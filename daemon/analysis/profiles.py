@@ -211,6 +211,21 @@ def read_bytes(game: str, folder: Path | None = None) -> bytes:
     return to_bytes(load(path, expect_hash=None))
 
 
+def pick(seen: str, mapping: Mapping[str, str], known: list[str]) -> str | None:
+    """The profile an OBS scene name or a window title ``seen`` names (``[game] auto_profile``):
+    a ``mapping`` key it equals or contains, else a ``known`` profile's name it equals or
+    contains (the longest such name), case ignored; None: none (keep the profile in use)."""
+    text = seen.strip().casefold()
+    if not text:
+        return None
+    for candidates in (list(mapping), known):
+        found = [name for name in candidates if name.strip() and name.casefold() in text]
+        if found:
+            best = max(found, key=lambda name: (name.casefold() == text, len(name)))
+            return mapping.get(best, best) if candidates is not known else best
+    return None
+
+
 def import_file(
     source: Path, *, name: str | None, expect_hash: str, folder: Path | None = None
 ) -> Path:

@@ -143,6 +143,9 @@ class ControlHub:
         self._health_listeners: list[StateListener] = []
         # The game mode's teacher (``teach`` commands, the ``teach`` state); None: no game mode.
         self.teacher: Teaching | None = None
+        # ``[game] auto_profile``: its ``[game.profiles]`` mapping; None: profiles are not
+        # chosen from the OBS scene or the window title.
+        self.auto_profiles: Mapping[str, str] | None = None
 
     # -- front ends ------------------------------------------------------------------------
 
@@ -207,6 +210,22 @@ class ControlHub:
             return CommandResult(False, str(exc))
         self.update(teach=teacher.snapshot())
         return CommandResult(True, f"game profile {what}")
+
+    async def seen_title(self, title: str, *, where: str) -> CommandResult:
+        """An OBS scene name or a captured window's title (``where`` says which): with
+        ``[game] auto_profile`` (:attr:`auto_profiles`), the profile it names (its
+        ``[game.profiles]`` mapping, else a saved profile's name it contains) is switched to."""
+        teacher = self.teacher
+        if teacher is None or self.auto_profiles is None:
+            return CommandResult(False, "auto profile is off ([game] auto_profile)")
+        from daemon.analysis.profiles import pick
+
+        known = [p["game"] for p in await asyncio.to_thread(teacher.profiles) if p["usable"]]
+        game = pick(title, self.auto_profiles, known)
+        if game is None or game == teacher.snapshot().get("game"):
+            return CommandResult(True, f"{where} {title[:80]!r}: profile unchanged")
+        log.info("auto profile: %s %r picks game profile %s", where, title[:80], game)
+        return await self.switch_game(game)
 
     def _teach_refusal(self, command: TeachCommand | TeachUndoCommand | GameCommand) -> str | None:
         if self.teacher is None:
