@@ -251,6 +251,17 @@ async def test_taught_through_the_panel_and_mqtt_the_boss_screen_plays_its_prese
         answer = await asyncio.to_thread(_post, api, exported, "sesame")
         assert answer == {"ok": True, "message": "ok"}
 
+        # A stretch of a recording, taught through the API: read in the niced worker process
+        # while the music plays (its late blocks are shown; the training's are asserted above).
+        late = again.engine.late_blocks
+        body = {"scene": "combat", "file": str(boss_clip), "start": PART_S, "seconds": PART_S}
+        answer = await asyncio.to_thread(
+            _post, api.replace("/api/profile", "/api/teach"), json.dumps(body).encode(), "sesame"
+        )
+        assert answer == {"ok": True, "message": "taught 4.0 s of combat from boss_loop.mp4 at 4 s"}
+        print(f"late blocks while the recording was read: {again.engine.late_blocks - late}")
+        assert restored.snapshot()["seconds"] == {"boss": 3.0, "combat": 7.0}
+
 
 def test_game_flag_names_the_profile_and_turns_on_the_game_mode(
     monkeypatch: pytest.MonkeyPatch,

@@ -18,7 +18,8 @@ in the middle of a bar. ``teach_undo`` drops the last batch (or the one being co
 trains again; with fewer than two scenes taught the general model reads alone.
 
 ``teach`` with a ``file`` (:meth:`Teacher.teach_file`) takes the batch from a recording instead:
-the marked stretch is decoded as fast as the CPU allows (a thread, off the event loop) and read
+the marked stretch is decoded as fast as the CPU allows (in the training worker, off the event
+loop and the audio's threads) and read
 by the general model as the live analysis reads it, a second before the stretch included so the
 first window sees a full second.
 
@@ -105,7 +106,6 @@ class Teacher:
     ) -> None:
         self.model_hash = model_hash
         self.model_path = model_path
-        self._reader: Any = None  # the general model for files (LoadedScene), loaded once
         self._file_lock = threading.Lock()
         self.game = None if not game else profiles.check_name(game)
         self.path = None if self.game is None else profiles.profile_path(self.game, folder)
@@ -205,26 +205,27 @@ class Teacher:
         SourceError
             The file does not decode as video.
         """
-        from daemon.analysis.video_file import read_windows
-        from models.scene import load_checkpoint
+        from daemon.analysis.video_file import read_examples
 
         path = Path(path).expanduser()
         if self.model_path is None:
             raise TeachError("teach: this run cannot read files (no scene model path)")
         if not path.is_file():
             raise TeachError(f"teach: no file {path}; give a video file this machine can read")
+        job = (str(self.model_path), str(path), start, min(seconds, MAX_SECONDS))
         with self._file_lock:
-            if self._reader is None:
-                self._reader = load_checkpoint(self.model_path)
-            whole, window_s = read_windows(
-                self._reader, path, start=start, seconds=min(seconds, MAX_SECONDS)
-            )
-        if not whole:
+            # In the worker process (niced, one torch thread) the music's threads keep the CPU.
+            if self._worker == "process":
+                future = self._executor_now().submit(read_examples, *job)
+                features, general, window_s = future.result()
+            else:
+                features, general, window_s = read_examples(*job)
+        if not len(features):
             raise TeachError(f"teach: {path.name} has no whole {window_s:g} s after {start:g} s")
-        batch = Batch(scene=scene, asked_s=len(whole) * window_s, taught_at=time.time())
-        batch.features = [np.asarray(f, dtype=np.float32) for _, f in whole]
-        batch.general = [reading.scene for reading, _ in whole]
-        batch.seconds = len(whole) * window_s
+        batch = Batch(scene=scene, asked_s=len(features) * window_s, taught_at=time.time())
+        batch.features = list(features)
+        batch.general = list(general)
+        batch.seconds = len(features) * window_s
         with self._lock:
             self._batches.append(batch)
         what = f"{batch.seconds:.1f} s of {scene} from {path.name} at {start:g} s"

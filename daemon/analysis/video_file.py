@@ -7,7 +7,7 @@ reads the stretch the user marked, as fast as the CPU decodes, instead of playin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from models.scene import LoadedScene, SceneReading
 
 WINDOW_S = 0.5  # a file is read in the live analysis's windows (analysis.window_s)
+_LOADED: dict[str, Any] = {}  # scene models by path, loaded once per process
 
 
 def read_video(
@@ -99,3 +100,26 @@ def read_windows(
     windows = clip_windows(loaded, frames, step=step)[skip:]
     whole = [w for i, w in enumerate(windows) if (skip + i + 1) * step <= len(frames)]
     return whole, step / config.fps
+
+
+def read_examples(
+    model_path: str, path: str, start: float, seconds: float
+) -> tuple[np.ndarray, list[str], float]:
+    """:func:`read_windows` as the teacher's worker process (or thread) runs it: plain data
+    in and out, the scene model loaded once per process. Returns the windows' example
+    features [shape=(n, f), dtype=float32], the general model's scene of each, the window
+    length in seconds.
+
+    Raises
+    ------
+    SourceError
+        As :func:`read_windows`.
+    """
+    from models.scene import load_checkpoint
+
+    loaded = _LOADED.get(model_path)
+    if loaded is None:
+        loaded = _LOADED[model_path] = load_checkpoint(Path(model_path))
+    whole, window_s = read_windows(loaded, Path(path), start=start, seconds=seconds)
+    features = np.stack([f for _, f in whole]).astype(np.float32) if whole else np.zeros((0, 0))
+    return features, [reading.scene for reading, _ in whole], window_s
