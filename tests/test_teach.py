@@ -77,6 +77,10 @@ async def test_a_minute_per_scene_taught_through_the_api_reads_red_eclipse(
         body = {"scene": "menu", "file": str(FOOTAGE / f"{CLIPS[0]}.mp4"), "seconds": 1}
         status, answer = await asyncio.to_thread(_post, api, body, None)
         assert status == 403 and "needs the token" in answer["message"]
+        # A file that is no video is one line, 400 (the labels beside the footage).
+        body = {"scene": "menu", "file": str(FOOTAGE / f"{CLIPS[0]}.json"), "seconds": 1}
+        status, answer = await asyncio.to_thread(_post, api, body, "sesame")
+        assert status == 400 and "does not decode as video" in answer["message"], answer
         evaluation: list[tuple[np.ndarray, str, str]] = []
         taught = {"combat": 0.0, "menu": 0.0}
         for name, clip in zip(CLIPS, clips, strict=True):

@@ -194,6 +194,9 @@ class ControlHub:
         except MoodscoreError as exc:
             self._reject_log.warning("teach refused: %s", exc)
             return CommandResult(False, str(exc))
+        except Exception as exc:  # a worker that died: say so, the music plays on
+            log.exception("teach: reading %s failed", file[:200])
+            return CommandResult(False, f"teach: reading the file failed ({exc})")
         self.update(teach=teacher.snapshot())
         return CommandResult(True, f"taught {what}")
 
