@@ -101,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("game", nargs="?", metavar="GAME", help="the game (export; import: as)")
     profile.add_argument("file", nargs="?", type=Path, metavar="FILE", help="the profile file")
 
+    teach = add("teach", "teach a game's profile a scene from a recording (no music plays)")
+    teach.add_argument("clip", type=Path, metavar="CLIP", help="a video file of the game")
+    teach.add_argument("--game", required=True, metavar="NAME", help="the game's profile")
+    teach.add_argument("--scene", required=True, metavar="SCENE", help="what CLIP shows")
+    teach.add_argument(
+        "--start", type=float, default=0.0, metavar="SECONDS", help="from this far into CLIP"
+    )
+    teach.add_argument(
+        "--seconds",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="this much of it (at most 120, the default)",
+    )
+
     render = add("render", "score a video file (or `demo`) faster than real time")
     render.add_argument(
         "input", metavar="INPUT", help="a video file, or `demo` for the built-in scene"
@@ -449,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "init": _cmd_init,
         "completion": _cmd_completion,
         "profile": _cmd_profile,
+        "teach": _cmd_teach,
     }
     try:
         config = load_config(args.config)
@@ -567,6 +583,44 @@ def _cmd_profile(args: argparse.Namespace, config: Config) -> int:
     target = profiles.import_file(Path(source), name=name, expect_hash=expect)
     log.info("imported %s as %s", source, target)
     return 0
+
+
+def _cmd_teach(args: argparse.Namespace, config: Config) -> int:
+    """``moodscore teach --game NAME --scene SCENE CLIP``: one batch, trained, saved."""
+    from daemon.analysis.game import resolve_model_path
+    from daemon.analysis.profiles import check_name
+    from daemon.analysis.teach import make_teacher
+    from daemon.control.commands import TeachCommand, parse_command
+    from daemon.scenes import PresetLibrary
+
+    command = parse_command(
+        "teach",
+        {"scene": args.scene, "seconds": min(args.seconds, 120.0), "start": args.start},
+        scenes=PresetLibrary(config.conductor.preset_dirs).names(),
+    )
+    assert isinstance(command, TeachCommand)
+    teacher = make_teacher(
+        model_path=resolve_model_path(config.game.model),
+        game=check_name(args.game),
+        worker="thread",
+    )
+    try:
+        what = teacher.teach_file(
+            command.scene, args.clip, start=command.start, seconds=command.seconds
+        )
+        teacher.wait_idle(600)
+        teacher.promote()
+    finally:
+        teacher.close()
+    state = teacher.snapshot()
+    held = state["held_back"]
+    print(f"taught {what}; {teacher.summary().describe()}")
+    if held["adapted"] is not None:
+        print(
+            f"held back: the taught head {held['adapted']:.2f}, the general model "
+            f"{held['general']:.2f}"
+        )
+    return 0 if teacher.error is None else 1
 
 
 # -- render -------------------------------------------------------------------------------

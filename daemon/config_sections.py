@@ -161,6 +161,14 @@ def format_toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list | tuple):
         return "[" + ", ".join(format_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ", ".join(
+                f"{format_toml_value(str(k))} = {format_toml_value(v)}" for k, v in value.items()
+            )
+            + "}"
+        )
     return repr(value)
 
 
@@ -303,6 +311,15 @@ class GameConfig(ConfigSection):
     teach_worker: Literal["process", "thread"] = "process"
     """Where a taught head trains while the music plays: "process" (a niced worker process with one
     torch thread; no audio glitch measured) or "thread" (a thread of the daemon)."""
+
+    auto_profile: bool = False
+    """Choose the game profile by itself from the OBS scene name (the OBS page reports it) or the
+    captured window's title: a name in [game.profiles], else a saved profile whose name the scene
+    name or title contains (case ignored); anything else keeps the profile in use."""
+
+    profiles: dict[str, str] = Field(default_factory=dict, json_schema_extra={"default": {}})
+    """For auto_profile: OBS scene names or window titles (or a part of them, case ignored) and the
+    profile each picks, e.g. [game.profiles] "Red Eclipse" = "redeclipse"."""
 
 
 @dataclass(frozen=True, slots=True, config=_SECTION)

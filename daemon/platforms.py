@@ -8,8 +8,11 @@ fake a Windows or macOS host; Linux-only paths (JACK, apt, ``/dev/video*``, X11,
 
 from __future__ import annotations
 
+import os
 import platform
+import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -66,3 +69,29 @@ def install_advice(linux: str, *, mac: str, windows: str) -> str:
     if system == "Windows":
         return windows
     return linux if shutil.which("dpkg") else linux.replace("sudo apt-get install", "install")
+
+
+def active_window_title(display: str | None = None) -> str | None:
+    """The title of the X11 desktop's active (else focused) window, for choosing a game
+    profile by it; None off Linux, without an X display, or without ``xdotool`` (apt:
+    xdotool), or when it cannot be read.
+
+    display : the X display (default ``$DISPLAY``).
+    """
+    display = display or os.environ.get("DISPLAY")
+    tool = shutil.which("xdotool")
+    if not on_linux() or not display or tool is None:
+        return None
+    env = {**os.environ, "DISPLAY": display}
+    # The window manager's _NET_ACTIVE_WINDOW, else (no window manager) the input focus.
+    for which in ("getactivewindow", "getwindowfocus"):
+        try:
+            done = subprocess.run(
+                [tool, which, "getwindowname"], capture_output=True, text=True, timeout=2, env=env
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        title = re.sub(r"\s+", " ", done.stdout).strip()
+        if done.returncode == 0 and title:
+            return title
+    return None

@@ -177,7 +177,7 @@ def test_every_command_name_has_a_schema() -> None:
     assert set(COMMAND_NAMES) == {
         "mood", "scene", "tempo", "layers", "key", "mute", "transport", "stinger", "source",
         "delay",
-        "teach", "teach_undo",
+        "teach", "teach_undo", "game",
     }  # fmt: skip
 
 

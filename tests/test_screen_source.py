@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -12,9 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from daemon.analysis.teach import Teacher
 from daemon.cli import main
 from daemon.config import SourceConfig
+from daemon.control.hub import ControlHub
+from daemon.control.window_title import WindowTitleWatch
 from daemon.errors import SourceError
+from daemon.platforms import active_window_title
 from daemon.sources import open_source
 from daemon.sources.screen import ScreenSource, parse_screen_spec
 
@@ -102,3 +107,44 @@ def test_no_display_is_one_line_and_exit_2(
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no screen to capture" in err[0]
+
+
+@pytest.fixture
+def game_window(display: str) -> Iterator[str]:
+    """A window titled like a game's, focused as a click would (no window manager here)."""
+    assert shutil.which("xdotool") and shutil.which("xmessage"), "tools/setup.sh installs them"
+    env = {**os.environ, "DISPLAY": display}
+    title = "Red Eclipse 2.0 (OpenGL)"
+    window = subprocess.Popen(["xmessage", "-title", title, "paused"], env=env)
+    try:
+        for _ in range(100):
+            found = subprocess.run(
+                ["xdotool", "search", "--name", "Red Eclipse", "windowfocus"], env=env, timeout=5
+            )
+            if found.returncode == 0:
+                break
+            time.sleep(0.05)
+        yield title
+    finally:
+        window.terminate()
+        window.wait(timeout=10)
+
+
+async def test_the_active_window_title_picks_the_game_profile(
+    display: str, game_window: str, tmp_path: Path
+) -> None:
+    assert active_window_title(display) == game_window
+    teacher = Teacher(model_hash="abc", game="Desktop", folder=tmp_path, worker="thread")
+    hub = ControlHub()
+    hub.teacher = teacher
+    hub.auto_profiles = {"red eclipse": "redeclipse"}
+    watch = WindowTitleWatch(hub=hub, display=display, interval_s=0.1)
+    await watch.start()
+    try:
+        for _ in range(100):
+            if teacher.snapshot()["game"] == "redeclipse":
+                break
+            await asyncio.sleep(0.05)
+        assert teacher.snapshot()["game"] == "redeclipse"
+    finally:
+        await watch.aclose()

@@ -27,7 +27,8 @@ PYTHON=${PYTHON:-python3}
 # iproute2: `ip netns`, the other machine on the network of the web token test.
 # libportaudio2, pulseaudio-utils: live game audio from a PortAudio input or a PulseAudio/PipeWire
 # monitor (`run --game-audio`, parec); espeak-ng: tools/record_games/voice_renpy.py.
-APT_PACKAGES=(mosquitto mosquitto-clients jackd2 xvfb x11-xserver-utils chromium iproute2 libportaudio2 pulseaudio-utils espeak-ng)
+# xdotool: the active window's title ([game] auto_profile); x11-utils: xmessage, its test window.
+APT_PACKAGES=(mosquitto mosquitto-clients jackd2 xvfb x11-xserver-utils chromium iproute2 libportaudio2 pulseaudio-utils espeak-ng xdotool x11-utils)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 

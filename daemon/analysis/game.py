@@ -46,16 +46,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from daemon.analysis.base import WindowModel
 from daemon.analysis.teach import Teacher
+from daemon.analysis.video_file import shrink_to_store
 from daemon.config import REPO_ROOT, GameConfig
 from daemon.errors import ModelError
 from daemon.messages import Frame, Mood
 from models.scene_cues import CUE_NAMES
-from models.scene_data import STORE_HEIGHT, STORE_WIDTH
 
 if TYPE_CHECKING:
     from daemon.analysis.game_audio import GameAudioCues
@@ -78,13 +77,6 @@ def resolve_model_path(name: str) -> Path:
     if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
         return REPO_ROOT / path
     return path
-
-
-def shrink_to_store(image: np.ndarray) -> np.ndarray:
-    """Any RGB frame [shape=(h, w, 3), dtype=uint8] -> the stored 96x72 frame (INTER_AREA)."""
-    if image.shape[:2] == (STORE_HEIGHT, STORE_WIDTH):
-        return image
-    return cv2.resize(image, (STORE_WIDTH, STORE_HEIGHT), interpolation=cv2.INTER_AREA)
 
 
 class GameModel(WindowModel[np.ndarray | None]):

@@ -176,6 +176,56 @@ def list_profiles(folder: Path | None = None) -> list[ProfileSummary]:
     return found
 
 
+def listing(
+    folder: Path | None, *, current: ProfileSummary | None, model_hash: str
+) -> list[dict[str, Any]]:
+    """Every saved profile in ``folder`` (``current``, this run's, as it stands) as the panel
+    lists them: game, seconds per scene, whether a taught head reads, whether it is this run's
+    (``current``) and whether this run's scene model can use it (``usable``)."""
+    found = {s.game: s for s in list_profiles(folder)}
+    if current is not None:
+        found[current.game] = current
+    return [
+        {
+            "game": s.game,
+            "seconds": {k: round(v, 1) for k, v in sorted(s.seconds.items())},
+            "adapted": s.adapted,
+            "current": current is not None and s.game == current.game,
+            "usable": s.model_hash == model_hash,
+        }
+        for s in sorted(found.values(), key=lambda s: s.game.lower())
+    ]
+
+
+def read_bytes(game: str, folder: Path | None = None) -> bytes:
+    """Game ``game``'s saved profile as one file's bytes.
+
+    Raises
+    ------
+    ProfileError
+        A bad name, no such profile, or not a profile.
+    """
+    path = profile_path(check_name(game), folder)
+    if not path.exists():
+        raise ProfileError(f"no profile for game {game!r}; the panel lists those taught")
+    return to_bytes(load(path, expect_hash=None))
+
+
+def pick(seen: str, mapping: Mapping[str, str], known: list[str]) -> str | None:
+    """The profile an OBS scene name or a window title ``seen`` names (``[game] auto_profile``):
+    a ``mapping`` key it equals or contains, else a ``known`` profile's name it equals or
+    contains (the longest such name), case ignored; None: none (keep the profile in use)."""
+    text = seen.strip().casefold()
+    if not text:
+        return None
+    for candidates in (list(mapping), known):
+        found = [name for name in candidates if name.strip() and name.casefold() in text]
+        if found:
+            best = max(found, key=lambda name: (name.casefold() == text, len(name)))
+            return mapping.get(best, best) if candidates is not known else best
+    return None
+
+
 def import_file(
     source: Path, *, name: str | None, expect_hash: str, folder: Path | None = None
 ) -> Path:

@@ -17,11 +17,25 @@ quarter of each class, by the time taught), and then only at the next bar
 in the middle of a bar. ``teach_undo`` drops the last batch (or the one being collected) and
 trains again; with fewer than two scenes taught the general model reads alone.
 
+``teach`` with a ``file`` (:meth:`Teacher.teach_file`) takes the batch from a recording instead:
+the marked stretch is decoded as fast as the CPU allows (in the training worker, off the event
+loop and the audio's threads) and read
+by the general model as the live analysis reads it, a second before the stretch included so the
+first window sees a full second.
+
 A scene name may be any preset's name (``boss`` with a ``boss.toml`` among the presets): the
 head then names it, and the conductor plays its preset as it plays the built-in four.
 
 Every trained or undone batch is saved to the game's profile (:mod:`daemon.analysis.profiles`)
 when the run has a game name (``--game NAME``, ``[game] profile``).
+``game {"game": NAME}`` (the panel's profile list, MQTT ``cmd/game``, the OBS scene or the
+window title with ``[game] auto_profile``) switches to another game's profile at the next bar.
+
+This module stays whole (about 540 lines): the :class:`Teacher` is one state machine (the
+batches, the batch being collected, the head waiting for the next bar, the training
+generation) behind one lock, and each method reads or moves that state as a whole; reading
+files (:mod:`daemon.analysis.video_file`) and profile files (:mod:`daemon.analysis.profiles`)
+are already apart.
 """
 
 from __future__ import annotations
@@ -72,6 +86,8 @@ class Teacher:
         nothing is saved.
     folder : the profiles folder (default :func:`profiles.profiles_dir`).
     worker : where training runs: ``"process"`` or ``"thread"``.
+    model_path : the general scene model's checkpoint (teaching from a file reads with it);
+        None: teaching from a file is refused.
 
     Raises
     ------
@@ -86,10 +102,14 @@ class Teacher:
         game: str | None = None,
         folder: Path | None = None,
         worker: Literal["process", "thread"] = "process",
+        model_path: Path | None = None,
     ) -> None:
         self.model_hash = model_hash
+        self.model_path = model_path
+        self._file_lock = threading.Lock()
         self.game = None if not game else profiles.check_name(game)
         self.path = None if self.game is None else profiles.profile_path(self.game, folder)
+        self._folder = folder
         self._worker = worker
         self._lock = threading.Lock()
         self._batches: list[Batch] = []
@@ -170,6 +190,48 @@ class Teacher:
                 log.debug("teach: the worker did not start early", exc_info=True)
         if closed is not None:
             self._train()
+
+    def teach_file(
+        self, scene: str, path: Path | str, *, start: float = 0.0, seconds: float = MAX_SECONDS
+    ) -> str:
+        """``seconds`` of a recording from ``start`` show ``scene``: one batch, read now (call
+        it off the event loop; one file at a time), then trained as a taught batch is; what
+        was taught.
+
+        Raises
+        ------
+        TeachError
+            No scene model to read with, no such file, or nothing in the stretch.
+        SourceError
+            The file does not decode as video.
+        """
+        from daemon.analysis.video_file import read_examples
+
+        path = Path(path).expanduser()
+        if self.model_path is None:
+            raise TeachError("teach: this run cannot read files (no scene model path)")
+        if not path.is_file():
+            raise TeachError(f"teach: no file {path}; give a video file this machine can read")
+        job = (str(self.model_path), str(path), start, min(seconds, MAX_SECONDS))
+        with self._file_lock:
+            # In the worker process (niced, one torch thread) the music's threads keep the CPU.
+            if self._worker == "process":
+                future = self._executor_now().submit(read_examples, *job)
+                features, general, window_s = future.result()
+            else:
+                features, general, window_s = read_examples(*job)
+        if not len(features):
+            raise TeachError(f"teach: {path.name} has no whole {window_s:g} s after {start:g} s")
+        batch = Batch(scene=scene, asked_s=len(features) * window_s, taught_at=time.time())
+        batch.features = list(features)
+        batch.general = list(general)
+        batch.seconds = len(features) * window_s
+        with self._lock:
+            self._batches.append(batch)
+        what = f"{batch.seconds:.1f} s of {scene} from {path.name} at {start:g} s"
+        log.info("teach: %s", what)
+        self._train()
+        return what
 
     def undo(self) -> str:
         """Drop the batch being collected, else the last one; what was dropped.
@@ -276,6 +338,44 @@ class Teacher:
             self._generation += 1
         self._adopt(data, at_bar=True)
         self._save()
+
+    def switch(self, game: str) -> str:
+        """Teach and read game ``game`` from now on: its saved profile (or a new, empty one)
+        replaces what this run was taught (that is saved already); its head reads from the
+        next bar. What it is now. Blocking (reads a file): call it off the event loop.
+
+        Raises
+        ------
+        ProfileError
+            A bad name, or the game's profile cannot be read or was made on another model.
+        """
+        name = profiles.check_name(game)
+        path = profiles.profile_path(name, self._folder)
+        data = profiles.load(path, expect_hash=self.model_hash) if path.exists() else {}
+        with self._lock:
+            self._generation += 1  # a training of the old game's examples is not used
+            self.game, self.path = name, path
+        self._adopt(data, at_bar=True)
+        summary = self.summary().describe()
+        log.info("teach: game profile %s from the next bar", summary)
+        return summary
+
+    def profiles(self) -> list[dict[str, Any]]:
+        """Every saved profile, this game's as it stands (:func:`profiles.listing`)."""
+        current = None if self.game is None else self.summary()
+        return profiles.listing(self._folder, current=current, model_hash=self.model_hash)
+
+    def profile_bytes(self, game: str | None) -> bytes:
+        """The profile of ``game`` (None or this run's game: as it stands now) as one file.
+
+        Raises
+        ------
+        ProfileError
+            A bad name, or no such profile.
+        """
+        if game is None or game == self.game:
+            return self.export_bytes()
+        return profiles.read_bytes(game, self._folder)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no training runs (tests, benches); False on timeout."""
@@ -441,4 +541,9 @@ def _fmt(value: Any) -> str:
 
 def make_teacher(*, model_path: Path, game: str, worker: Literal["process", "thread"]) -> Teacher:
     """The teacher of a run of the game mode (loads the game's profile when it has one)."""
-    return Teacher(model_hash=profiles.model_hash(model_path), game=game or None, worker=worker)
+    return Teacher(
+        model_hash=profiles.model_hash(model_path),
+        game=game or None,
+        worker=worker,
+        model_path=model_path,
+    )

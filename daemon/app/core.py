@@ -173,6 +173,8 @@ def build_core(
             game=config.game.profile,
             worker=config.game.teach_worker,
         )
+    if teacher is not None and config.game.auto_profile:
+        hub.auto_profiles = dict(config.game.profiles)
     router = Router(
         hub=hub,
         conductor=conductor,

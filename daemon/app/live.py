@@ -101,6 +101,13 @@ def build_live(
             any_port_if_busy=request.web_port_flexible,
         )
         outputs.append(web)
+    if core.teacher is not None and config.game.auto_profile:
+        from daemon.sources.screen import ScreenSource
+
+        if isinstance(source, ScreenSource):
+            from daemon.control.window_title import WindowTitleWatch
+
+            outputs.append(WindowTitleWatch(hub=core.hub, display=source.display))
     game_audio = live_game_audio(config, core)
     session = build_session(
         config,

@@ -228,11 +228,26 @@ class TeachCommand(_Command):
     name: ClassVar[str] = "teach"
     scene: str
     seconds: Annotated[float, Field(gt=0.0, le=120.0)] = 5.0
+    # A recording instead of the live game: ``seconds`` of it from ``start`` (read at once, as
+    # fast as the CPU allows). A path opens a file, so the web API wants the token for it.
+    file: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    start: Annotated[float, Field(ge=0.0, le=86400.0)] = 0.0
 
     @field_validator("scene")
     @classmethod
     def _known_scene(cls, value: str, info: ValidationInfo) -> str:
         return _preset_name(value, info)
+
+
+GAME_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$"  # as profiles.check_name
+
+
+class GameCommand(_Command):
+    """``game``: teach and read this game's profile from now on (its saved one, or a new one);
+    its head reads from the next bar (game modes only)."""
+
+    name: ClassVar[str] = "game"
+    game: Annotated[str, Field(min_length=1, max_length=64, pattern=GAME_NAME_PATTERN)]
 
 
 class TeachUndoCommand(_Command):
@@ -255,6 +270,7 @@ Command = (
     | FollowTempoCommand
     | TeachCommand
     | TeachUndoCommand
+    | GameCommand
 )
 
 COMMANDS: dict[str, type[_Command]] = {
@@ -272,6 +288,7 @@ COMMANDS: dict[str, type[_Command]] = {
         DelayCommand,
         TeachCommand,
         TeachUndoCommand,
+        GameCommand,
     )
 }
 COMMAND_NAMES: tuple[str, ...] = tuple(COMMANDS)
@@ -437,8 +454,9 @@ _EXAMPLES = {
     "source": '{"source": "demo"} or demo',
     "stinger": '{"kind": "riser"} or riser',
     "delay": '{"output": "osc", "ms": 40} or osc 40',
-    "teach": '{"scene": "combat", "seconds": 5} or combat',
+    "teach": '{"scene": "combat", "seconds": 5} or combat (+ "file", "start": a recording)',
     "teach_undo": "{} (or nothing)",
+    "game": '{"game": "Red Eclipse"} or Red Eclipse',
 }
 
 
@@ -476,6 +494,8 @@ def _bare(name: str, text: str) -> dict[str, Any]:
         return {"scene": unquoted}
     if name == "teach_undo":
         return {}
+    if name == "game":
+        return {"game": unquoted}
     if name == "mood":
         parts = [p for p in re.split(r"[,\s]+", unquoted) if p]
         if len(parts) not in (2, 3):

@@ -9,7 +9,8 @@ oldest is dropped, with a warning) and applies each on the musical grid.
 session keep it current with :meth:`ControlHub.update`.
 
 ``source`` commands do not queue: they open the new source at once (the session's
-:class:`SourceSwitcher`), so the answer says whether it opened.
+:class:`SourceSwitcher`), so the answer says whether it opened. Nor does ``teach`` with a
+``file``: the recording is read in a thread and the answer says what was taught.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.control.commands import (
@@ -25,6 +27,7 @@ from daemon.control.commands import (
     Command,
     CommandError,
     CommandResult,
+    GameCommand,
     SourceCommand,
     TeachCommand,
     TeachUndoCommand,
@@ -69,6 +72,14 @@ class Teaching(Protocol):
     """What the hub asks of the game mode's teacher (:class:`daemon.analysis.teach.Teacher`)."""
 
     def can_undo(self) -> bool: ...
+
+    def teach_file(self, scene: str, path: Path | str, *, start: float, seconds: float) -> str: ...
+
+    def switch(self, game: str) -> str: ...
+
+    def profiles(self) -> list[dict[str, Any]]: ...
+
+    def profile_bytes(self, game: str | None) -> bytes: ...
 
     def snapshot(self) -> dict[str, Any]: ...
 
@@ -132,6 +143,9 @@ class ControlHub:
         self._health_listeners: list[StateListener] = []
         # The game mode's teacher (``teach`` commands, the ``teach`` state); None: no game mode.
         self.teacher: Teaching | None = None
+        # ``[game] auto_profile``: its ``[game.profiles]`` mapping; None: profiles are not
+        # chosen from the OBS scene or the window title.
+        self.auto_profiles: Mapping[str, str] | None = None
 
     # -- front ends ------------------------------------------------------------------------
 
@@ -153,16 +167,70 @@ class ControlHub:
             return CommandResult(False, str(exc))
         if isinstance(command, SourceCommand):
             return await self._switch(command.source)
-        if isinstance(command, TeachCommand | TeachUndoCommand):
+        if isinstance(command, TeachCommand | TeachUndoCommand | GameCommand):
             refusal = self._teach_refusal(command)
             if refusal is not None:
                 self.rejected += 1
                 self._reject_log.warning("command refused: %s", refusal)
                 return CommandResult(False, refusal)
+            if isinstance(command, TeachCommand) and command.file is not None:
+                return await self._teach_file(command, command.file)
+            if isinstance(command, GameCommand):
+                return await self.switch_game(command.game)
         self.submit(command)
         return OK
 
-    def _teach_refusal(self, command: TeachCommand | TeachUndoCommand) -> str | None:
+    async def _teach_file(self, command: TeachCommand, file: str) -> CommandResult:
+        teacher = self.teacher
+        assert teacher is not None  # _teach_refusal said so
+        try:
+            what = await asyncio.to_thread(
+                teacher.teach_file,
+                command.scene,
+                file,
+                start=command.start,
+                seconds=command.seconds,
+            )
+        except MoodscoreError as exc:
+            self._reject_log.warning("teach refused: %s", exc)
+            return CommandResult(False, str(exc))
+        except Exception as exc:  # a worker that died: say so, the music plays on
+            log.exception("teach: reading %s failed", file[:200])
+            return CommandResult(False, f"teach: reading the file failed ({exc})")
+        self.update(teach=teacher.snapshot())
+        return CommandResult(True, f"taught {what}")
+
+    async def switch_game(self, game: str) -> CommandResult:
+        """Teach and read ``game``'s profile from the next bar (``game`` commands, the automatic
+        choice from the OBS scene or the window title)."""
+        teacher = self.teacher
+        if teacher is None:
+            return CommandResult(False, "game: no game profile: run with --mode game")
+        try:
+            what = await asyncio.to_thread(teacher.switch, game)
+        except MoodscoreError as exc:
+            self._reject_log.warning("game refused: %s", exc)
+            return CommandResult(False, str(exc))
+        self.update(teach=teacher.snapshot())
+        return CommandResult(True, f"game profile {what}")
+
+    async def seen_title(self, title: str, *, where: str) -> CommandResult:
+        """An OBS scene name or a captured window's title (``where`` says which): with
+        ``[game] auto_profile`` (:attr:`auto_profiles`), the profile it names (its
+        ``[game.profiles]`` mapping, else a saved profile's name it contains) is switched to."""
+        teacher = self.teacher
+        if teacher is None or self.auto_profiles is None:
+            return CommandResult(False, "auto profile is off ([game] auto_profile)")
+        from daemon.analysis.profiles import pick
+
+        known = [p["game"] for p in await asyncio.to_thread(teacher.profiles) if p["usable"]]
+        game = pick(title, self.auto_profiles, known)
+        if game is None or game == teacher.snapshot().get("game"):
+            return CommandResult(True, f"{where} {title[:80]!r}: profile unchanged")
+        log.info("auto profile: %s %r picks game profile %s", where, title[:80], game)
+        return await self.switch_game(game)
+
+    def _teach_refusal(self, command: TeachCommand | TeachUndoCommand | GameCommand) -> str | None:
         if self.teacher is None:
             return (
                 f"{command.name}: only the game scene model can be taught; run with --mode game "

@@ -15,7 +15,7 @@ section shows every payload):
   the music answers a sudden change at once (kind, strength, the audio time it answers at);
   ``event/note`` (``note_events``) per note;
 - ``cmd/<name>`` (mood, scene, tempo, layers, key, mute, transport, source, stinger,
-  teach, teach_undo): commands, validated
+  teach, teach_undo, game): commands, validated
   by :mod:`daemon.control.commands`; each is answered on ``cmd/<name>/result`` with JSON
   ``{"ok": bool, "error": str|null, "id": ...}`` echoing the ``id`` of a JSON command (plain
   ``ok`` or the error text with ``mqtt.plain_results``). An MQTT v5 client that sends a response
@@ -348,9 +348,10 @@ class MqttBridge(Output):
             )
             self._answer(name, refused, None, reply, group=group)
             return
-        if name == "source":
-            # Opening a camera can take a while: answer when done, keep reading commands.
-            self._spawn(self._execute(name, raw, reply, group=group), name="mqtt-source")
+        if name == "source" or (name == "teach" and b'"file"' in _bytes(raw)):
+            # Opening a camera or reading a recording takes a while: answer when done, keep
+            # reading commands.
+            self._spawn(self._execute(name, raw, reply, group=group), name=f"mqtt-{name}")
             return
         await self._execute(name, raw, reply, group=group)
 
@@ -571,3 +572,7 @@ class MqttBridge(Output):
         task = self._loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _bytes(raw: bytes | str) -> bytes:
+    return raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")

@@ -72,6 +72,7 @@ class ScreenSource(ThreadedSource):
             from mss.exception import ScreenShotError
         except ImportError as exc:  # pragma: no cover - mss is a dependency
             raise SourceError(f"screen capture needs mss ({exc}); run tools/setup.sh") from exc
+        self.display = display  # None: $DISPLAY
         kwargs: dict[str, Any] = {"display": display} if display else {}
         try:
             self._mss = mss.MSS(**kwargs)

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from daemon.analysis.game import shrink_to_store
+from daemon.analysis.video_file import read_video
 from daemon.errors import ConfigError, ModelError, SourceError
 from models.scene_data import MODEL_FPS, Clip, load_clip
 
@@ -36,48 +37,6 @@ log = logging.getLogger("moodscore.train_scene")
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".flv", ".mpg"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 HOLD_OUT_SHARE = 0.2
-
-
-def read_video(
-    path: Path, *, fps: float = MODEL_FPS, max_seconds: float | None = None
-) -> np.ndarray:
-    """A video file's frames at ``fps`` (the last frame at or before each tick), shrunk.
-
-    Returns np.ndarray [shape=(n, 72, 96, 3), dtype=uint8].
-
-    Raises
-    ------
-    SourceError
-        The file does not open or decode as video.
-    """
-    import av
-
-    frames: list[np.ndarray] = []
-    next_tick = 0.0
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            origin: float | None = None
-            for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else len(frames) / fps
-                origin = t if origin is None else origin
-                t -= origin
-                if max_seconds is not None and t >= max_seconds:
-                    break
-                if t + 1e-6 < next_tick:
-                    continue
-                image = shrink_to_store(frame.to_ndarray(format="rgb24"))
-                while next_tick <= t + 1e-6:
-                    frames.append(image)
-                    next_tick += 1.0 / fps
-    except (av.FFmpegError, IndexError, OSError) as exc:
-        raise SourceError(
-            f"{path} does not decode as video ({exc}); remove it or convert it"
-        ) from exc
-    if not frames:
-        raise SourceError(f"{path} has no video frames; remove it from the clips folder")
-    return np.stack(frames)
 
 
 def _read_image(path: Path) -> np.ndarray:

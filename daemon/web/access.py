@@ -17,8 +17,9 @@ the answers. So, in this order:
    forms, ``sendBeacon``). A request without ``Origin`` and ``Sec-Fetch-Site`` does not come from
    a web page (curl, a script on this machine) and passes. No CORS header is ever sent, so no
    other origin may read an answer either; a read that names a foreign ``Origin`` gets 403 too.
-4. **Capture**: switching the source to anything but the demo (a webcam, a screen, a file) needs
-   the token even from this machine, unless ``web.trust_loopback_sources``.
+4. **Capture**: switching the source to anything but the demo (a webcam, a screen, a file), or
+   teaching from a file, needs the token even from this machine, unless
+   ``web.trust_loopback_sources``.
 5. **Rate**: each client address may send :data:`POST_BURST` state changes at once and
    :data:`POST_PER_S` a second after that (429 beyond), and :data:`GET_PER_S` reads.
 
@@ -209,6 +210,11 @@ class AccessPolicy:
             return True
         host = host_header.strip().lower()
         return bool(host) and origin.strip().lower() in (f"http://{host}", f"https://{host}")
+
+    def file_allowed(self, *, authorised: bool) -> bool:
+        """Whether a request may make the daemon open a file by its path (``teach`` from a
+        recording): as rule 4, the token, or ``web.trust_loopback_sources``."""
+        return authorised or self.trust_loopback_sources
 
     def source_needs_token(self, spec: str, *, authorised: bool) -> bool:
         """Whether switching to ``spec`` is refused for want of the token (rule 4): anything

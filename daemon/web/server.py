@@ -35,14 +35,18 @@ Routes
     reading now and its confidence, whether the adapted head reads (null without game mode).
 ``POST /api/teach`` ``{"scene": "combat", "seconds": 5}``, ``POST /api/teach/undo``
     Teach the next seconds as a scene; drop the last batch (as ``cmd/teach``, ``cmd/teach_undo``).
-``GET /api/profile``, ``POST /api/profile``
-    Export the game's profile as one file; import one (it reads from the next bar; a profile
-    made on another scene model is refused, 400).
+``POST /api/teach`` ``{"scene": "menu", "file": "clip.mp4", "start": 90, "seconds": 30}``
+    Teach a stretch of a recording, read at once (the token is needed: it opens a file).
+``GET /api/profiles``, ``GET /api/profile[?game=NAME]``, ``POST /api/profile``
+    Every saved game profile; export this game's (or NAME's) as one file; import one (it reads
+    from the next bar; a profile made on another scene model is refused, 400).
+``POST /api/obs/scene`` ``{"scene": NAME}``
+    The OBS page reports OBS's scene: with ``[game] auto_profile`` it picks the game profile.
 ``POST /api/<command>``
     One control command (``mood``, ``scene``, ``tempo``, ``layers``, ``key``, ``mute``,
-    ``transport``, ``stinger``, ``source``, ``delay``) with the same payload as MQTT's
-    ``cmd/<command>``: a JSON object or a bare value. Answers ``{"ok": true, "message":
-    "ok"}``, or status 400 (404 for an unknown command) with the reason.
+    ``transport``, ``stinger``, ``source``, ``delay``, ``teach``, ``game``) with the same
+    payload as MQTT's ``cmd/<command>``: a JSON object or a bare value. Answers ``{"ok": true,
+    "message": "ok"}``, or status 400 (404 for an unknown command) with the reason.
 
 Access (:mod:`daemon.web.access`). The ``Host`` header must name this server (421 otherwise:
 DNS rebinding); clients beyond this machine need the token (401); state changes and WebRTC offers
@@ -67,7 +71,13 @@ from aiohttp import web
 
 from daemon.clock import MusicClock
 from daemon.config import VisualsConfig, WebConfig
-from daemon.control.commands import COMMAND_NAMES, CommandError, SourceCommand, parse_command
+from daemon.control.commands import (
+    COMMAND_NAMES,
+    CommandError,
+    SourceCommand,
+    TeachCommand,
+    parse_command,
+)
 from daemon.control.hub import ControlHub
 from daemon.errors import ConfigError, MoodscoreError
 from daemon.logs import RateLimitedLog
@@ -408,6 +418,21 @@ class WebServer(Output):
                         "ok": False,
                         "message": "source: a camera, screen or file needs the token; open the "
                         "panel with the link in the daemon's log (…/panel?token=…)",
+                    },
+                    status=403,
+                )
+        if name == "teach" and not self.access.file_allowed(authorised=request[AUTHORISED]):
+            try:
+                taught = parse_command(name, body, scenes=self.control.scene_names())
+            except CommandError:
+                taught = None  # the hub refuses it with the reason
+            if isinstance(taught, TeachCommand) and taught.file is not None:
+                self._refusal_log.warning("web: teach from file %r refused: no token", taught.file)
+                return web.json_response(
+                    {
+                        "ok": False,
+                        "message": "teach: reading a file needs the token; send it as "
+                        "Authorization: Bearer TOKEN (the panel link in the daemon's log has it)",
                     },
                     status=403,
                 )

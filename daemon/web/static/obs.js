@@ -219,5 +219,21 @@ async function startProbe(stream) {
   if (context.state !== "running") await context.resume();
 }
 
+// Inside OBS (its browser source has window.obsstudio): report the current scene, and each
+// change, so the daemon can pick the game profile by the scene's name ([game] auto_profile).
+function reportScene(scene) {
+  if (!scene || !scene.name) return;
+  fetch(withToken("/api/obs/scene"), {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ scene: scene.name }),
+  }).catch(() => {});
+}
+
+if (window.obsstudio && window.obsstudio.getCurrentScene) {
+  window.obsstudio.getCurrentScene(reportScene);
+  window.addEventListener("obsSceneChanged", (event) => reportScene(event.detail));
+}
+
 if (transparent) startTransparent();
 connect();

@@ -10,7 +10,8 @@ const POLL_MS = 250;
 const history = []; // {t, valence, arousal, av, aa}: plan and analysis values
 
 function withToken(path) {
-  return token ? `${path}?token=${encodeURIComponent(token)}` : path;
+  if (!token) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
 }
 
 async function send(name, payload) {
@@ -143,7 +144,12 @@ function setupTeach(scenes) {
     $("teach-buttons").append(button);
   });
   $("teach-undo").addEventListener("click", () => teachUndo());
-  $("teach-export").href = withToken("/api/profile");
+  $("profiles").addEventListener("change", () => showProfile());
+  $("profile-use").addEventListener("click", async () => {
+    const game = $("profiles").value;
+    if (game) await send("game", { game });
+    listProfiles();
+  });
   document.addEventListener("keydown", (event) => {
     if ($("teach").hidden || event.ctrlKey || event.metaKey || event.altKey) return;
     const tag = (event.target && event.target.tagName) || "";
@@ -155,6 +161,39 @@ function setupTeach(scenes) {
       teach(order[n - 1]);
     }
   });
+}
+
+// Every saved game profile: pick one to use from the next bar, or to export.
+let profileList = [];
+let listedFor = null; // the game and batch count the list was fetched for
+
+async function listProfiles() {
+  try {
+    const answer = await (await fetch(withToken("/api/profiles"))).json();
+    profileList = answer.profiles || [];
+  } catch (err) {
+    return;
+  }
+  const select = $("profiles");
+  const chosen = select.value;
+  select.replaceChildren(...profileList.map((p) => {
+    const option = new Option(`${p.game}${p.current ? " (in use)" : ""}`, p.game);
+    option.disabled = !p.usable;
+    return option;
+  }));
+  const current = profileList.find((p) => p.current);
+  if (profileList.some((p) => p.game === chosen)) select.value = chosen;
+  else if (current) select.value = current.game;
+  showProfile();
+}
+
+function showProfile() {
+  const game = $("profiles").value;
+  const profile = profileList.find((p) => p.game === game);
+  $("teach-export").href = withToken(game ? `/api/profile?game=${encodeURIComponent(game)}` : "/api/profile");
+  const taught = profile ? Object.entries(profile.seconds).map(([k, v]) => `${k} ${Math.round(v)} s`) : [];
+  $("profile-taught").textContent = profile ? (taught.join(", ") || "nothing taught") : "";
+  $("profile-use").disabled = !profile || profile.current || !profile.usable;
 }
 
 function showTeach(teachState) {
@@ -170,6 +209,11 @@ function showTeach(teachState) {
   if (teachState.training) seconds.push("(training)");
   $("teach-seconds-taught").textContent = seconds.length ? seconds.join(", ") : "nothing yet";
   $("teach-game").textContent = teachState.game ? teachState.game : "not saved (run --game NAME)";
+  const listed = `${teachState.game}/${teachState.batches}/${teachState.adapted}`;
+  if (listed !== listedFor) {
+    listedFor = listed;
+    listProfiles();
+  }
   const held = teachState.held_back || {};
   $("teach-held").textContent = held.adapted == null ? "–"
     : `taught ${Math.round(100 * held.adapted)} % vs general ${Math.round(100 * held.general)} %`;
