@@ -21,7 +21,9 @@ live test in a listed module is marked ``@pytest.mark.alone`` itself.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +48,20 @@ def _refuse(report: Any, where: str) -> None:
         "is required: install it (tools/setup.sh) or fix it."
     )
 
+
+# Each xdist worker compiles librosa's numba kernels into a cache of its own: two processes
+# compiling the same kernel into one cache at the same moment (a fresh venv's first run) corrupt
+# it, and every later librosa call segfaults. Set before anything imports numba.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault(
+        "NUMBA_CACHE_DIR",
+        str(
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+            / "moodscore"
+            / "numba"
+            / os.environ["PYTEST_XDIST_WORKER"]
+        ),
+    )
 
 # Modules with no wall-clock check in them (see above): safe beside one another.
 SHARED_MODULES = frozenset(

@@ -159,6 +159,7 @@ def _analyse_all(
         for path, mtime_ns, size in todo:
             yield path, mtime_ns, size, analyse_file_safely(path)
         return
+    _compile_kernels_once()
     # spawn, not fork: the caller may hold threads (pyo, torch) that a fork would copy mid-lock.
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(
@@ -176,6 +177,22 @@ def _analyse_all(
                 # A worker died (out of memory, killed): not the file's fault; analyse here.
                 result = analyse_file_safely(path)
             yield path, mtime_ns, size, result
+
+
+def _compile_kernels_once() -> None:
+    """Analyse a few seconds of noise here before the workers start.
+
+    librosa's numba kernels are compiled on first use into numba's cache on disk. Workers that
+    compile the same kernel at the same moment (a fresh install's first scan) write that cache
+    over one another, and every later process that loads it crashes with a segmentation fault
+    (seen here: every librosa call of every later run). Compiled once here, the workers only
+    read it.
+    """
+    from daemon.library.features import analyse_audio
+
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(4 * ANALYSIS_RATE)).astype(np.float32)
+    analyse_audio(noise, ANALYSIS_RATE)
 
 
 def analyse_file_safely(path: Path) -> TrackFeatures | str:
