@@ -17,12 +17,15 @@ demo: setup-demo
 	@$(BIN)/moodscore run --source demo --duration 60 --record out/
 
 # Two passes (tests/conftest.py says why): the modules without wall-clock checks two at a time,
-# then the ones that measure time, alone. Both always run; either failing fails the target.
+# then the ones that measure time, alone, where a failure is measured once more (a busy moment
+# of a shared machine is not the product's fault; two failures in a row are). Both always run;
+# either failing fails the target.
 test: setup lint
 	@status=0; \
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not alone" tests \
 		|| status=$$?; \
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -m alone tests || status=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --reruns 1 -rR -m alone tests \
+		|| status=$$?; \
 	exit $$status
 
 # mypy's cache lives in the user cache, shared by every checkout: a clean clone is checked in
