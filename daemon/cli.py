@@ -335,7 +335,8 @@ def _add_sync_flags(run: argparse.ArgumentParser) -> None:
 
 
 def _link_mode(text: str) -> str:
-    if text not in ("lead", "follow"):
+    # argparse passes a bare --link's const ("") through this too: it means "as configured".
+    if text not in ("", "lead", "follow"):
         raise argparse.ArgumentTypeError(f"{text!r}: give lead or follow (or nothing)")
     return text
 

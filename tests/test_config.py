@@ -437,3 +437,41 @@ def test_config_with_a_misspelt_environment_variable_is_one_clear_error(tmp_path
         "moodscore: error: environment: MOODSCORE_ENGNE_BACKEND is not a config variable; "
         "did you mean MOODSCORE_ENGINE_BACKEND?"
     )
+
+
+def _sync_on(config: Any) -> set[str]:
+    """Which of the sync protocols a config turns on."""
+    on = {
+        "osc": config.osc.enabled,
+        "osc-listen": bool(config.osc.listen),
+        "os2l": config.os2l.enabled,
+        "link": config.link.enabled,
+        "midi-clock-in": config.midi.clock_in,
+        "group": bool(config.mqtt.group),
+    }
+    return {name for name, enabled in on.items() if enabled}
+
+
+@pytest.mark.parametrize(
+    ("flags", "turned_on"),
+    [
+        ([], set()),
+        (["--osc", "127.0.0.1:9000"], {"osc"}),
+        (["--osc-listen", "9001"], {"osc-listen"}),
+        (["--os2l", "127.0.0.1:9996"], {"os2l"}),
+        (["--os2l"], {"os2l"}),
+        (["--link"], {"link"}),
+        (["--link", "follow"], {"link"}),
+        (["--midi-clock-in"], {"midi-clock-in"}),
+    ],
+)
+def test_every_sync_protocol_is_off_until_its_one_flag_turns_it_on(
+    flags: list[str], turned_on: set[str]
+) -> None:
+    """The shipped config speaks none of OSC, OS2L, Link or MIDI clock in; each flag of ``run``
+    turns on its own protocol and nothing else (issue 16: off by default, one flag each)."""
+    from daemon.cli import _with_sync, build_parser
+
+    shipped = load_config(use_user_file=False)
+    args = build_parser().parse_args(["run", *flags])
+    assert _sync_on(_with_sync(args, shipped)) == turned_on
