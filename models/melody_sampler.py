@@ -215,11 +215,13 @@ class MelodySampler:
         if self._condition is None or key != self._bar_key:
             low, high = spec.register
             register = 0.5 * (low + high) - reference_pitch(spec.tonic)
+            # The labels go where the model's weights are (a CUDA model refused CPU indices).
+            on = next(self.model.parameters()).device
             with torch.no_grad():
                 vector = self.model.conditioning(
-                    torch.tensor(MODES.index(spec.mode)),
-                    torch.tensor(float(spec.density)),
-                    torch.tensor(float(register)),
+                    torch.tensor(MODES.index(spec.mode), device=on),
+                    torch.tensor(float(spec.density), device=on),
+                    torch.tensor(float(register), device=on),
                 )
             self._condition = self._steps.condition(vector.to(self._steps.device))
             self._midi = reference_pitch(spec.tonic) + self._relative

@@ -42,6 +42,7 @@ from models.melody_net import (
 from models.melody_sampler import BarSpec, MelodySampler
 from models.melody_training import TrainingConfig, TrainingTune, epoch_chunks, train_model
 from models.ngram import DURATION_SIXTEENTHS, NgramMelodyModel
+from tests.hardware import hardware_skip, nvidia_gpu
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 D_MAJOR = frozenset({2, 4, 6, 7, 9, 11, 1})
@@ -193,6 +194,31 @@ def test_bars_are_filled_exactly_and_obey_the_masks(shipped):
             if previous is not None:
                 assert abs(midi - previous) <= 12
             previous = midi
+
+
+def test_on_the_gpu_the_sampler_writes_the_cpus_bars() -> None:
+    """The CUDA path (``moodscore bench`` times it wherever torch sees a GPU): same weights,
+    seed and specs give full bars in scale, the first ones note for note as on the CPU (the
+    torch steps and the CPU's numpy steps agree to float rounding, which a later draw near a
+    boundary may split)."""
+    gpu = nvidia_gpu()
+    if gpu is None:
+        hardware_skip("GPU", "nvidia-smi lists no NVIDIA GPU; the CUDA path is not checked")
+    assert torch.cuda.is_available(), f"nvidia-smi sees {gpu!r} but torch has no CUDA"
+    bars: dict[str, list[list[Token]]] = {}
+    for device in ("cpu", "cuda"):
+        sampler = MelodySampler(load_lstm_model(device=device), rng=np.random.default_rng(5))
+        bars[device] = [
+            sampler.bar(
+                BarSpec(tonic=2, mode=("major", "minor")[k // 4 % 2], density=8.0, scale=D_MAJOR)
+            )
+            for k in range(16)
+        ]
+    for notes in bars["cuda"]:
+        assert sum(DURATION_SIXTEENTHS[t.duration] for t in notes) == 16
+        assert all(midi_pitch(t.pitch, 2) is None or midi_pitch(t.pitch, 2) % 12 in D_MAJOR
+                   for t in notes)  # fmt: skip
+    assert bars["cuda"][:2] == bars["cpu"][:2]
 
 
 def test_sampling_is_seeded_and_a_snapshot_takes_a_bar_back(shipped):
