@@ -28,7 +28,9 @@ PYTHON=${PYTHON:-python3}
 # libportaudio2, pulseaudio-utils: live game audio from a PortAudio input or a PulseAudio/PipeWire
 # monitor (`run --game-audio`, parec); espeak-ng: tools/record_games/voice_renpy.py.
 # xdotool: the active window's title ([game] auto_profile); x11-utils: xmessage, its test window.
-APT_PACKAGES=(mosquitto mosquitto-clients jackd2 xvfb x11-xserver-utils chromium iproute2 libportaudio2 pulseaudio-utils espeak-ng xdotool x11-utils)
+# ffmpeg: ffprobe opens recordings as a user's player would (recorder tests, the soak) and ffmpeg
+# cuts the game-audio test's clip (the product itself decodes and encodes with PyAV's own libs).
+APT_PACKAGES=(mosquitto mosquitto-clients jackd2 xvfb x11-xserver-utils chromium iproute2 libportaudio2 pulseaudio-utils espeak-ng xdotool x11-utils ffmpeg)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
