@@ -280,9 +280,10 @@ def _mqtt(broker: str, lines: Lines) -> Any:
 
 
 @contextlib.contextmanager
-def peer(*args: str) -> Iterator[subprocess.Popen[str]]:
-    """An independent peer of ``tests.sync_peers`` in its own process, once it is ready; its
-    stdin is closed (it ends) when the block ends."""
+def launched(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A peer of ``tests.sync_peers`` (``args``: its kind and arguments) in its own process, with
+    the first line it prints (``"ready"``, or the ports it listens on); its stdin is closed (it
+    ends) when the block ends."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.sync_peers", *args],
         cwd=Path(__file__).resolve().parents[1],
@@ -291,8 +292,8 @@ def peer(*args: str) -> Iterator[subprocess.Popen[str]]:
         text=True,
     )
     try:
-        assert process.stdout is not None and process.stdout.readline().strip() == '"ready"'
-        yield process
+        assert process.stdout is not None
+        yield process, process.stdout.readline().strip()
     finally:
         if process.stdin is not None:
             process.stdin.close()
@@ -301,6 +302,41 @@ def peer(*args: str) -> Iterator[subprocess.Popen[str]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def peer(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """An independent peer of ``tests.sync_peers`` in its own process, once it is ready."""
+    with launched(*args) as (process, first):
+        assert first == '"ready"', first
+        yield process
+
+
+@contextlib.contextmanager
+def lighting_program(out: Path) -> Iterator[int]:
+    """The independent OS2L server (``os2l OUT``) on loopback in its own process; its port."""
+    with launched("os2l", str(out)) as (_, first):
+        yield int(json.loads(first))
+
+
+def os2l_messages(out: Path) -> list[tuple[float, dict[str, Any]]]:
+    """(arrival, message) of every OS2L message in a lighting program's log. The stream is OS2L
+    JSON objects back to back, as DJ software sends them, cut wherever TCP cut it."""
+    decoder = json.JSONDecoder()
+    messages: list[tuple[float, dict[str, Any]]] = []
+    pending = ""
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        pending += record["data"]
+        while pending.strip():
+            try:
+                message, end = decoder.raw_decode(pending.lstrip())
+            except json.JSONDecodeError:
+                break  # the rest of this object is in the next chunk
+            pending = pending.lstrip()[end:]
+            messages.append((record["t"], message))
+    assert not pending.strip(), f"a partial OS2L message at the end: {pending!r}"
+    return messages
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """OSC: beats, bars and the phase reach an independent python-osc server ahead of the sound, in
-time-tagged bundles; OSC commands steer the music through the same hub as MQTT; junk is refused
-with one logged line while the music plays on."""
+time-tagged bundles (and, in the same minute, OS2L beats reach a lighting program's server and
+MQTT beats mosquitto_sub); OSC commands steer the music through the same hub as MQTT; junk is
+refused with one logged line while the music plays on."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ import contextlib
 import json
 import logging
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +23,23 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from daemon.cli import main
 from daemon.control.commands import CommandError
+from daemon.control.mqtt import MqttBridge
 from daemon.control.osc import OscBridge, osc_payload
 from daemon.messages import Beat
+from daemon.outputs.os2l import Os2lOutput
 from daemon.session import Session
 from tests.live import build, live_config
 from tests.nextbar import allowed_bars, watch_override
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.sync_peers import launched, lighting_program, os2l_messages
+from tests.test_mqtt import Broker, Subscriber, broker, subscribers  # noqa: F401 (fixtures)
 
 
 @contextlib.contextmanager
 def osc_peer(tmp_path: Path, count: int) -> Iterator[tuple[list[int], Path]]:
     """python-osc servers on ``count`` free ports in a process of their own; their log."""
     out = tmp_path / "osc-peer.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.sync_peers", "osc", ",".join(["0"] * count), str(out)],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        ports = json.loads(process.stdout.readline())
-        yield ports, out
-    finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with launched("osc", ",".join(["0"] * count), str(out)) as (_, first):
+        yield json.loads(first), out
 
 
 def peer_log(path: Path) -> list[dict[str, Any]]:
@@ -92,10 +76,24 @@ def sound_times(session: Session) -> dict[int, float]:
 
 
 @pytest.mark.slow
-async def test_every_beat_of_a_minute_arrives_ahead_and_a_delay_moves_them(tmp_path: Path) -> None:
-    """60 s at 120 bpm to two python-osc servers, one through a +100 ms delay."""
-    with osc_peer(tmp_path, 2) as (ports, out):
-        config = live_config(web={"enabled": False}, osc={"enabled": True, "port": ports[0]})
+@pytest.mark.mosquitto
+async def test_every_beat_of_a_minute_reaches_osc_os2l_and_mqtt_ahead_and_a_delay_moves_them(
+    tmp_path: Path,
+    broker: Broker,  # noqa: F811
+    subscribers: Callable[[Broker, list[str]], Subscriber],  # noqa: F811
+) -> None:
+    """60 s at 120 bpm to two python-osc servers, one through a +100 ms delay, to a lighting
+    program's OS2L server (each an independent process) and through mosquitto to Debian's
+    ``mosquitto_sub``: one session, so every beat protocol is measured over the same minute."""
+    lights_log = tmp_path / "os2l.jsonl"
+    mqtt_beats = subscribers(broker, ["moodscore/test/event/beat"])
+    with osc_peer(tmp_path, 2) as (ports, out), lighting_program(lights_log) as lights_port:
+        config = live_config(
+            web={"enabled": False},
+            osc={"enabled": True, "port": ports[0]},
+            os2l={"enabled": True, "host": "127.0.0.1", "port": lights_port},
+            mqtt={"enabled": True, "host": "127.0.0.1", "port": broker.port, "instance": "test"},
+        )
         session = build(config, seconds=62.0)
         late = OscBridge(
             config=config.osc.with_(port=ports[1], delay_ms=100.0, phase_hz=0.0),
@@ -107,6 +105,7 @@ async def test_every_beat_of_a_minute_arrives_ahead_and_a_delay_moves_them(tmp_p
         report = await session.run()
         await asyncio.sleep(0.3)  # the last bundles of the delayed server arrive
     records = peer_log(out)
+    mqtt_lines = mqtt_beats.stop()
     assert report.underruns == 0
     # A minute of beats after the first (the session's very first beat sounds the moment the
     # engine starts: nothing can be sent ahead of it).
@@ -151,6 +150,48 @@ async def test_every_beat_of_a_minute_arrives_ahead_and_a_delay_moves_them(tmp_p
             errors.append(abs(((bar_phase - expected) + 0.5) % 1.0 - 0.5))
             assert beat_phase == pytest.approx((bar_phase * 4) % 1.0, abs=1e-3)
     assert len(errors) > 1000 and max(errors) < 0.005  # 10 ms of a 2 s bar
+    # OS2L: a beat message for every beat of the minute, in order, at 120 bpm, the downbeat
+    # strong, each os2l.lead_ms (30) ahead of its sound (the program acts on arrival). The
+    # median: on this shared 2-core box a stall of the whole machine makes a beat late now and
+    # then, and a lighting program shows it as one late flash.
+    os2l = os2l_messages(lights_log)
+    assert all(m["evt"] == "beat" for _, m in os2l)
+    positions = [int(m["pos"]) for _, m in os2l]
+    assert positions == list(range(positions[0], positions[0] + len(positions)))
+    lit = {int(m["pos"]): (t, m) for t, m in os2l}
+    assert all(i in lit for i in minute)
+    assert all(lit[i][1]["bpm"] == 120.0 for i in minute if i >= 8)  # fixed from bar 3 on
+    assert all(lit[i][1]["strength"] == (1.0 if i % 4 == 0 else 0.5) for i in minute)
+    os2l_leads_ms = np.array([(sounds[i] - lit[i][0]) * 1000 for i in minute])
+    assert np.median(os2l_leads_ms) == pytest.approx(30.0, abs=5.0), np.percentile(
+        os2l_leads_ms, [5, 50, 95]
+    )
+    lighting = next(o for o in session.outputs if isinstance(o, Os2lOutput))
+    assert lighting.refused == 1  # its "hello, not OS2L"; its button press was fine
+    # MQTT: every beat of the minute through the broker to mosquitto_sub, at 120 bpm, ahead of
+    # or at most 20 ms after the moment it sounds; the stated times are the audio clock's.
+    published = [(received, json.loads(payload)) for received, _, payload in mqtt_lines]
+    assert all(b["bpm"] == 120.0 for _, b in published)
+    heard = {b["index"]: (received, b) for received, b in published}
+    assert all(i in heard for i in minute), [i for i in minute if i not in heard]
+    mqtt_late_ms = [round((heard[i][0] - heard[i][1]["time"]) * 1000, 1) for i in minute]
+    assert max(mqtt_late_ms) <= 20.0, mqtt_late_ms
+    stated = np.array([heard[i][1]["time"] for i in minute])
+    audio = np.array([heard[i][1]["audio_time"] for i in minute])
+    assert np.allclose(np.diff(audio), 0.5, atol=1e-4)
+    assert np.allclose(np.diff(stated), 0.5, atol=0.005)
+    # Most beats go out with the whole lead; only the session's first can come late.
+    mqtt = next(o for o in session.outputs if isinstance(o, MqttBridge))
+    assert np.median(mqtt.stats.beat_leads_ms) > 40.0
+    print(
+        f"a minute at 120 bpm: OSC beats {leads_ms.min():.1f} ms ahead at the least (median "
+        f"{np.median(leads_ms):.1f}), tags within {np.abs(tag_error_ms).max():.3f} ms of the "
+        f"sound, +100 ms delay moved arrivals {np.median(moved_ms):.2f} ms (median); OS2L "
+        f"{len(minute)} of {len(minute)} beats, lead median {np.median(os2l_leads_ms):.1f} ms "
+        f"(p5 {np.percentile(os2l_leads_ms, 5):.1f}, p95 {np.percentile(os2l_leads_ms, 95):.1f}); "
+        f"MQTT {len(minute)} of {len(minute)} beats, at most {max(mqtt_late_ms):.1f} ms after "
+        f"the sound, lead median {np.median(mqtt.stats.beat_leads_ms):.1f} ms"
+    )
 
 
 class Captured(logging.Handler):
