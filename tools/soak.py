@@ -21,7 +21,7 @@ plays, every restart was survived, every flood was answered and the daemon stopp
 (and, for runs of 10 minutes or more, memory grew less than 20 MB after the warm-up).
 
     .venv/bin/python tools/soak.py --minutes 60              # the full soak, ~1 h
-    .venv/bin/python tools/soak.py --minutes 3 --small       # what `make test` runs
+    .venv/bin/python tools/soak.py --minutes 1.5 --small     # what `make test` runs
 """
 
 from __future__ import annotations
