@@ -215,15 +215,16 @@ class MelodySampler:
         if self._condition is None or key != self._bar_key:
             low, high = spec.register
             register = 0.5 * (low + high) - reference_pitch(spec.tonic)
-            # The labels go where the model's weights are (a CUDA model refused CPU indices).
-            on = next(self.model.parameters()).device
+            # The labels go where the model's weights are (a CUDA model refused CPU indices);
+            # the steps run on that device too.
+            on = self._steps.device
             with torch.no_grad():
                 vector = self.model.conditioning(
                     torch.tensor(MODES.index(spec.mode), device=on),
                     torch.tensor(float(spec.density), device=on),
                     torch.tensor(float(register), device=on),
                 )
-            self._condition = self._steps.condition(vector.to(self._steps.device))
+            self._condition = self._steps.condition(vector)
             self._midi = reference_pitch(spec.tonic) + self._relative
             mask = (self._midi >= low) & (self._midi <= high)
             if spec.scale is not None:

@@ -175,7 +175,6 @@ async def run_live(
     *,
     seconds: float,
     record: Path | None = None,
-    prepare: Callable[[Session], None] | None = None,
     during: Callable[[Session, MqttBridge], Coroutine[Any, Any, None]] | None = None,
 ) -> LiveRun:
     """A live ``manual`` session on the demo with the MQTT bridge, built as ``moodscore run``
@@ -186,8 +185,6 @@ async def run_live(
         config.replace("web", enabled=False), request, source, BackendChoice("manual", "test")
     )
     bridge = next(o for o in session.outputs if isinstance(o, MqttBridge))
-    if prepare is not None:
-        prepare(session)
     task = asyncio.create_task(during(session, bridge)) if during else None
     report = await session.run()
     if task is not None:

@@ -31,7 +31,7 @@ from daemon.session import Session
 from tests.live import build, live_config
 from tests.nextbar import allowed_bars, watch_override
 from tests.sync_peers import launched, lighting_program, os2l_messages
-from tests.test_mqtt import Broker, Subscriber, broker, subscribers  # noqa: F401 (fixtures)
+from tests.test_mqtt import BASE, Broker, Subscriber, broker, subscribers  # noqa: F401 (fixtures)
 
 
 @contextlib.contextmanager
@@ -86,7 +86,7 @@ async def test_every_beat_of_a_minute_reaches_osc_os2l_and_mqtt_ahead_and_a_dela
     program's OS2L server (each an independent process) and through mosquitto to Debian's
     ``mosquitto_sub``: one session, so every beat protocol is measured over the same minute."""
     lights_log = tmp_path / "os2l.jsonl"
-    mqtt_beats = subscribers(broker, ["moodscore/test/event/beat"])
+    mqtt_beats = subscribers(broker, [BASE + "event/beat"])
     with osc_peer(tmp_path, 2) as (ports, out), lighting_program(lights_log) as lights_port:
         config = live_config(
             web={"enabled": False},
