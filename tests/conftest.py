@@ -69,9 +69,10 @@ SHARED_MODULES = frozenset(
         "test_affect", "test_analysis", "test_architecture", "test_cli", "test_compose_cmd",
         "test_composer", "test_conductor", "test_config", "test_demo", "test_face", "test_footage",
         "test_game_mode", "test_golden_renders", "test_install", "test_library", "test_melody",
-        "test_music_video", "test_ngram", "test_os2l", "test_platforms", "test_reactions",
-        "test_render", "test_scene_augment", "test_scene_heldout", "test_scene_model",
-        "test_scenes", "test_teach", "test_transitions", "test_visuals", "test_wheel",
+        "test_memory", "test_music_video", "test_ngram", "test_os2l", "test_platforms",
+        "test_reactions", "test_render", "test_scene_augment", "test_scene_heldout",
+        "test_scene_model", "test_scenes", "test_teach", "test_transitions", "test_visuals",
+        "test_wheel",
     }
 )  # fmt: skip
 

@@ -3,8 +3,9 @@ Playwright), against a real daemon: ``moodscore run --source demo --backend manu
 process, with the web server on a free port, recording its audio.
 
 What a streamer would notice: the page plays sound and pictures by itself; the panel's
-controls change the music at the next bar; viewers coming and going do not touch the audio or
-grow the daemon; the browser's camera becomes the daemon's source.
+controls change the music at the next bar; the browser's camera becomes the daemon's source.
+Viewers coming and going (the audio untouched, the daemon not growing) are the soak's to check
+(``tests/test_soak.py``: a score of them over three minutes).
 """
 
 from __future__ import annotations
@@ -97,13 +98,6 @@ class Daemon:
             state: dict[str, Any] = json.load(response)
             return state
 
-    def rss(self) -> int:
-        """Resident memory of the daemon, bytes."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
-
     def stop(self) -> tuple[np.ndarray, int, dict[str, Any]]:
         """SIGTERM (an ordered stop that finalises the recording); the WAV and the timeline."""
         self.process.send_signal(signal.SIGTERM)
@@ -161,14 +155,6 @@ def _open_viewer(browser: Any, url: str) -> Any:
     page.goto(url)
     page.wait_for_function("window.moodscore.state === 'connected'", timeout=20_000)
     return page
-
-
-def _gaps(audio: np.ndarray, rate: int) -> list[float]:
-    """Start times of 50 ms stretches of digital silence, away from the fade in and out."""
-    block = rate // 20
-    level = np.abs(audio).max(axis=1)
-    blocks = level[: len(level) // block * block].reshape(-1, block).max(axis=1)
-    return [k / 20 for k in range(2, len(blocks) - 2) if blocks[k] <= 1e-4]
 
 
 def test_the_obs_page_plays_sound_and_pictures_by_itself(daemon: Daemon, browser: Any) -> None:
@@ -263,51 +249,6 @@ def test_the_panel_changes_tempo_and_scene_at_the_next_bar(daemon: Daemon, brows
     after = librosa.to_mono(audio[round(start * rate) :].T)
     _, beats = librosa.beat.beat_track(y=after, sr=rate, units="time", start_bpm=140)
     assert 60.0 / np.median(np.diff(beats)) == pytest.approx(150, rel=0.04)
-
-
-def test_three_viewers_coming_and_going_leave_the_audio_and_memory_alone(
-    daemon: Daemon, browser: Any
-) -> None:
-    pages = [_open_viewer(browser, daemon.url) for _ in range(3)]
-    started = time.monotonic()
-    rss: list[tuple[float, int]] = []
-    connections = 3
-    k = 0
-    while time.monotonic() - started < 40.0:
-        # Round robin: one viewer leaves, a new one connects; three are open most of the time.
-        pages[k % 3].close()
-        pages[k % 3] = _open_viewer(browser, daemon.url)
-        connections += 1
-        k += 1
-        time.sleep(0.3)
-        rss.append((time.monotonic() - started, daemon.rss()))
-    for page in pages:
-        page.close()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        state = daemon.state()
-        if state["viewers"] == 0 and state["video_streams"] == 0:
-            break
-        time.sleep(0.2)
-    state = daemon.state()
-    audio, rate, _ = daemon.stop()
-
-    assert state["viewers"] == 0 and state["connections"] == connections >= 12
-    assert state["video_streams"] == 0  # nobody watches: nothing is drawn or encoded
-    # Gap-free: no bar late from the composer, and the recording never drops to digital
-    # silence. (Blocks the engine handed on late, ``late_blocks``, measure the machine's load:
-    # on a shared two-core box they come and go with other processes, viewers or none.)
-    assert not any(
-        "no score in time" in line or "were late from the composer" in line for line in daemon.log
-    )
-    summary = next(line for line in daemon.log if "health: " in line)
-    assert " 0 bars late from the composer" in summary, summary
-    assert _gaps(audio, rate) == []
-    # Memory flat: once the allocators have warmed up (20 s, a dozen connections), the next
-    # 20 s and dozen connections add less than 16 MB (a viewer's connection, tracks and
-    # buffers kept by mistake would add more; the soak watches a longer run).
-    warm = max(r for t, r in rss if 14.0 <= t < 20.0)
-    assert rss[-1][1] - warm < 16 * 2**20, [(round(t), r // 2**20) for t, r in rss]
 
 
 def test_the_browsers_camera_becomes_the_source(daemon: Daemon, browser: Any) -> None:

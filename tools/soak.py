@@ -13,20 +13,23 @@ here) with:
 - 1,000 malformed payloads per protocol (MQTT ``cmd/<name>``, web ``POST /api/<name>``).
 
 It reports, as JSON (and ``report.json`` in ``--out``): gaps of 50 ms or more of digital
-silence in the recording, late audio blocks (the daemon's own health), resident memory over
-time (``rss.png``) and its growth after the warm-up, whether every recording opens (soundfile,
-and ffprobe where there is one), the broker restarts survived (status ``online`` again within
-15 s), and what each fault did. The exit status is 0 when the recording has no gap, every file
-plays, every restart was survived, every flood was answered and the daemon stopped cleanly
-(and, for runs of 10 minutes or more, memory grew less than 20 MB after the warm-up).
+silence in the recording, late audio blocks (the daemon's own health), resident memory of the
+daemon and the processes it started over time (``rss.png``) and its growth after the warm-up,
+whether every recording opens (soundfile, and ffprobe where there is one), the broker restarts
+survived (status ``online`` again within 15 s), and what each fault did. The exit status is 0
+when the recording has no gap, every file plays, every restart was survived, every flood was
+answered, every viewer was let go, no bar came late from the composer, memory grew less than
+20 MB after the warm-up (the first fifth of the run, at most 5 minutes) and the daemon stopped
+cleanly.
 
     .venv/bin/python tools/soak.py --minutes 60              # the full soak, ~1 h
-    .venv/bin/python tools/soak.py --minutes 1.5 --small     # what `make test` runs
+    .venv/bin/python tools/soak.py --minutes 3 --small       # what `make test` runs
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -56,6 +59,9 @@ INSTANCE = "soak"
 BASE = f"moodscore/{INSTANCE}/"
 GAP_S = 0.05
 FLOOD = 1000
+# Seconds before the end of the run the last viewers leave (the daemon must let them all go
+# within 15 s, while it still plays).
+VIEWERS_CLOSE_S = 20.0
 # Memory growth after the warm-up that fails a long soak.
 RSS_GROWTH_LIMIT_MB = 20.0
 
@@ -122,13 +128,26 @@ class Daemon:
             return None
 
     def rss_mb(self) -> float | None:
-        try:
-            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
+        """Resident memory of the daemon and every process it started (the engine's, the
+        visuals worker's, multiprocessing's helpers), MB: what the machine gives it."""
+        total_kb = 0
+        pending = [self.process.pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                if pid == self.process.pid:
+                    return None
+                continue  # a child that just ended
+            total_kb += next(
+                (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")),
+                0,
+            )
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                with contextlib.suppress(OSError):
+                    pending += [int(child) for child in task.read_text().split()]
+        return total_kb / 1024
 
 
 @dataclass
@@ -143,6 +162,8 @@ class Soak:
     floods: dict[str, Any] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     viewers_opened: int = 0
+    # What the daemon said once the last viewer closed: viewers, connections, video_streams.
+    after_viewers: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def now(self) -> float:
@@ -309,7 +330,7 @@ def _plot_rss(points: list[tuple[float, float]], path: Path) -> None:
         axes.plot([t / 60 for t, _ in points], [mb for _, mb in points])
     axes.set_xlabel("minutes")
     axes.set_ylabel("RSS, MB")
-    axes.set_title("moodscore run: resident memory during the soak")
+    axes.set_title("moodscore run and its processes: resident memory during the soak")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -375,10 +396,15 @@ def soak(
                     if not state.sources or state.sources[-1] != now["source"]:
                         state.sources.append(now["source"])
                 next_health = t + 5.0
-            if t >= seconds - 3:
+            if pages is not None and t >= seconds - VIEWERS_CLOSE_S:
+                # The last viewers leave while the daemon still plays: did it let all go?
+                pages.close()
+                pages = None
+                state.after_viewers = _after_viewers(daemon)
+            if t >= seconds - VIEWERS_CLOSE_S:
                 time.sleep(0.5)
                 continue
-            if t >= next_churn:
+            if pages is not None and t >= next_churn:
                 pages.churn()
                 next_churn = t + churn_s
             if broker_at and t >= broker_at[0]:
@@ -426,7 +452,7 @@ def soak(
                 state.note("floods sent")
             time.sleep(1.0)
     finally:
-        if pages is not None:
+        if pages is not None:  # stopped early (an error): the report says what was seen
             try:
                 pages.close()
             except Exception as exc:  # the browser may already be gone; the report says so
@@ -442,6 +468,21 @@ def soak(
     time.sleep(0.5)  # the reader thread takes the last lines
     (out / "daemon.log").write_text("".join(daemon.log))
     return _report(state, out, record, code, daemon.log, seconds, warm_up)
+
+
+def _after_viewers(daemon: Daemon) -> dict[str, Any]:
+    """The daemon's count of viewers, connections and visuals streams once every viewer has
+    closed its page (a tab's connection ends within a few seconds; 15 s at most)."""
+    deadline = time.monotonic() + 15
+    now = None
+    while daemon.process.poll() is None and time.monotonic() < deadline:
+        now = daemon.state()
+        if now is not None and now["viewers"] == 0 and now["video_streams"] == 0:
+            break
+        time.sleep(0.2)
+    if now is None:
+        return {}
+    return {key: now[key] for key in ("viewers", "connections", "video_streams")}
 
 
 def _report(
@@ -495,9 +536,18 @@ def _report(
         "preset_edits_heard": preset_heard,
         "web_flood_answered": sum(state.floods.get("web", {}).get("statuses", {}).values()) == FLOOD
         and "0" not in state.floods.get("web", {}).get("statuses", {"0": 1}),
+        # Every viewer that left was let go: no connection, track or encoder kept for it. (The
+        # newest page may close before its offer reached the daemon.)
+        "viewers_all_let_go": state.after_viewers.get("viewers") == 0
+        and state.after_viewers.get("video_streams") == 0
+        and state.viewers_opened - 1
+        <= state.after_viewers.get("connections", -1)
+        <= state.viewers_opened,
+        # The composer kept ahead of the music all along (the health summary's underruns).
+        "no_bar_late_from_the_composer": summary is not None
+        and " 0 bars late from the composer" in summary,
+        "rss_growth_under_20_mb": growth is not None and growth < RSS_GROWTH_LIMIT_MB,
     }
-    if seconds >= 600:
-        checks["rss_growth_under_20_mb"] = growth is not None and growth < RSS_GROWTH_LIMIT_MB
     report = {
         "ok": all(checks.values()),
         "checks": checks,
@@ -519,6 +569,7 @@ def _report(
         "tempos_heard": sorted(set(tempos)),
         "floods": state.floods,
         "viewers_opened": state.viewers_opened,
+        "after_viewers": state.after_viewers,
         "events": state.events,
         "daemon_exit": code,
         "daemon_errors": errors[:20],

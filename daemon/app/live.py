@@ -22,6 +22,7 @@ from daemon.app.core import (
 )
 from daemon.config import Config
 from daemon.control.health import HealthMonitor
+from daemon.control.memory import MemoryKeeper, limit_malloc_arenas
 from daemon.engine import BackendChoice, choose_backend
 from daemon.outputs.base import Output
 from daemon.outputs.recorder import RecordingOutput
@@ -57,6 +58,8 @@ class LiveRequest:
 
 def run_live(config: Config, request: LiveRequest) -> int:
     """``moodscore run``: the live daemon, until the duration passes or Ctrl-C."""
+    # Before the session's threads start: a day-long run must not grow by idle arenas.
+    limit_malloc_arenas()
     backend = choose_backend(config.engine.backend, render=False, device=config.engine.device)
     source = open_source(request.source or config.source.kind, config.source, paced=True)
     log.info("source: %s", source.description)
@@ -119,6 +122,7 @@ def build_live(
         game_audio=game_audio,
     )
     session.outputs.append(_health_monitor(core, session, web, outputs, game_audio))
+    session.outputs.append(MemoryKeeper())
     return session
 
 
