@@ -72,7 +72,7 @@ SHARED_MODULES = frozenset(
         "test_memory", "test_music_video", "test_ngram", "test_os2l", "test_platforms",
         "test_reactions", "test_render", "test_scene_augment", "test_scene_heldout",
         "test_scene_model", "test_scenes", "test_teach", "test_transitions", "test_visuals",
-        "test_wheel",
+        "test_web_security", "test_wheel",
     }
 )  # fmt: skip
 
