@@ -396,12 +396,12 @@ def soak(
                     if not state.sources or state.sources[-1] != now["source"]:
                         state.sources.append(now["source"])
                 next_health = t + 5.0
-            if pages is not None and t >= seconds - VIEWERS_CLOSE_S:
-                # The last viewers leave while the daemon still plays: did it let all go?
-                pages.close()
-                pages = None
-                state.after_viewers = _after_viewers(daemon)
             if t >= seconds - VIEWERS_CLOSE_S:
+                if pages is not None:
+                    # The last viewers leave while the daemon still plays: did it let all go?
+                    pages.close()
+                    pages = None
+                    state.after_viewers = _after_viewers(daemon)
                 time.sleep(0.5)
                 continue
             if pages is not None and t >= next_churn:
