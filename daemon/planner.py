@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -53,6 +54,9 @@ REPLAN_MARGIN_S = 0.3
 # engine.live_ahead_s ahead of what is heard): a note the audio thread gets a block late is
 # played at once.
 REACT_MARGIN_S = 0.01
+# Live, the scores handed on are kept for this many bars only: a render's report holds them all
+# (its tests compare them), a daemon left running all day must not (each bar holds its notes).
+LIVE_SCORES_KEPT = 64
 
 BarWriter = Callable[[Plan], BarScore]
 
@@ -109,8 +113,9 @@ class BarPlanner:
         self._grids: dict[int, BarGrid] = {}  # where each written bar's beats fall
         self._started: dict[int, asyncio.Event] = {}
         self.sounding: BarStarted | None = None
-        self.bars: list[BarStarted] = []  # every bar as it started
-        self.written: list[BarScore] = []  # every score handed on, re-plans included
+        self.bars: list[BarStarted] = []  # every bar as it started (the timeline's)
+        # Every score handed on, re-plans included (live: the last LIVE_SCORES_KEPT).
+        self.written: deque[BarScore] = deque(maxlen=None if render else LIVE_SCORES_KEPT)
 
     # -- what the reactions ask --------------------------------------------------------------
 
@@ -244,7 +249,7 @@ class BarPlanner:
         self, bar_events: asyncio.Queue[BarStarted], on_bar: Callable[[BarStarted], None]
     ) -> None:
         while True:
-            event = await bar_events.get()
+            event = self._sharing_plan(await bar_events.get())
             self.bars.append(event)
             self.sounding = event
             on_bar(event)
@@ -257,6 +262,20 @@ class BarPlanner:
             if not self._render:
                 async with self.lock:
                     await self.write_bar(event.bar + self._lookahead, at=event.audio_time)
+
+    def _sharing_plan(self, event: BarStarted) -> BarStarted:
+        """``event`` holding the plan (or at least the preset) of the score written for its bar
+        when they are equal: from an engine process every bar's plan arrives as a copy of its
+        own, and :attr:`bars` keeps one per bar for the whole run."""
+        written = self._scores.get(event.bar)
+        if written is None or event.plan is written.plan:
+            return event
+        if event.plan == written.plan:
+            return dataclasses.replace(event, plan=written.plan)
+        if event.plan.preset == written.plan.preset:
+            plan = dataclasses.replace(event.plan, preset=written.plan.preset)
+            return dataclasses.replace(event, plan=plan)
+        return event
 
     async def _react_live(self) -> None:
         while True:

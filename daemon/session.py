@@ -62,6 +62,7 @@ class SessionReport:
     # before the engine, and timelines map windows onto the music with this offset.
     source_offset: float = 0.0
     interrupted: bool = False
+    # The scores handed on (a render: all of them; live: the last few, see BarPlanner.written).
     scores: list[BarScore] = field(default_factory=list)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -208,6 +209,51 @@ def test_notes_past_the_end_are_cut_and_a_repeated_pitch_restarts(tmp_path: Path
     assert events == [(0, "note_on"), (480, "note_off"), (480, "note_on"), (960, "note_off")]
     lead = next(t for t in midi.tracks if t.name == "lead")
     assert not note_ons(lead)
+
+
+def test_a_patched_bar_keeps_its_notes_before_the_patch_and_its_stingers(tmp_path: Path) -> None:
+    """The file output keeps its notes as columns; a bar patched from beat 2 (a reaction) loses
+    its notes from there on, as its new notes come again, and keeps those before and the bar
+    before's."""
+    grids = [
+        BarGrid.build(
+            bar=b, start=b * 2 * SR, sample_rate=SR, plan=plan(b, 120.0), first_beat=4 * b,
+            bpm_from=None if b == 0 else 120.0, ramp=1,
+        )
+        for b in range(2)
+    ]  # fmt: skip
+
+    def scheduled(grid: BarGrid, notes: Sequence[NoteEvent]) -> list[ScheduledNote]:
+        return [
+            ScheduledNote(
+                n, grid.bar, grid.sample_at(n.offset), grid.sample_at(n.offset + 0.5), 0, 0
+            )
+            for n in notes
+        ]
+
+    output = MidiFileOutput(tmp_path / "patched.mid")
+    output._on_grid(grids[0])
+    output._on_notes(scheduled(grids[0], band(0)))
+    output._on_grid(grids[1])
+    stinger = NoteEvent(Layer.STINGER, 84, 110, 2.5, 0.5)
+    output._on_notes(scheduled(grids[1], [*band(1), stinger]))
+    patched = dataclasses.replace(grids[1], plan=plan(1, 120.0, scene="combat"), patched_from=2.0)
+    output._on_grid(patched)
+    new_lead = NoteEvent(Layer.LEAD, 81, 100, 2.0, 1.0)
+    output._on_notes(scheduled(patched, [new_lead]))
+    assert output.write() is not None
+    midi = mido.MidiFile(str(tmp_path / "patched.mid"))
+    lead = [
+        (tick // 480, m.note)
+        for tick, m in note_ons(next(t for t in midi.tracks if t.name == "lead"))
+    ]
+    # Bar 0's eight lead notes, bar 1's four before beat 2, then the patch's one note.
+    assert [beat for beat, _ in lead] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
+    assert lead[-1] == (6, 81)
+    stingers = next(t for t in midi.tracks if t.name == "stinger")
+    assert [m.note for _, m in note_ons(stingers)] == [84]
+    drums = next(t for t in midi.tracks if t.name == "drums")
+    assert len(note_ons(drums)) == 6 + 3  # bar 1 keeps its kicks on 1 and 2 and the snare on 2
 
 
 # --------------------------------------------------------------------------- the port

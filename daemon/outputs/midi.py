@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import itertools
 import logging
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,92 @@ def key_signature(plan: Plan) -> str:
 # --------------------------------------------------------------------------- the file
 
 
-@dataclass
-class _Recording:
-    grids: list[BarGrid] = field(default_factory=list)
-    notes: list[ScheduledNote] = field(default_factory=list)
+class _Notes:
+    """Every note of a session as columns of machine numbers, about 35 bytes a note where a
+    :class:`ScheduledNote` with its :class:`NoteEvent` takes ten times that: a daemon recording
+    MIDI all day keeps its size. Rows are ``(bar, onset, end, layer, pitch, velocity, offset)``.
+    """
+
+    _LAYERS = tuple(Layer)
+
+    def __init__(self) -> None:
+        self.bar = array("q")
+        self.onset = array("q")
+        self.end = array("q")
+        self.offset = array("d")
+        self.layer = array("B")
+        self.pitch = array("B")
+        self.velocity = array("B")
+
+    def __len__(self) -> int:
+        return len(self.bar)
+
+    def extend(self, notes: Iterable[ScheduledNote]) -> None:
+        for scheduled in notes:
+            note = scheduled.note
+            self.bar.append(scheduled.bar)
+            self.onset.append(scheduled.onset)
+            self.end.append(scheduled.end)
+            self.offset.append(note.offset)
+            self.layer.append(self._LAYERS.index(note.layer))
+            self.pitch.append(note.pitch)
+            self.velocity.append(note.velocity)
+
+    def withdraw(self, bar: int, from_sample: int) -> None:
+        """Drop ``bar``'s notes from ``from_sample`` on, stingers apart (a patch plays them again).
+        Only the tail is looked at: the patched bar is the latest or the one before."""
+        first = len(self.bar)
+        while first > 0 and self.bar[first - 1] >= bar - 1:
+            first -= 1
+        kept = [
+            row
+            for row in self.rows(first)
+            if row[0] != bar or row[1] < from_sample or row[3] is Layer.STINGER
+        ]
+        for column in self._columns():
+            del column[first:]
+        for row in kept:
+            self._append(row)
+
+    def rows(self, first: int = 0) -> Iterator[_NoteRow]:
+        layers = self._LAYERS
+        for i in range(first, len(self.bar)):
+            yield (
+                self.bar[i], self.onset[i], self.end[i], layers[self.layer[i]],
+                self.pitch[i], self.velocity[i], self.offset[i],
+            )  # fmt: skip
+
+    def copy(self) -> _Notes:
+        copied = _Notes()
+        for mine, theirs in zip(self._columns(), copied._columns(), strict=True):
+            theirs.extend(mine)
+        return copied
+
+    def _columns(self) -> tuple[array[Any], ...]:
+        return (self.bar, self.onset, self.end, self.offset, self.layer, self.pitch, self.velocity)
+
+    def _append(self, row: _NoteRow) -> None:
+        bar, onset, end, layer, pitch, velocity, offset = row
+        self.bar.append(bar)
+        self.onset.append(onset)
+        self.end.append(end)
+        self.offset.append(offset)
+        self.layer.append(self._LAYERS.index(layer))
+        self.pitch.append(pitch)
+        self.velocity.append(velocity)
+
+
+# (bar, onset sample, note-off sample, layer, pitch, velocity, offset in beats from the downbeat)
+_NoteRow = tuple[int, int, int, Layer, int, int, float]
+
+
+def _note_rows(notes: Iterable[ScheduledNote]) -> Iterator[_NoteRow]:
+    for scheduled in notes:
+        note = scheduled.note
+        yield (
+            scheduled.bar, scheduled.onset, scheduled.end, note.layer, note.pitch, note.velocity,
+            note.offset,
+        )  # fmt: skip
 
 
 class MidiFileOutput(Output):
@@ -109,7 +192,8 @@ class MidiFileOutput(Output):
         self.ticks_per_beat = ticks_per_beat
         self.written: Path | None = None
         self._lock = threading.Lock()
-        self._recording = _Recording()
+        self._grids: list[BarGrid] = []
+        self._notes = _Notes()
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,18 +204,18 @@ class MidiFileOutput(Output):
 
     def _on_grid(self, grid: BarGrid) -> None:
         with self._lock:  # the audio thread: an append (a patch also drops what it replaces)
-            self._recording.grids.append(grid)
+            if self._grids and grid.plan.preset == self._grids[-1].plan.preset:
+                # From an engine process each grid's plan is a copy of its own: one preset
+                # object for the run, not one per bar.
+                plan = dataclasses.replace(grid.plan, preset=self._grids[-1].plan.preset)
+                grid = dataclasses.replace(grid, plan=plan)
+            self._grids.append(grid)
             if grid.patched_from is not None:
-                start = grid.sample_at(grid.patched_from)
-                self._recording.notes = [
-                    n
-                    for n in self._recording.notes
-                    if n.bar != grid.bar or n.onset < start or n.note.layer is Layer.STINGER
-                ]
+                self._notes.withdraw(grid.bar, grid.sample_at(grid.patched_from))
 
     def _on_notes(self, notes: Sequence[ScheduledNote]) -> None:
         with self._lock:
-            self._recording.notes.extend(notes)
+            self._notes.extend(notes)
 
     async def _aclose(self) -> None:
         end_time = self.clock.audio_time
@@ -145,14 +229,11 @@ class MidiFileOutput(Output):
         Returns the path, or None when nothing was played (no file is written then).
         """
         with self._lock:
-            recording = _Recording(list(self._recording.grids), list(self._recording.notes))
-        if not recording.grids:
+            grids, notes = list(self._grids), self._notes.copy()
+        if not grids:
             return None
-        midi = build_midi_file(
-            recording.grids,
-            recording.notes,
-            end_time=end_time,
-            ticks_per_beat=self.ticks_per_beat,
+        midi = _midi_file(
+            grids, notes.rows(), end_time=end_time, ticks_per_beat=self.ticks_per_beat
         )
         midi.save(str(self.path))
         return self.path
@@ -207,6 +288,16 @@ def build_midi_file(
 ) -> Any:
     """The session as a ``mido.MidiFile`` (type 1): track 0 holds tempo, metre, key and scene
     markers; then one track per layer, in the layers' order, each on its own channel."""
+    return _midi_file(grids, _note_rows(notes), end_time=end_time, ticks_per_beat=ticks_per_beat)
+
+
+def _midi_file(
+    grids: Sequence[BarGrid],
+    notes: Iterable[_NoteRow],
+    *,
+    end_time: float | None,
+    ticks_per_beat: int,
+) -> Any:
     import mido
 
     # Patched grids (a reaction that changed a bar from a beat on) change the plan, not time.
@@ -256,17 +347,17 @@ def build_midi_file(
     per_layer: dict[Layer, list[tuple[int, int, int, int]]] = {
         layer: [] for layer in (*LAYER_ORDER, Layer.STINGER)
     }
-    for scheduled in notes:
-        bar_grid = by_bar.get(scheduled.bar)
+    for bar, onset, end, layer, pitch, velocity, offset in notes:
+        bar_grid = by_bar.get(bar)
         if bar_grid is None:
             continue
-        end = scheduled.end if end_sample is None else min(scheduled.end, end_sample)
-        if end_sample is not None and scheduled.onset >= end_sample:
-            continue
-        note = scheduled.note
-        on = round((bar_grid.first_beat + max(note.offset, 0.0)) * ticks_per_beat)
+        if end_sample is not None:
+            if onset >= end_sample:
+                continue
+            end = min(end, end_sample)
+        on = round((bar_grid.first_beat + max(offset, 0.0)) * ticks_per_beat)
         off = max(round(tempo_map.beat_at_sample(end) * ticks_per_beat), on + 1)
-        per_layer[note.layer].append((on, off, note.pitch, note.velocity))
+        per_layer[layer].append((on, off, pitch, velocity))
     # A stinger track only when stingers played.
     tracks = (*LAYER_ORDER, Layer.STINGER) if per_layer[Layer.STINGER] else LAYER_ORDER
     for layer in tracks:
