@@ -9,17 +9,20 @@ rarely shows a quiet moment, but the label does not check each frame). Every min
 menu is opened over the match for a few seconds (``menu``). The console line and the loading
 screen are not labelled.
 
-The ``_slow`` plans play the match in slow motion: ``sv_gamespeed`` (the game's clock, in % of
-normal speed; the plan option ``gamespeed``) and the capture grabs at the matching slower wall
-rate (8 x 10 % = 0.8 grabs a second), so each stored frame is still 1/8 s of game time. Mesa's
-software renderer on a busy machine draws only a frame or two a wall second; at full speed 86 %
-of the committed clips' match grabs repeat the last picture, and play looks like a slideshow,
-which is what a menu or a dialogue looks like. Slow motion only helps while the game gets the
-CPU: on the shared 2-core box at load 8-16 (recorder under ``nice``) a 320x240 trial at 10 %
-still repeated 70 % of its match grabs (a new picture every 6-12 s of wall time), so the
-committed held-out clips are still the full-speed ones. Menus are looked at in wall time (8
-grabs a second). The share of repeated grabs per class is in each new clip's
-``meta.repeated_share_by_class``.
+The two held-out clips play the match at a fifth of the game's speed (``sv_gamespeed 20``, the
+plan option ``gamespeed``) and grab at the matching slower wall rate (8 x 20 % = 1.6 grabs a
+second), so each stored frame is still 1/8 s of game time. Mesa's software renderer draws about
+1.5 pictures a wall second at 800x600 on an idle two-core box: at full speed 82-86 % of the
+match grabs repeated the last picture and play looked like a slideshow, which is what a menu
+or a dialogue looks like. Slow motion only helps while the game gets the CPU (a 320x240 trial
+at 10 % on the box at load 8-16 still repeated 70 %): record on an otherwise idle machine.
+Menus are looked at in wall time (8 grabs a second). The share of repeated grabs per class is
+in each clip's ``meta.repeated_share_by_class``.
+
+A menu key's frames are labelled only once the game has drawn two new pictures after it
+(``opening``/``closing`` until then, not labelled). Until 12-05 the label changed with the key,
+and on the slow renderer the next picture was often seconds away: the clips then committed
+labelled whole stretches of match "menu" (their contact sheet showed it).
 
     apt-get install redeclipse
     .venv/bin/python -m tools.record_games redeclipse [--clip match_bath_800x600 ...]
@@ -27,6 +30,7 @@ grabs a second). The share of repeated grabs per class is in each new clip's
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,18 +63,33 @@ GAME = Game(
         "help": "menu",
         "console": None,
         "loading": None,
+        # a key was pressed and the game has not drawn its answer yet (see _until_drawn)
+        "opening": None,
+        "closing": None,
     },
     annotate=_annotate,
 )
 
-# The committed clips were recorded at the game's own speed; the ``_slow`` plans play the match
-# at 10 % (see the module docstring).
+# The game's own speed, and the ``_slow`` trials' 10 % (see the module docstring).
 GAME_SPEED = 100
 SLOW_SPEED = 10
+# The held-out clips since 12-05: on an idle two-core box Mesa draws about 1.5 pictures a wall
+# second at 800x600, so a fifth of the game's speed (1.6 grabs a wall second) shows nearly
+# every game-time frame as a new picture.
+MOTION_SPEED = 20
 
 PLANS = [
-    ClipPlan("match_bath_800x600", 800, 600, 240, 91, options={"map": "bath"}),
-    ClipPlan("match_bloodlust_1024x576", 1024, 576, 240, 92, options={"map": "bloodlust"}),
+    ClipPlan(
+        "match_bath_800x600", 800, 600, 240, 91, options={"map": "bath", "gamespeed": MOTION_SPEED}
+    ),
+    ClipPlan(
+        "match_bloodlust_1024x576",
+        1024,
+        576,
+        240,
+        92,
+        options={"map": "bloodlust", "gamespeed": MOTION_SPEED},
+    ),
     ClipPlan(
         "match_deadsimple_640x480_smallhud",
         640,
@@ -98,7 +117,26 @@ PLANS = [
     ),
 ]
 
-_MENUS = {"main_menu": "F6", "help": "F1", "options": "F8"}
+# F1 is the game's own help key before a match but not while spectating one, so help has a
+# bound key of its own like the others.
+_MENUS = {"main_menu": "F6", "help": "F5", "options": "F8"}
+
+# Pictures the game must draw after a key before the frames are labelled with what the key
+# opened or closed: on a slow software renderer the next picture can be seconds away, and a
+# fixed settle time labelled match pictures "menu" (the committed clips until 12-05).
+DRAWN_PICTURES = 2
+
+
+def _until_drawn(s: Session, *, pictures: int = DRAWN_PICTURES, timeout_s: float = 6.0) -> None:
+    """Wait until the game has drawn ``pictures`` new pictures since now (or ``timeout_s``)."""
+    seen = 0
+    before = s.capture.latest()
+    deadline = time.monotonic() + timeout_s
+    while seen < pictures and time.monotonic() < deadline:
+        s.wait(0.05)
+        if s.moved(before, threshold=0.3):
+            seen += 1
+            before = s.capture.latest()
 
 
 def record(plan: ClipPlan, *, work: Path, home: Path, shots: Path | None) -> Session:
@@ -107,6 +145,7 @@ def record(plan: ClipPlan, *, work: Path, home: Path, shots: Path | None) -> Ses
     speed = int(plan.options.get("gamespeed", GAME_SPEED))
     setup = (
         "name watcher; bind F6 [showgui main]; bind F7 [cleargui]; bind F8 [showgui options]; "
+        "bind F5 [showgui help]; "
         f"bind F9 [start {plan.options['map']} $modeidxdeathmatch 0]; "
         f"bind F10 [sv_gamespeed {speed}]"
     )
@@ -138,7 +177,9 @@ def record(plan: ClipPlan, *, work: Path, home: Path, shots: Path | None) -> Ses
 def _look_at_menu(s: Session, menu: str, *, play_fps: float | None = None) -> None:
     x, rng = s.xinput, s.rng
     s.capture.set_rate(MODEL_FPS)
+    s.state("opening")
     x.key(_MENUS[menu])
+    _until_drawn(s)
     s.state(menu)
     s.wait(1.0)
     s.shot(menu)
@@ -146,9 +187,11 @@ def _look_at_menu(s: Session, menu: str, *, play_fps: float | None = None) -> No
         s.wait(rng.uniform(0.8, 2.0))
         x.move(rng.randint(s.plan.width // 5, s.plan.width * 4 // 5), rng.randint(100, 400))
     s.wait(rng.uniform(0.5, 1.5))
+    s.state("closing")
     x.key("F7")
     if play_fps is not None:
         s.capture.set_rate(play_fps)
+    _until_drawn(s)
 
 
 def _play(s: Session) -> None:
@@ -159,8 +202,10 @@ def _play(s: Session) -> None:
     s.capture.resume()
     for menu in ["main_menu", rng.choice(["help", "options"]), "main_menu"]:
         _look_at_menu(s, menu)
-        s.state("main_menu")
+        s.state("opening")
         x.key("F6")
+        _until_drawn(s)
+        s.state("main_menu")
     s.wait(1.0)
     x.key("F7")
     s.state("console")
