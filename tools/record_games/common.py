@@ -184,6 +184,19 @@ class Session:
                 return True
         return False
 
+    def wait_drawn(self, *, pictures: int = 2, timeout_s: float = 6.0) -> None:
+        """Wait until the game has drawn ``pictures`` new pictures since now (or ``timeout_s``):
+        what a key changed is on screen only then, and a slow software renderer can take
+        seconds to draw its next picture."""
+        seen = 0
+        before = self.capture.latest()
+        deadline = time.monotonic() + timeout_s
+        while seen < pictures and time.monotonic() < deadline:
+            self.wait(0.05)
+            if self.moved(before, threshold=0.3):
+                seen += 1
+                before = self.capture.latest()
+
     def shot(self, tag: str, *, every: int = 1) -> None:
         """A full-size screenshot into the shots folder (for checking what is on screen)."""
         if self.shots is None:

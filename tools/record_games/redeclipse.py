@@ -30,7 +30,6 @@ labelled whole stretches of match "menu" (their contact sheet showed it).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -63,7 +62,7 @@ GAME = Game(
         "help": "menu",
         "console": None,
         "loading": None,
-        # a key was pressed and the game has not drawn its answer yet (see _until_drawn)
+        # a key was pressed and the game has not drawn its answer yet (see _press)
         "opening": None,
         "closing": None,
     },
@@ -121,22 +120,16 @@ PLANS = [
 # bound key of its own like the others.
 _MENUS = {"main_menu": "F6", "help": "F5", "options": "F8"}
 
-# Pictures the game must draw after a key before the frames are labelled with what the key
-# opened or closed: on a slow software renderer the next picture can be seconds away, and a
-# fixed settle time labelled match pictures "menu" (the committed clips until 12-05).
-DRAWN_PICTURES = 2
 
+def _press(s: Session, key: str, state: str) -> None:
+    """Press ``key`` and label the frames ``state`` once the game has drawn what it opened.
 
-def _until_drawn(s: Session, *, pictures: int = DRAWN_PICTURES, timeout_s: float = 6.0) -> None:
-    """Wait until the game has drawn ``pictures`` new pictures since now (or ``timeout_s``)."""
-    seen = 0
-    before = s.capture.latest()
-    deadline = time.monotonic() + timeout_s
-    while seen < pictures and time.monotonic() < deadline:
-        s.wait(0.05)
-        if s.moved(before, threshold=0.3):
-            seen += 1
-            before = s.capture.latest()
+    Until 12-05 the label changed with the key, and on the slow renderer the next picture was
+    often seconds away: the committed clips labelled whole stretches of match "menu"."""
+    s.state("opening")
+    s.xinput.key(key)
+    s.wait_drawn()
+    s.state(state)
 
 
 def record(plan: ClipPlan, *, work: Path, home: Path, shots: Path | None) -> Session:
@@ -177,10 +170,7 @@ def record(plan: ClipPlan, *, work: Path, home: Path, shots: Path | None) -> Ses
 def _look_at_menu(s: Session, menu: str, *, play_fps: float | None = None) -> None:
     x, rng = s.xinput, s.rng
     s.capture.set_rate(MODEL_FPS)
-    s.state("opening")
-    x.key(_MENUS[menu])
-    _until_drawn(s)
-    s.state(menu)
+    _press(s, _MENUS[menu], menu)
     s.wait(1.0)
     s.shot(menu)
     for _ in range(rng.randint(2, 5)):
@@ -191,7 +181,7 @@ def _look_at_menu(s: Session, menu: str, *, play_fps: float | None = None) -> No
     x.key("F7")
     if play_fps is not None:
         s.capture.set_rate(play_fps)
-    _until_drawn(s)
+    s.wait_drawn()
 
 
 def _play(s: Session) -> None:
@@ -202,10 +192,7 @@ def _play(s: Session) -> None:
     s.capture.resume()
     for menu in ["main_menu", rng.choice(["help", "options"]), "main_menu"]:
         _look_at_menu(s, menu)
-        s.state("opening")
-        x.key("F6")
-        _until_drawn(s)
-        s.state("main_menu")
+        _press(s, "F6", "main_menu")
     s.wait(1.0)
     x.key("F7")
     s.state("console")
