@@ -14,6 +14,11 @@ where a new hero arrives:
   powers and log panels and the pause menu (``menu``).
 - **town** clips arrive in a town (Perdition Harbor, Lochport): walks and panels as above.
 
+The mod also closes the walking map's exits (a copy of the map without its ``intermap``
+events): the first town recording's hero walked out onto the River Trail and was killed by a
+zombie, so a minute of "Game Over" box was labelled as a walk. The recorder checks the log
+that no other map was loaded during the walks.
+
 Fights were tried (monsters spawned around the hero by an added event, a new wave on each
 ``on_clear``) and dropped: a keyboard-only hero has no attack key by default, and with one
 bound (``main1``) the level-1 hero still died within half a minute, so the footage would have
@@ -104,12 +109,25 @@ PLANS = [
 _PANELS = {"inventory": "i", "character": "c", "powers": "p", "log": "l"}
 _CAPTION = re.compile(r"^caption=", re.MULTILINE)
 _LINE = re.compile(r"^(him|her|you)=", re.MULTILINE)
+_MAP_LOADED = re.compile(r"Loading map 'maps/([^']+)\.txt'")
+
+
+def _walking_map(plan: ClipPlan) -> str:
+    return "arrival" if plan.options["kind"] == "story" else str(plan.options["map"])
+
+
+def _without_exits(text: str) -> str:
+    """A Flare map file without the events that take the hero to another map."""
+    blocks = re.split(r"(?m)^(?=\[)", text)
+    return "".join(b for b in blocks if not (b.startswith("[event]") and "intermap=" in b))
 
 
 def _write_mod(home: Path, plan: ClipPlan) -> None:
     maps = home / ".local" / "share" / "flare" / "mods" / "moodscore" / "maps"
     maps.mkdir(parents=True, exist_ok=True)
     kind = plan.options["kind"]
+    walking = f"{_walking_map(plan)}.txt"
+    (maps / walking).write_text(_without_exits((CAMPAIGN / "maps" / walking).read_text()))
     spawn = "[header]\nwidth=1\nheight=1\nhero_pos=0,0\n\n[event]\ntype=event\n"
     spawn += "location=0,0,1,1\nactivate=on_load\n"
     if kind == "story":
@@ -253,6 +271,9 @@ def _play(s: Session) -> None:
     while not s.done():
         _walk(s, s.rng.uniform(20, 40))
         _panels(s)
+    loaded = set(_MAP_LOADED.findall(s.process.log_text()))
+    if loaded - {"spawn", _walking_map(s.plan)}:
+        raise RuntimeError(f"the hero left the walking map: {sorted(loaded)} were loaded")
 
 
 def _until_free(s: Session) -> None:
