@@ -187,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = add("bench", "measure speed figures and print them as JSON")
     bench.add_argument("--quick", action="store_true", help="shorter runs (less precise)")
     bench.add_argument("-o", "--output", type=Path, metavar="OUT.json", help="also write the JSON")
+    bench.add_argument(
+        "--skip",
+        type=_bench_sections,
+        default=(),
+        metavar="SECTION,...",
+        help="leave these sections out, comma-separated (an unknown name lists them)",
+    )
 
     train = add("train-melody", "train the melody LSTM, or fine-tune it on your own MIDI files")
     train.add_argument(
@@ -431,6 +438,18 @@ def _with_library(args: argparse.Namespace, config: Config) -> Config:
     from daemon.library.commands import apply_play_flags
 
     return apply_play_flags(args, config)
+
+
+def _bench_sections(text: str) -> tuple[str, ...]:
+    from daemon.bench import SECTIONS
+
+    named = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in named if name not in SECTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"no section {', '.join(map(repr, unknown))}; the sections: {', '.join(SECTIONS)}"
+        )
+    return named
 
 
 def _positive_float(text: str) -> float:
@@ -763,7 +782,7 @@ def _cmd_bench(args: argparse.Namespace, config: Config) -> int:
 
     from daemon.bench import run_bench
 
-    figures = run_bench(config, quick=args.quick)
+    figures = run_bench(config, quick=args.quick, skip=args.skip)
     text = json.dumps(figures, indent=2)
     print(text)
     if args.output is not None:

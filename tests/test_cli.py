@@ -159,13 +159,16 @@ def _percentiles(node: object) -> list[dict]:
 
 
 # Beside another module in `make test`: the figures are only checked for being consistent with
-# one another and with --quick's settings, never against a speed.
+# one another and with --quick's settings, never against a speed. The reaction section (a third
+# of --quick's time) is skipped here: its steps are measured by the same functions in
+# test_reactions.py and test_game_mode.py, which assert on them.
 def test_bench_prints_the_figures_as_json() -> None:
     started = time.monotonic()
-    result = _moodscore("bench", "--quick", timeout=600)
+    result = _moodscore("bench", "--quick", "--skip", "reaction", timeout=600)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
+    assert figures["skipped"] == ["reaction"] and "reaction" not in figures
     for key in (
         "analysis_ms_per_frame",
         "composer_ms_per_bar",
@@ -195,3 +198,9 @@ def test_bench_prints_the_figures_as_json() -> None:
     # The engine stepped flat out renders faster than real time, on less than a core.
     assert figures["engine_realtime_factor"] > 1
     assert 0 < figures["engine_core_fraction"] < 1
+
+
+def test_bench_names_its_sections_when_asked_for_one_it_lacks() -> None:
+    result = _moodscore("bench", "--quick", "--skip", "reaction,speed")
+    assert result.returncode == 2
+    assert "no section 'speed'" in result.stderr and "library, reaction" in result.stderr

@@ -13,6 +13,27 @@ Speed and memory figures live here, not in timed unit tests.
 
 from __future__ import annotations
 
-from daemon.bench.core import run_bench
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["run_bench"]
+if TYPE_CHECKING:
+    from daemon.config import Config
+
+# What ``moodscore bench --skip`` names. Each measures one part (``scene``: the picture with its
+# audio and text cues; ``engine``: the realtime factor and the core share; ``web``: the visuals
+# and the WebRTC latency; ``reaction``: the rendered steps and the live stinger). Here, not in
+# :mod:`daemon.bench.core`, so that the command line can name them without importing numpy.
+SECTIONS = (
+    "analysis", "face", "scene", "composer", "melody", "engine", "live_manual", "mqtt", "web",
+    "render", "library", "reaction", "busy_machine",
+)  # fmt: skip
+
+
+def run_bench(config: Config, *, quick: bool = False, skip: Collection[str] = ()) -> dict[str, Any]:
+    """:func:`daemon.bench.core.run_bench`, imported when called."""
+    from daemon.bench.core import run_bench as measure
+
+    return measure(config, quick=quick, skip=skip)
+
+
+__all__ = ["SECTIONS", "run_bench"]

@@ -69,6 +69,9 @@ Figures (later issues add theirs):
   (headless Chromium) and two busy cores, 60 s, with the engine in the daemon's process
   (``engine.process = "shared"``, before) and in its own (``"own"``, the default, after), both
   at raised priority; target 0; not with ``--quick``; see :mod:`daemon.bench.busy`.
+
+``--skip SECTION,...`` leaves sections out (:data:`SECTIONS`; the JSON lists them as
+``skipped``): a figure re-measured after a change without waiting for the rest.
 """
 
 from __future__ import annotations
@@ -79,12 +82,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from daemon import __version__
+from daemon.bench import SECTIONS
 from daemon.bench.game_text import game_text_figures
 from daemon.config import Config
 
@@ -92,10 +97,16 @@ if TYPE_CHECKING:
     from daemon.engine import Engine
 
 
-def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
-    """Measure every figure; ``quick`` uses shorter runs (for tests and a first look)."""
+def run_bench(config: Config, *, quick: bool = False, skip: Collection[str] = ()) -> dict[str, Any]:
+    """Measure every figure; ``quick`` uses shorter runs (for tests and a first look); the
+    sections named in ``skip`` (of :data:`SECTIONS`) are not run and listed as ``skipped``."""
     from daemon.extras import require
 
+    unknown = sorted(set(skip) - set(SECTIONS))
+    if unknown:
+        raise ValueError(
+            f"no bench section {', '.join(unknown)}; the sections: {', '.join(SECTIONS)}"
+        )
     for extra in ("face", "library", "dev"):  # face mode, the reaction check, sample photos
         require(extra, what="`moodscore bench`")
     figures: dict[str, Any] = {
@@ -107,25 +118,44 @@ def run_bench(config: Config, *, quick: bool = False) -> dict[str, Any]:
             "processor": platform.machine(),
         },
         "quick": quick,
+        "skipped": [section for section in SECTIONS if section in skip],
     }
-    figures["analysis_ms_per_frame"], figures["demo_draw_ms_per_frame"] = _analysis(
-        config, frames=300 if quick else 1800
-    )
-    figures["face"] = _face(config, frames=150 if quick else 900)
-    figures["scene"] = _scene(config, seconds=10.0 if quick else 60.0)
-    figures["scene_audio"] = _scene_audio(figures["scene"], seconds=10.0 if quick else 60.0)
-    figures["scene_text"] = game_text_figures(calls=10 if quick else 60)
-    figures["composer_ms_per_bar"] = _composer(config, bars=200 if quick else 2000)
-    figures["melody_ms_per_bar"] = _melody(bars=200 if quick else 2000)
-    figures["engine_realtime_factor"] = _engine(config, seconds=10.0 if quick else 60.0)
-    figures["engine_core_fraction"] = _engine_core_fraction(config, seconds=10.0 if quick else 60.0)
-    figures["live_manual"] = _live_manual(config, seconds=5.0 if quick else 60.0)
-    figures["mqtt"] = _mqtt(config, seconds=5.0 if quick else 60.0)
-    figures.update(_web(config, quick=quick))
-    figures.update(_render(seconds=8.0 if quick else 60.0))
-    figures["library"] = _library(config, quick=quick)
-    figures["reaction"] = _reaction(config, quick=quick)
-    figures["busy_machine"] = _busy(quick=quick)
+
+    def wanted(section: str) -> bool:
+        return section not in skip
+
+    if wanted("analysis"):
+        figures["analysis_ms_per_frame"], figures["demo_draw_ms_per_frame"] = _analysis(
+            config, frames=300 if quick else 1800
+        )
+    if wanted("face"):
+        figures["face"] = _face(config, frames=150 if quick else 900)
+    if wanted("scene"):
+        figures["scene"] = _scene(config, seconds=10.0 if quick else 60.0)
+        figures["scene_audio"] = _scene_audio(figures["scene"], seconds=10.0 if quick else 60.0)
+        figures["scene_text"] = game_text_figures(calls=10 if quick else 60)
+    if wanted("composer"):
+        figures["composer_ms_per_bar"] = _composer(config, bars=200 if quick else 2000)
+    if wanted("melody"):
+        figures["melody_ms_per_bar"] = _melody(bars=200 if quick else 2000)
+    if wanted("engine"):
+        seconds = 10.0 if quick else 60.0
+        figures["engine_realtime_factor"] = _engine(config, seconds=seconds)
+        figures["engine_core_fraction"] = _engine_core_fraction(config, seconds=seconds)
+    if wanted("live_manual"):
+        figures["live_manual"] = _live_manual(config, seconds=5.0 if quick else 60.0)
+    if wanted("mqtt"):
+        figures["mqtt"] = _mqtt(config, seconds=5.0 if quick else 60.0)
+    if wanted("web"):
+        figures.update(_web(config, quick=quick))
+    if wanted("render"):
+        figures.update(_render(seconds=8.0 if quick else 60.0))
+    if wanted("library"):
+        figures["library"] = _library(config, quick=quick)
+    if wanted("reaction"):
+        figures["reaction"] = _reaction(config, quick=quick)
+    if wanted("busy_machine"):
+        figures["busy_machine"] = _busy(quick=quick)
     return figures
 
 
