@@ -151,40 +151,23 @@ def run_bench(config: Config, *, quick: bool = False, skip: Collection[str] = ()
     if wanted("render"):
         figures.update(_render(seconds=8.0 if quick else 60.0))
     if wanted("library"):
-        figures["library"] = _library(config, quick=quick)
+        from daemon.bench.library import library_figures
+
+        figures["library"] = library_figures(config, quick=quick)
     if wanted("reaction"):
-        figures["reaction"] = _reaction(config, quick=quick)
-    if wanted("busy_machine"):
-        figures["busy_machine"] = _busy(quick=quick)
-    return figures
+        from daemon.bench.reaction import all_reaction_figures
 
-
-def _busy(*, quick: bool) -> dict[str, Any]:
-    if quick:
+        figures["reaction"] = all_reaction_figures(config, quick=quick)
+    if wanted("busy_machine") and quick:
         # Two daemons, three browsers and two busy cores for a minute each: not a quick look.
-        return {"skipped": "not with --quick (python -m daemon.bench.busy SECONDS runs it alone)"}
-    from daemon.bench.busy import busy_figures
+        figures["busy_machine"] = {
+            "skipped": "not with --quick (python -m daemon.bench.busy SECONDS runs it alone)"
+        }
+    elif wanted("busy_machine"):
+        from daemon.bench.busy import busy_figures
 
-    return busy_figures(seconds=60.0)
-
-
-def _reaction(config: Config, *, quick: bool) -> dict[str, Any]:
-    from daemon.bench.reaction import game_reaction_figures, live_latency, reaction_figures
-
-    figures = reaction_figures(config, quick=quick)
-    try:
-        figures["game"] = game_reaction_figures(config, quick=quick)
-    except ImportError as exc:
-        # ViZDoom comes with the `train` extra (tools/setup.sh installs it).
-        figures["game"] = {"skipped": f"needs ViZDoom (the train extra): {exc}"}
-    figures["live_cut_to_stinger_ms"] = live_latency(config, seconds=12.0 if quick else 60.0)
+        figures["busy_machine"] = busy_figures(seconds=60.0)
     return figures
-
-
-def _library(config: Config, *, quick: bool) -> dict[str, Any]:
-    from daemon.bench.library import library_figures
-
-    return library_figures(config, quick=quick)
 
 
 def _percentiles(samples_s: list[float]) -> dict[str, float]:

@@ -332,6 +332,19 @@ class _StepSource:
         return StepSource()
 
 
+def all_reaction_figures(config: Config, *, quick: bool = False) -> dict[str, Any]:
+    """The bench's ``reaction`` section: the rendered frame-mode steps, the game-mode steps and
+    the live cut-to-stinger latency."""
+    figures = reaction_figures(config, quick=quick)
+    try:
+        figures["game"] = game_reaction_figures(config, quick=quick)
+    except ImportError as exc:
+        # ViZDoom comes with the `train` extra (tools/setup.sh installs it).
+        figures["game"] = {"skipped": f"needs ViZDoom (the train extra): {exc}"}
+    figures["live_cut_to_stinger_ms"] = live_latency(config, seconds=12.0 if quick else 60.0)
+    return figures
+
+
 def live_latency(config: Config, *, seconds: float = 60.0, period: float = 4.0) -> dict[str, Any]:
     """Live (manual backend, paced source): from the arrival of the frame that confirms a cut
     to calm -> intense, to the moment the first sample of the stinger answering it is heard
