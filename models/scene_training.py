@@ -54,7 +54,10 @@ class TrainSettings:
     gru_epochs, gru_steps, gru_batch : stage 2 (windows per step: ``gru_batch``);
     lr : peak learning rate of both stages (one-cycle); weight_decay : AdamW's;
     affect_weight : weight of the arousal/valence loss beside the class loss;
-    augment : crop/flip/jitter the stage-1 frames; seed : all randomness.
+    augment : crop/flip/jitter the stage-1 frames; seed : all randomness;
+    still_reference : share of stage-1 frames whose motion reference is the frame itself (no
+    motion), so that the CNN reads a class from what a picture shows when nothing moves (a
+    held screenshot, a stalled renderer), not only from how it moves.
     """
 
     cnn_epochs: int = 10
@@ -68,6 +71,7 @@ class TrainSettings:
     affect_weight: float = 1.0
     augment: bool = True
     seed: int = 0
+    still_reference: float = 0.0
 
 
 @dataclass(slots=True)
@@ -147,13 +151,28 @@ def frame_batch(
     picks: Sequence[tuple[int, int]],
     config: SceneNetConfig,
     rng: np.random.Generator | None,
+    *,
+    still_reference: float = 0.0,
 ) -> torch.Tensor:
     """Network input of single frames ``(clip, index)`` with their motion reference, augmented
-    when ``rng`` is given.
+    when ``rng`` is given; with ``rng``, a ``still_reference`` share of them is its own
+    reference (:class:`TrainSettings`).
 
     Returns torch.Tensor [shape=(b, 4, height, width)].
     """
-    pairs = torch.from_numpy(np.stack([clips[c].frames[[max(0, i - 1), i]] for c, i in picks]))
+    still = (
+        rng.random(len(picks)) < still_reference
+        if rng is not None
+        else np.zeros(len(picks), dtype=bool)
+    )
+    pairs = torch.from_numpy(
+        np.stack(
+            [
+                clips[c].frames[[i if held else max(0, i - 1), i]]
+                for (c, i), held in zip(picks, still, strict=True)
+            ]
+        )
+    )
     if rng is not None:
         pairs = _augment(pairs, rng)
     return model_input(pairs[:, 1:], config, previous=pairs[:, 0])[:, 0]
@@ -415,7 +434,13 @@ def train(
         losses = []
         for _ in range(settings.cnn_steps):
             picks = draw(pairs, settings.cnn_batch)
-            x = frame_batch(clips, picks, net.config, rng if settings.augment else None).to(device)
+            x = frame_batch(
+                clips,
+                picks,
+                net.config,
+                rng if settings.augment else None,
+                still_reference=settings.still_reference,
+            ).to(device)
             y = torch.tensor([targets[c].labels[i] for c, i in picks], device=device)
             affect = torch.from_numpy(np.stack([targets[c].affect[i] for c, i in picks])).to(device)
             logits, out = net.frame_heads(net.embed(x))

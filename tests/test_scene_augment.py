@@ -1,12 +1,15 @@
-"""Stuttered training copies (models/scene_augment.py): a slow renderer's picture, same labels."""
+"""Stuttered training copies (models/scene_augment.py): a slow renderer's picture, same labels;
+held pictures; stage-1 frames shown with no motion (models/scene_training.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.scene_augment import has_play, stutter_copies, stutter_indices, stuttered
+from models.scene import SceneNetConfig
+from models.scene_augment import HELD_SHARE, has_play, stutter_copies, stutter_indices, stuttered
 from models.scene_data import SCENE_CLASSES, Clip
+from models.scene_training import frame_batch
 
 
 def _clip(label: int, n: int = 400) -> Clip:
@@ -45,3 +48,28 @@ def test_only_clips_with_play_are_copied() -> None:
     copies = stutter_copies(play + still, share=1.0, seed=0)
     assert len(copies) == 2
     assert stutter_copies(play + still, share=0.0, seed=0) == []
+
+
+def test_a_held_copy_shows_each_picture_for_seconds() -> None:
+    clip = _clip(SCENE_CLASSES.index("exploration"), 4000)
+    (copy,) = stutter_copies([clip], share=1.0, seed=2, new_share=HELD_SHARE)
+    new = np.flatnonzero(np.any(copy.frames[1:] != copy.frames[:-1], axis=(1, 2, 3)))
+    held_s = np.diff(new).mean() / 8.0  # grabs at the model's 8 fps
+    assert 1.5 <= held_s <= 4.0
+    # Most one-second windows (8 grabs) show a single picture.
+    windows = [copy.frames[k - 8 : k] for k in range(8, len(copy), 4)]
+    assert np.mean([np.all(w == w[0]) for w in windows]) > 0.6
+
+
+def test_frames_shown_with_no_motion_have_an_empty_motion_channel() -> None:
+    moving = np.random.default_rng(0).integers(0, 256, (40, 72, 96, 3), dtype=np.uint8)
+    clip = Clip.empty_targets(moving, 0, classes=SCENE_CLASSES, group="g", source="s")
+    picks = [(0, i) for i in range(1, 40)]
+    config = SceneNetConfig()
+    rng = np.random.default_rng(1)
+    motion = frame_batch([clip], picks, config, rng)[:, 3]
+    still = frame_batch([clip], picks, config, rng, still_reference=1.0)[:, 3]
+    half = frame_batch([clip], picks, config, rng, still_reference=0.5)[:, 3]
+    assert motion.abs().amax(dim=(1, 2)).min() > 0.1
+    assert still.abs().max() == 0
+    assert 0.2 < (half.abs().amax(dim=(1, 2)) == 0).float().mean() < 0.8

@@ -49,7 +49,7 @@ from models.scene import (  # noqa: E402
     load_checkpoint,
     save_checkpoint,
 )
-from models.scene_augment import stutter_copies  # noqa: E402
+from models.scene_augment import HELD_SHARE, stutter_copies  # noqa: E402
 from models.scene_cues import CUE_GROUPS, CUE_NAMES  # noqa: E402
 from models.scene_data import (  # noqa: E402
     SCENE_CLASSES,
@@ -161,6 +161,18 @@ def main(argv: list[str] | None = None) -> int:
         help="share of clips with play also trained as a stuttered copy (models/scene_augment.py)",
     )
     parser.add_argument(
+        "--held",
+        type=float,
+        default=0.0,
+        help="share of clips with play also trained as a copy whose picture is held 1.5-4 s",
+    )
+    parser.add_argument(
+        "--still-reference",
+        type=float,
+        default=0.0,
+        help="share of stage-1 frames shown with no motion (models/scene_training.py)",
+    )
+    parser.add_argument(
         "--warm",
         action="store_true",
         help="with --gru-from: also start the GRU and heads from it (new cue inputs at zero), "
@@ -178,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     train_clips = load_clips(args.data / "train") + load_footage_folder(args.footage / "train")
     sets = {name: load_clips(args.data / folder) for name, folder in EVAL_SETS.items()}
     copies = stutter_copies(train_clips, share=args.stutter, seed=args.seed)
+    if args.held:
+        copies += stutter_copies(
+            train_clips, share=args.held, seed=args.seed + 1, new_share=HELD_SHARE
+        )
     train_clips += copies
     print(f"train: {len(train_clips)} clips ({len(copies)} stuttered copies), "
           f"{sum(len(c) for c in train_clips)} frames", flush=True)  # fmt: skip
@@ -204,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         affect_weight=args.affect_weight,
         lr=1e-3 if args.warm else 3e-3,
+        still_reference=args.still_reference,
     )
     history = train(
         net,
@@ -217,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics: dict[str, object] = {
         "trained_on": sorted({c.group for c in train_clips}),
         "stutter": args.stutter,
+        "held": args.held,
+        "still_reference": args.still_reference,
         "cnn_from": str(args.gru_from) if args.gru_from is not None else None,
         "warm": args.warm,
         "train_seconds": round(time.perf_counter() - started),
