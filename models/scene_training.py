@@ -55,6 +55,8 @@ class TrainSettings:
     lr : peak learning rate of both stages (one-cycle); weight_decay : AdamW's;
     affect_weight : weight of the arousal/valence loss beside the class loss;
     augment : crop/flip/jitter the stage-1 frames; seed : all randomness;
+    balance_sources : draw each class's frames and windows from its sources (``Clip.source``:
+        ``vizdoom``, ``atari``, each game) equally, not in proportion to their frames;
     still_reference : share of stage-1 frames whose motion reference is the frame itself (no
     motion), so that the CNN reads a class from what a picture shows when nothing moves (a
     held screenshot, a stalled renderer), not only from how it moves.
@@ -71,6 +73,7 @@ class TrainSettings:
     affect_weight: float = 1.0
     augment: bool = True
     seed: int = 0
+    balance_sources: bool = False
     still_reference: float = 0.0
 
 
@@ -104,6 +107,21 @@ def _by_class(
             if target.labels[i] >= 0:
                 pairs[int(target.labels[i])].append((c, i))
     return pairs
+
+
+def _by_source(
+    pool: dict[int, list[tuple[int, int]]], clips: Sequence[Clip], balance: bool
+) -> dict[int, list[list[tuple[int, int]]]]:
+    """Each class's pairs split by their clip's source (one list per source), or left whole."""
+    if not balance:
+        return {k: [pairs] for k, pairs in pool.items()}
+    split: dict[int, list[list[tuple[int, int]]]] = {}
+    for k, pairs in pool.items():
+        groups: dict[str, list[tuple[int, int]]] = {}
+        for pair in pairs:
+            groups.setdefault(clips[pair[0]].source, []).append(pair)
+        split[k] = list(groups.values())
+    return split
 
 
 def _class_weights(pairs: dict[int, list[tuple[int, int]]], classes: int) -> torch.Tensor:
@@ -403,14 +421,21 @@ def train(
     if not present:
         raise ValueError("no labelled frames to train on")
     weights = _class_weights(pairs, k).to(device)
+    frame_pool = _by_source(pairs, clips, settings.balance_sources)
     net.to(device)
     if teacher is not None:
         teacher.to(device).eval()
     history: list[dict[str, Any]] = []
 
-    def draw(pool: dict[int, list[tuple[int, int]]], n: int) -> list[tuple[int, int]]:
+    def draw(pool: dict[int, list[list[tuple[int, int]]]], n: int) -> list[tuple[int, int]]:
         chosen = rng.choice(present, size=n)
-        return [pool[c][int(rng.integers(len(pool[c])))] for c in chosen]
+        picks = []
+        for c in chosen:
+            # One source: no extra draw, so the default recipe's random stream is unchanged.
+            sources = pool[c]
+            group = sources[int(rng.integers(len(sources)))] if len(sources) > 1 else sources[0]
+            picks.append(group[int(rng.integers(len(group)))])
+        return picks
 
     def one_cycle(params: list[torch.nn.Parameter], steps: int) -> tuple[Any, Any]:
         optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -433,7 +458,7 @@ def train(
         started = time.perf_counter()
         losses = []
         for _ in range(settings.cnn_steps):
-            picks = draw(pairs, settings.cnn_batch)
+            picks = draw(frame_pool, settings.cnn_batch)
             x = frame_batch(
                 clips,
                 picks,
@@ -490,6 +515,7 @@ def train(
                 padded[t - 1 :] = affect.cpu()
             taught_affect.append(padded)
     window_pairs = _by_class(targets, k, first=t - 1)
+    window_pool = _by_source(window_pairs, clips, settings.balance_sources)
     present = [c for c in range(k) if window_pairs[c]]
     if not present:
         raise ValueError(f"clips are shorter than one window ({t} frames)")
@@ -511,7 +537,7 @@ def train(
         started = time.perf_counter()
         losses = []
         for _ in range(settings.gru_steps):
-            picks = draw(window_pairs, settings.gru_batch)
+            picks = draw(window_pool, settings.gru_batch)
             x = torch.stack([_windows(embeddings[c], i + 1, t) for c, i in picks]).to(device)
             if settings.augment:
                 # Noise on the embeddings only: the cues are measurements, not learnt codes.

@@ -1,5 +1,6 @@
 """Stuttered training copies (models/scene_augment.py): a slow renderer's picture, same labels;
-held pictures; stage-1 frames shown with no motion (models/scene_training.py)."""
+held pictures; stage-1 frames shown with no motion and sources drawn equally
+(models/scene_training.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from models.scene import SceneNetConfig
 from models.scene_augment import HELD_SHARE, has_play, stutter_copies, stutter_indices, stuttered
 from models.scene_data import SCENE_CLASSES, Clip
-from models.scene_training import frame_batch
+from models.scene_training import _by_source, frame_batch
 
 
 def _clip(label: int, n: int = 400) -> Clip:
@@ -73,3 +74,17 @@ def test_frames_shown_with_no_motion_have_an_empty_motion_channel() -> None:
     assert motion.abs().amax(dim=(1, 2)).min() > 0.1
     assert still.abs().max() == 0
     assert 0.2 < (half.abs().amax(dim=(1, 2)) == 0).float().mean() < 0.8
+
+
+def test_balanced_sources_split_each_class_by_where_it_came_from() -> None:
+    big = Clip.empty_targets(
+        np.zeros((100, 72, 96, 3), np.uint8), 0, classes=SCENE_CLASSES, group="a", source="vizdoom"
+    )
+    small = Clip.empty_targets(
+        np.zeros((10, 72, 96, 3), np.uint8), 0, classes=SCENE_CLASSES, group="b", source="games/x"
+    )
+    pool = {0: [(0, i) for i in range(100)] + [(1, i) for i in range(10)], 1: []}
+    whole = _by_source(pool, [big, small], balance=False)
+    assert [len(group) for group in whole[0]] == [110]
+    split = _by_source(pool, [big, small], balance=True)
+    assert sorted(len(group) for group in split[0]) == [10, 100] and split[1] == []

@@ -167,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         help="share of clips with play also trained as a copy whose picture is held 1.5-4 s",
     )
     parser.add_argument(
+        "--balance-sources",
+        action="store_true",
+        help="draw each class from its sources (ViZDoom, Atari, each game) equally",
+    )
+    parser.add_argument(
         "--still-reference",
         type=float,
         default=0.0,
@@ -221,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         affect_weight=args.affect_weight,
         lr=1e-3 if args.warm else 3e-3,
         still_reference=args.still_reference,
+        balance_sources=args.balance_sources,
     )
     history = train(
         net,
@@ -236,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "stutter": args.stutter,
         "held": args.held,
         "still_reference": args.still_reference,
+        "balance_sources": args.balance_sources,
         "cnn_from": str(args.gru_from) if args.gru_from is not None else None,
         "warm": args.warm,
         "train_seconds": round(time.perf_counter() - started),
