@@ -441,14 +441,13 @@ def _with_library(args: argparse.Namespace, config: Config) -> Config:
 
 
 def _bench_sections(text: str) -> tuple[str, ...]:
-    from daemon.bench import SECTIONS
+    from daemon.bench import check_sections
 
     named = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [name for name in named if name not in SECTIONS]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"no section {', '.join(map(repr, unknown))}; the sections: {', '.join(SECTIONS)}"
-        )
+    try:
+        check_sections(named)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return named
 
 

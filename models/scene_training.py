@@ -178,9 +178,10 @@ def frame_batch(
 
     Returns torch.Tensor [shape=(b, 4, height, width)].
     """
+    # Drawn only when asked for: the default recipe's random stream stays what it was.
     still = (
         rng.random(len(picks)) < still_reference
-        if rng is not None
+        if rng is not None and still_reference > 0
         else np.zeros(len(picks), dtype=bool)
     )
     pairs = torch.from_numpy(

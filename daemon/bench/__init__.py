@@ -29,11 +29,21 @@ SECTIONS = (
 )  # fmt: skip
 
 
+def check_sections(names: Collection[str]) -> None:
+    """Raise ValueError naming any of ``names`` that is not one of :data:`SECTIONS`."""
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown:
+        raise ValueError(
+            f"no section {', '.join(map(repr, unknown))}; the sections: {', '.join(SECTIONS)}"
+        )
+
+
 def run_bench(config: Config, *, quick: bool = False, skip: Collection[str] = ()) -> dict[str, Any]:
-    """:func:`daemon.bench.core.run_bench`, imported when called."""
+    """:func:`daemon.bench.core.run_bench`, imported when called; ``skip`` checked first."""
     from daemon.bench.core import run_bench as measure
 
+    check_sections(skip)
     return measure(config, quick=quick, skip=skip)
 
 
-__all__ = ["SECTIONS", "run_bench"]
+__all__ = ["SECTIONS", "check_sections", "run_bench"]
