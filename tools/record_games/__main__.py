@@ -26,11 +26,13 @@ from types import ModuleType
 
 from . import (
     chromium_bsu,
+    crawl,
     flare,
     minetest,
     openarena,
     redeclipse,
     renpy_vn,
+    supertux,
     supertuxkart,
     wesnoth,
 )
@@ -47,6 +49,8 @@ RECORDERS: list[ModuleType] = [
     wesnoth,
     redeclipse,
     flare,
+    supertux,
+    crawl,
 ]
 GAMES: dict[str, ModuleType] = {module.GAME.name: module for module in RECORDERS}
 
