@@ -173,10 +173,18 @@ class Session:
         diff = np.abs(now.astype(np.int16) - before.astype(np.int16))
         return float(diff.mean()) > threshold
 
-    def wait_change(self, *, threshold: float = 12.0, timeout_s: float = 30.0) -> bool:
-        """Wait until the picture differs clearly from now (a loading screen gives way)."""
-        self.wait(0.3)
-        before = self.capture.latest()
+    def wait_change(
+        self,
+        *,
+        threshold: float = 12.0,
+        timeout_s: float = 30.0,
+        before: np.ndarray | None = None,
+    ) -> bool:
+        """Wait until the picture differs clearly from now, or from ``before`` when given (a
+        loading screen gives way)."""
+        if before is None:
+            self.wait(0.3)
+            before = self.capture.latest()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.wait(0.25)

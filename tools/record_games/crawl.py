@@ -359,7 +359,7 @@ def _menus_clip(s: Session) -> None:
     # (One Return at a time, given time to take effect: a second one would start a game.)
     for _ in range(20):
         s.xinput.key("Return")
-        if _changed(s, splash, threshold=8.0, timeout_s=6.0):
+        if s.wait_change(before=splash, threshold=8.0, timeout_s=6.0):
             break
     else:
         raise RuntimeError("crawl's main menu never came up")
@@ -412,16 +412,6 @@ def _name(s: Session) -> None:
     x.type_text("Chooser")
     x.key("Home")
     s.wait(rng.uniform(0.8, 1.5))
-
-
-def _changed(s: Session, before: np.ndarray | None, *, threshold: float, timeout_s: float) -> bool:
-    waited = 0.0
-    while waited < timeout_s:
-        s.wait(0.25)
-        waited += 0.25
-        if s.moved(before, threshold=threshold):
-            return True
-    return False
 
 
 def _press(s: Session, key: str, state: str) -> None:
